@@ -1,0 +1,230 @@
+//! Building the application from settings and serving it: the store, the engine, the router,
+//! the background tasks that keep memory and store in step, and graceful shutdown.
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use cloakroom::{Auth, Clock, SqliteStore, Store};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+use crate::http::{self, AppState, StateInner};
+use crate::settings::Settings;
+
+/// How often the change log is read (CLI revocations show up within this, plus a query).
+pub const CHANGE_POLL: Duration = Duration::from_millis(250);
+/// How often last-seen times are written to the store.
+pub const ACTIVITY_FLUSH: Duration = Duration::from_secs(5);
+/// How often expired sessions are swept.
+pub const SWEEP: Duration = Duration::from_secs(60);
+/// Longest wait for a request header block.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for in-flight requests at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Failures while starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be made.
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    /// The store could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] cloakroom::StoreError),
+    /// The engine could not start.
+    #[error("cannot start: {0}")]
+    Auth(#[from] cloakroom::AuthError),
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Opens the store the settings name, creating the data directory for the default one.
+pub async fn open_store(settings: &Settings) -> Result<Arc<SqliteStore>, StartError> {
+    let url = settings.database_url.expose();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+            }
+        }
+    }
+    Ok(Arc::new(SqliteStore::open(url).await?))
+}
+
+/// The engine on the configured store.
+pub async fn engine(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Auth>, StartError> {
+    let store: Arc<dyn Store> = open_store(settings).await?;
+    Ok(Arc::new(
+        Auth::new(store, settings.auth.clone(), clock).await?,
+    ))
+}
+
+/// The origins whose requests count as this site's.
+fn origins(settings: &Settings, bound: SocketAddr) -> Vec<String> {
+    match &settings.public_url {
+        Some(url) => vec![url.origin().ascii_serialization()],
+        None => {
+            let port = bound.port();
+            vec![
+                format!("http://localhost:{port}"),
+                format!("http://127.0.0.1:{port}"),
+                format!("http://[::1]:{port}"),
+            ]
+        }
+    }
+}
+
+/// The router for `auth`, as served on `bound`.
+pub fn router(settings: &Settings, auth: Arc<Auth>, bound: SocketAddr) -> Router {
+    let cookie = settings.cookie_policy();
+    http::router(AppState::new(StateInner {
+        auth,
+        cookie,
+        origins: origins(settings, bound),
+        trusted_proxies: settings.trusted_proxies.clone(),
+        hsts: cookie.is_secure(),
+    }))
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The engine it runs.
+    pub auth: Arc<Auth>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, binds the listening address and starts serving in the background.
+    pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let auth = engine(settings, clock).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| StartError::Bind(settings.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(settings.listen, e))?;
+        let router = router(settings, Arc::clone(&auth), addr);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(listener, router, Arc::clone(&auth), stopped));
+        Ok(Self {
+            addr,
+            auth,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and writes pending activity.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn run(listener: TcpListener, router: Router, auth: Arc<Auth>, stop: watch::Receiver<bool>) {
+    let background = tokio::spawn(background(Arc::clone(&auth), stop.clone()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .max_headers(100);
+    let graceful = GracefulShutdown::new();
+    let mut stop_signal = std::pin::pin!(stopped(stop.clone()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+                let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut stop_signal => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open at the end of the grace period");
+    }
+    let _ = background.await;
+    if let Err(e) = auth.flush_activity().await {
+        tracing::warn!(error = %e, "could not write the last activity");
+    }
+}
+
+/// Keeps the in-memory state and the store in step until told to stop.
+async fn background(auth: Arc<Auth>, stop: watch::Receiver<bool>) {
+    let mut changes = tokio::time::interval(CHANGE_POLL);
+    let mut flush = tokio::time::interval(ACTIVITY_FLUSH);
+    let mut sweep = tokio::time::interval(SWEEP);
+    for i in [&mut changes, &mut flush, &mut sweep] {
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let mut stop_signal = std::pin::pin!(stopped(stop));
+    loop {
+        tokio::select! {
+            _ = changes.tick() => {
+                if let Err(e) = auth.apply_changes().await {
+                    tracing::warn!(error = %e, "reading the change log failed");
+                }
+            }
+            _ = flush.tick() => {
+                if let Err(e) = auth.flush_activity().await {
+                    tracing::warn!(error = %e, "writing activity failed");
+                }
+            }
+            _ = sweep.tick() => {
+                match auth.sweep().await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweeping failed"),
+                }
+            }
+            _ = &mut stop_signal => return,
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `/auth/signup`, `/auth/login`, `/auth/logout`, `/auth/logout-all`, `/auth/whoami` and
+//! `/auth/password`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom::{LoginRequest, Reauth, Transport};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::views::{SessionView, UserView, WhoAmI};
+use crate::http::error::ApiError;
+use crate::http::extract::{session_cookie, ApiJson, Client, CurrentSession, OptionalJson};
+use crate::http::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/signup", post(signup))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/logout-all", post(logout_all))
+        .route("/auth/whoami", get(whoami))
+        .route("/auth/password", post(change_password))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    email: String,
+    password: String,
+}
+
+async fn signup(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<SignupBody>,
+) -> Result<Response, ApiError> {
+    let user = state
+        .auth
+        .signup(&body.email, &body.password, &client)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": UserView::from(&user) })),
+    )
+        .into_response())
+}
+
+/// What the login cookie carries.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum CookieKind {
+    /// The opaque session token.
+    #[default]
+    Session,
+    /// A short access JWT bound to the session.
+    Jwt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+    #[serde(default)]
+    remember: bool,
+    #[serde(default)]
+    cookie: CookieKind,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    // A session cookie the client already holds is ended by the new login; an ambiguous one
+    // (two cookies of our name) is simply not honoured.
+    let current_token = session_cookie(&headers, &state).unwrap_or(None);
+    if body.cookie == CookieKind::Jwt {
+        return Err(ApiError::bad_request(
+            "unsupported_cookie",
+            "JWT cookies are not available on this server yet; omit \"cookie\" or use \"session\"",
+        ));
+    }
+    let outcome = state
+        .auth
+        .login(LoginRequest {
+            email: body.email,
+            password: body.password,
+            remember: body.remember,
+            transport: Transport::Cookie,
+            client,
+            current_token,
+        })
+        .await?;
+    let max_age = outcome
+        .session
+        .remember
+        .then(|| outcome.session.absolute_expires_at - outcome.session.created_at);
+    let cookie = state.cookie.set(outcome.token.expose(), max_age);
+    let expires = outcome.session.expires_at(outcome.session.last_seen_at);
+    let body = json!({
+        "user": UserView::from(&outcome.user),
+        "session": SessionView::new(&outcome.session, expires),
+    });
+    Ok(with_cookie(Json(body).into_response(), &cookie))
+}
+
+fn with_cookie(mut res: Response, cookie: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// A 204 that also removes the session cookie from the browser.
+pub fn cleared(state: &AppState) -> Response {
+    let mut res = with_cookie(StatusCode::NO_CONTENT.into_response(), &state.cookie.clear());
+    res.headers_mut()
+        .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+    res
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    CurrentSession(who): CurrentSession,
+) -> Result<Response, ApiError> {
+    state.auth.logout(&who).await?;
+    Ok(cleared(&state))
+}
+
+/// The optional proof of a fresh login for operations that end other sessions.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthBody {
+    current_password: Option<String>,
+}
+
+impl ReauthBody {
+    /// As the engine's [`Reauth`].
+    pub fn into_reauth(body: Option<Self>) -> Reauth {
+        match body.and_then(|b| b.current_password) {
+            Some(p) => Reauth::Password(p),
+            None => Reauth::None,
+        }
+    }
+}
+
+async fn logout_all(
+    State(state): State<AppState>,
+    CurrentSession(who): CurrentSession,
+    OptionalJson(body): OptionalJson<ReauthBody>,
+) -> Result<Response, ApiError> {
+    state
+        .auth
+        .logout_all(&who, ReauthBody::into_reauth(body))
+        .await?;
+    Ok(cleared(&state))
+}
+
+async fn whoami(CurrentSession(who): CurrentSession) -> Json<WhoAmI> {
+    Json(WhoAmI::from(&who))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    CurrentSession(who): CurrentSession,
+    ApiJson(body): ApiJson<PasswordBody>,
+) -> Result<Response, ApiError> {
+    let token = state
+        .auth
+        .change_password(&who, &body.current_password, &body.new_password)
+        .await?;
+    let now = state.auth.now();
+    let max_age = who
+        .session
+        .remember
+        .then(|| who.session.absolute_expires_at - now);
+    let cookie = state.cookie.set(token.expose(), max_age);
+    Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
+}

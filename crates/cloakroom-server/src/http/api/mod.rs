@@ -1,0 +1,6 @@
+//! The JSON API, one module per group of routes, each exporting `router()`.
+
+pub mod auth;
+pub mod health;
+pub mod sessions;
+pub mod views;

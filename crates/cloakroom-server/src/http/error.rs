@@ -1,0 +1,154 @@
+//! API errors: every failure becomes `{"error": {"code": "snake_case", "message": "…"}}` with a
+//! fitting status. A 500 logs its cause and tells the client only `internal`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cloakroom::{AuthError, StoreError};
+use serde_json::json;
+
+/// An error answer of the JSON API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<i64>,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message for people.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401 `unauthenticated`.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "not signed in, or the session has ended",
+        )
+    }
+
+    /// 403 for a request that did not come from this site.
+    pub fn cross_origin() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin_request",
+            "this request did not come from this site",
+        )
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    /// 500 `internal`; the cause is logged, not sent.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %cause, source = ?cause.source(), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side",
+        )
+    }
+
+    /// Adds a `Retry-After` in whole seconds (at least 1).
+    pub fn retry_after(mut self, secs: i64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+fn store_error(e: &StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(e), "store unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service is temporarily unavailable",
+            )
+            .retry_after(5)
+        }
+        StoreError::Conflict | StoreError::Corrupt(_) | StoreError::Backend(_) => {
+            ApiError::internal(e)
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AuthError::InvalidCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", msg)
+            }
+            AuthError::TooManyAttempts { retry_after } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", msg)
+                    .retry_after(ceil_secs(retry_after))
+            }
+            AuthError::EmailTaken => Self::new(StatusCode::CONFLICT, "email_taken", msg),
+            AuthError::InvalidEmail(_) => Self::bad_request("invalid_email", msg),
+            AuthError::WeakPassword(_) => Self::bad_request("weak_password", msg),
+            AuthError::InvalidRole(_) => Self::bad_request("invalid_role", msg),
+            AuthError::Unauthenticated => Self::unauthenticated(),
+            AuthError::ReauthRequired => {
+                Self::new(StatusCode::FORBIDDEN, "reauth_required", msg)
+            }
+            AuthError::NotFound => Self::not_found(),
+            AuthError::Overloaded { retry_after } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", msg)
+                    .retry_after(ceil_secs(retry_after))
+            }
+            AuthError::Store(ref s) => store_error(s),
+            AuthError::Hashing(ref h) => Self::internal(h),
+        }
+    }
+}
+
+fn ceil_secs(d: time::Duration) -> i64 {
+    let s = d.whole_seconds();
+    if d.subsec_nanoseconds() > 0 {
+        s + 1
+    } else {
+        s
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut res = (self.status, Json(body)).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        res
+    }
+}

@@ -1,0 +1,189 @@
+//! Request extractors: strict JSON bodies, the client's address, and the caller's session.
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use cloakroom::{Authenticated, ClientInfo, Presented};
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+
+use super::csrf;
+use super::error::ApiError;
+use super::AppState;
+
+/// Longest `User-Agent` kept with a session.
+const MAX_USER_AGENT: usize = 256;
+
+/// A JSON body: `Content-Type: application/json` (charset utf-8 or none), at most the body limit,
+/// a JSON object of exactly the expected fields (unknown and duplicate fields are errors).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let unsupported = || {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        )
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unsupported)?;
+    let mut parts = ct.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
+    {
+        return Err(unsupported());
+    }
+    for param in parts {
+        let (k, v) = param.split_once('=').ok_or_else(unsupported)?;
+        let v = v.trim_matches('"');
+        if !(k.trim().eq_ignore_ascii_case("charset") && v.eq_ignore_ascii_case("utf-8")) {
+            return Err(unsupported());
+        }
+    }
+    Ok(())
+}
+
+async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than 16 KiB",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        // serde_json's messages name fields and positions, never our internals.
+        ApiError::bad_request(code, format!("the JSON body is not valid: {e}"))
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        check_json_content_type(req.headers())?;
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Like [`ApiJson`], but an empty body is allowed and gives `None`.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let bytes = body_bytes(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        check_json_content_type(&headers)?;
+        parse_json(&bytes).map(|v| Self(Some(v)))
+    }
+}
+
+/// The client's address and user agent. The address is the socket peer's, or, when the peer is
+/// a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientInfo);
+
+/// The client IP for a request, honouring `X-Forwarded-For` only from trusted proxies.
+pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    // Walk the chain from the right: the first hop we do not trust is the client.
+    let mut ip = peer;
+    let hops: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(addr) => {
+                ip = addr;
+                if !trusted.contains(&addr) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Some(ip)
+}
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+        Ok(Client(ClientInfo {
+            ip: client_ip(parts, &state.trusted_proxies),
+            user_agent,
+        }))
+    }
+}
+
+/// The raw session cookie value a request carries, if exactly one.
+pub fn session_cookie(headers: &HeaderMap, state: &AppState) -> Result<Option<String>, ApiError> {
+    let values = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    match state.cookie.find(values) {
+        Presented::None => Ok(None),
+        Presented::One(v) => Ok(Some(v.to_string())),
+        Presented::Ambiguous => Err(ApiError::unauthenticated()),
+    }
+}
+
+/// The caller's session, from the session cookie. For unsafe methods the request must also
+/// prove it comes from this site (see [`csrf`]).
+#[derive(Debug, Clone)]
+pub struct CurrentSession(pub Authenticated);
+
+impl FromRequestParts<AppState> for CurrentSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = session_cookie(&parts.headers, state)?.ok_or_else(ApiError::unauthenticated)?;
+        if csrf::is_unsafe(&parts.method) && !csrf::proves_same_origin(&parts.headers, &state.origins)
+        {
+            return Err(ApiError::cross_origin());
+        }
+        let who = state.auth.authenticate(&token).await?;
+        Ok(CurrentSession(who))
+    }
+}

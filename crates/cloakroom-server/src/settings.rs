@@ -1,0 +1,432 @@
+//! Settings: raw values from flags, `CLOAKROOM_*` environment variables and an optional TOML
+//! file (every field optional), merged in that order of precedence, then resolved into validated
+//! [`Settings`] with the defaults applied.
+
+use clap::Args;
+use cloakroom::{Argon2Config, AuthConfig, CookiePolicy, Lifetime, Secret};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use time::Duration;
+use url::Url;
+
+/// Settings as given: flags and environment (through clap) or the TOML file (through serde).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, global = true, env = "CLOAKROOM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded database [default: ./cloakroom-data]
+    #[arg(long, global = true, env = "CLOAKROOM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (sqlite://…); default: an SQLite file in the data directory
+    #[arg(long, global = true, env = "CLOAKROOM_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for sessions, revocations and throttling shared by many instances
+    #[arg(long, global = true, env = "CLOAKROOM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The public origin (https://auth.example.com) used for cookies and CSRF checks
+    #[arg(long, global = true, env = "CLOAKROOM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Allow a plain-http public URL that is not localhost (never in production)
+    #[arg(long, global = true, env = "CLOAKROOM_INSECURE_DEV", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub insecure_dev: Option<bool>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs)
+    #[arg(long, global = true, env = "CLOAKROOM_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Idle timeout of a session, in seconds [default: 1800]
+    #[arg(long, global = true, env = "CLOAKROOM_SESSION_IDLE_SECS")]
+    pub session_idle_secs: Option<i64>,
+    /// Absolute lifetime of a session, in seconds [default: 43200]
+    #[arg(long, global = true, env = "CLOAKROOM_SESSION_ABSOLUTE_SECS")]
+    pub session_absolute_secs: Option<i64>,
+    /// Idle timeout of a "remember me" session, in seconds [default: 1209600]
+    #[arg(long, global = true, env = "CLOAKROOM_REMEMBER_IDLE_SECS")]
+    pub remember_idle_secs: Option<i64>,
+    /// Absolute lifetime of a "remember me" session, in seconds [default: 2592000]
+    #[arg(long, global = true, env = "CLOAKROOM_REMEMBER_ABSOLUTE_SECS")]
+    pub remember_absolute_secs: Option<i64>,
+    /// Argon2id memory in KiB [default: 19456]
+    #[arg(long, global = true, env = "CLOAKROOM_ARGON2_MEMORY_KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// Argon2id passes [default: 2]
+    #[arg(long, global = true, env = "CLOAKROOM_ARGON2_ITERATIONS")]
+    pub argon2_iterations: Option<u32>,
+    /// Argon2id lanes [default: 1]
+    #[arg(long, global = true, env = "CLOAKROOM_ARGON2_PARALLELISM")]
+    pub argon2_parallelism: Option<u32>,
+    /// Threads that hash passwords [default: the number of cores]
+    #[arg(long, global = true, env = "CLOAKROOM_HASH_THREADS")]
+    pub hash_threads: Option<usize>,
+    /// Hashing jobs that may wait before logins get 503 [default: 8 per thread]
+    #[arg(long, global = true, env = "CLOAKROOM_HASH_QUEUE")]
+    pub hash_queue: Option<usize>,
+    /// Failed logins per account before back-off starts [default: 5]
+    #[arg(long, global = true, env = "CLOAKROOM_LOGIN_ACCOUNT_FREE_FAILURES")]
+    pub login_account_free_failures: Option<u32>,
+    /// Failed logins per client IP before back-off starts [default: 20]
+    #[arg(long, global = true, env = "CLOAKROOM_LOGIN_IP_FREE_FAILURES")]
+    pub login_ip_free_failures: Option<u32>,
+    /// Signups allowed per client IP per hour [default: 10]
+    #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
+    pub signups_per_hour: Option<u32>,
+    /// Log filter, e.g. `info` or `cloakroom=debug` [default: info]
+    #[arg(long, global = true, env = "CLOAKROOM_LOG")]
+    pub log: Option<String>,
+}
+
+macro_rules! merge_fields {
+    ($high:ident, $low:ident, $($f:ident),*) => {
+        RawSettings { $($f: $high.$f.or($low.$f)),* }
+    };
+}
+
+impl RawSettings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| SettingsError(format!("{}: {e}", path.display())))
+    }
+
+    /// Fills what `self` leaves open from `lower`.
+    pub fn or(self, lower: RawSettings) -> RawSettings {
+        let high = self;
+        merge_fields!(
+            high,
+            lower,
+            listen,
+            data_dir,
+            database_url,
+            redis_url,
+            public_url,
+            insecure_dev,
+            trusted_proxies,
+            session_idle_secs,
+            session_absolute_secs,
+            remember_idle_secs,
+            remember_absolute_secs,
+            argon2_memory_kib,
+            argon2_iterations,
+            argon2_parallelism,
+            hash_threads,
+            hash_queue,
+            login_account_free_failures,
+            login_ip_free_failures,
+            signups_per_hour,
+            log
+        )
+    }
+}
+
+/// An invalid setting, with a message that says which and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+/// Validated settings with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded database.
+    pub data_dir: PathBuf,
+    /// Where users and sessions are stored.
+    pub database_url: Secret<String>,
+    /// The public origin, if configured; otherwise derived from the bound address.
+    pub public_url: Option<Url>,
+    /// Plain http allowed beyond localhost.
+    pub insecure_dev: bool,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The engine's settings.
+    pub auth: AuthConfig,
+    /// Log filter.
+    pub log: String,
+}
+
+fn secs(name: &str, v: Option<i64>, default: Duration) -> Result<Duration, SettingsError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s > 0 => Ok(Duration::seconds(s)),
+        Some(s) => Err(SettingsError(format!("{name} must be positive, not {s}"))),
+    }
+}
+
+fn is_local_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl Settings {
+    /// Applies defaults and checks every value.
+    pub fn resolve(raw: RawSettings) -> Result<Self, SettingsError> {
+        let listen = raw
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("cloakroom-data"));
+        let database_url = match raw.database_url {
+            None => format!("sqlite://{}", data_dir.join("cloakroom.db").display()),
+            Some(u) if u.starts_with("sqlite:") => u,
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                return Err(SettingsError(
+                    "PostgreSQL is not supported by this build yet; use the default SQLite \
+                     database (leave --database-url unset) or an sqlite:// URL"
+                        .into(),
+                ))
+            }
+            Some(_) => {
+                return Err(SettingsError(
+                    "--database-url must start with sqlite: (or postgres://)".into(),
+                ))
+            }
+        };
+        if raw.redis_url.is_some() {
+            return Err(SettingsError(
+                "Redis is not supported by this build yet; leave --redis-url unset".into(),
+            ));
+        }
+        let insecure_dev = raw.insecure_dev.unwrap_or(false);
+        let public_url = match raw.public_url {
+            None => {
+                if !listen.ip().is_loopback() && !insecure_dev {
+                    return Err(SettingsError(format!(
+                        "listening on {listen}, which is not loopback: set --public-url to the \
+                         https:// address clients use (or --insecure-dev for a test network)"
+                    )));
+                }
+                None
+            }
+            Some(u) => {
+                let url = Url::parse(&u)
+                    .map_err(|e| SettingsError(format!("--public-url {u:?}: {e}")))?;
+                match url.scheme() {
+                    "https" => {}
+                    "http" if is_local_host(&url) || insecure_dev => {}
+                    "http" => {
+                        return Err(SettingsError(format!(
+                            "--public-url {u} is plain http on a non-local host; use https \
+                             (or --insecure-dev, never in production)"
+                        )))
+                    }
+                    other => {
+                        return Err(SettingsError(format!(
+                            "--public-url must be http or https, not {other}"
+                        )))
+                    }
+                }
+                if url.host().is_none() || url.path() != "/" || url.query().is_some() {
+                    return Err(SettingsError(format!(
+                        "--public-url {u} must be an origin such as https://auth.example.com"
+                    )));
+                }
+                Some(url)
+            }
+        };
+        let defaults = AuthConfig::default();
+        let session = Lifetime {
+            idle: secs("session_idle_secs", raw.session_idle_secs, defaults.session.idle)?,
+            absolute: secs(
+                "session_absolute_secs",
+                raw.session_absolute_secs,
+                defaults.session.absolute,
+            )?,
+        };
+        let remember = Lifetime {
+            idle: secs("remember_idle_secs", raw.remember_idle_secs, defaults.remember.idle)?,
+            absolute: secs(
+                "remember_absolute_secs",
+                raw.remember_absolute_secs,
+                defaults.remember.absolute,
+            )?,
+        };
+        let argon2 = Argon2Config {
+            memory_kib: raw.argon2_memory_kib.unwrap_or(defaults.argon2.memory_kib),
+            iterations: raw.argon2_iterations.unwrap_or(defaults.argon2.iterations),
+            parallelism: raw.argon2_parallelism.unwrap_or(defaults.argon2.parallelism),
+        };
+        argon2::Params::new(argon2.memory_kib, argon2.iterations, argon2.parallelism, None)
+            .map_err(|e| SettingsError(format!("Argon2 parameters: {e}")))?;
+        let hash_threads = raw.hash_threads.unwrap_or(defaults.hash_threads);
+        if hash_threads == 0 {
+            return Err(SettingsError("hash_threads must be at least 1".into()));
+        }
+        let mut account_throttle = defaults.account_throttle;
+        if let Some(n) = raw.login_account_free_failures {
+            account_throttle.free_failures = n;
+        }
+        let mut ip_throttle = defaults.ip_throttle;
+        if let Some(n) = raw.login_ip_free_failures {
+            ip_throttle.free_failures = n;
+        }
+        let auth = AuthConfig {
+            session,
+            remember,
+            account_throttle,
+            ip_throttle,
+            signup_limit: raw.signups_per_hour.unwrap_or(defaults.signup_limit),
+            argon2,
+            hash_threads,
+            hash_queue: raw.hash_queue.unwrap_or(hash_threads * 8).max(1),
+            ..defaults
+        };
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url: Secret::new(database_url),
+            public_url,
+            insecure_dev,
+            trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
+            auth,
+            log: raw.log.unwrap_or_else(|| "info".into()),
+        })
+    }
+
+    /// The cookie policy: `__Host-` and `Secure` unless the public URL is plain http.
+    pub fn cookie_policy(&self) -> CookiePolicy {
+        match &self.public_url {
+            Some(u) if u.scheme() == "https" => CookiePolicy::SECURE,
+            _ => CookiePolicy::DEV,
+        }
+    }
+
+    /// The effective settings as TOML, with secrets redacted (`cloakroom config show`).
+    pub fn show(&self) -> String {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            listen: String,
+            data_dir: String,
+            database_url: String,
+            public_url: String,
+            insecure_dev: bool,
+            trusted_proxies: Vec<String>,
+            session_idle_secs: i64,
+            session_absolute_secs: i64,
+            remember_idle_secs: i64,
+            remember_absolute_secs: i64,
+            argon2_memory_kib: u32,
+            argon2_iterations: u32,
+            argon2_parallelism: u32,
+            hash_threads: usize,
+            hash_queue: usize,
+            login_account_free_failures: u32,
+            login_ip_free_failures: u32,
+            signups_per_hour: u32,
+            log: &'a str,
+        }
+        let a = &self.auth;
+        let shown = Shown {
+            listen: self.listen.to_string(),
+            data_dir: self.data_dir.display().to_string(),
+            database_url: redact_url(self.database_url.expose()),
+            public_url: self
+                .public_url
+                .as_ref()
+                .map_or_else(|| format!("http://localhost:{} (derived)", self.listen.port()), |u| u.to_string()),
+            insecure_dev: self.insecure_dev,
+            trusted_proxies: self.trusted_proxies.iter().map(|p| p.to_string()).collect(),
+            session_idle_secs: a.session.idle.whole_seconds(),
+            session_absolute_secs: a.session.absolute.whole_seconds(),
+            remember_idle_secs: a.remember.idle.whole_seconds(),
+            remember_absolute_secs: a.remember.absolute.whole_seconds(),
+            argon2_memory_kib: a.argon2.memory_kib,
+            argon2_iterations: a.argon2.iterations,
+            argon2_parallelism: a.argon2.parallelism,
+            hash_threads: a.hash_threads,
+            hash_queue: a.hash_queue,
+            login_account_free_failures: a.account_throttle.free_failures,
+            login_ip_free_failures: a.ip_throttle.free_failures,
+            signups_per_hour: a.signup_limit,
+            log: &self.log,
+        };
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+/// Hides the password (and any query string) of a URL.
+fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() || u.query().is_some() => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("[redacted]"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("[redacted]"));
+            }
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let s = Settings::resolve(RawSettings::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.auth.session.idle, Duration::minutes(30));
+        assert_eq!(s.auth.remember.absolute, Duration::days(30));
+        assert_eq!(s.auth.argon2, Argon2Config::default());
+        assert_eq!(s.cookie_policy(), CookiePolicy::DEV);
+        assert!(s.database_url.expose().ends_with("cloakroom-data/cloakroom.db"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let flags = RawSettings {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Default::default()
+        };
+        let file: RawSettings =
+            toml::from_str("listen = \"127.0.0.1:7000\"\nsession_idle_secs = 60\n").unwrap();
+        let s = Settings::resolve(flags.or(file)).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.auth.session.idle, Duration::seconds(60));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<RawSettings>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn plain_http_is_refused_beyond_localhost() {
+        let raw = |u: &str| RawSettings {
+            public_url: Some(u.into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(raw("http://auth.example.com")).is_err());
+        assert!(Settings::resolve(raw("http://localhost:8080")).is_ok());
+        let s = Settings::resolve(raw("https://auth.example.com")).unwrap();
+        assert_eq!(s.cookie_policy(), CookiePolicy::SECURE);
+        let mut dev = raw("http://10.1.2.3:8080");
+        dev.insecure_dev = Some(true);
+        assert!(Settings::resolve(dev).is_ok());
+        let open = RawSettings {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(open).is_err());
+    }
+
+    #[test]
+    fn config_show_redacts_secrets() {
+        let s = Settings::resolve(RawSettings {
+            database_url: Some("sqlite:///tmp/x.db?key=hunter2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let shown = s.show();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("session_idle_secs = 1800"));
+    }
+}

@@ -1,0 +1,804 @@
+//! The use cases: signup, login, recognising a session, logout, listing and ending sessions,
+//! changing a password, and the administrator's operations behind the CLI.
+//!
+//! [`Auth`] owns no I/O of its own beyond the [`Store`] and [`Throttle`] it is given, reads the
+//! time from its [`Clock`], and keeps live sessions in memory. A process that shares the store
+//! with others calls [`Auth::apply_changes`] periodically to learn what they ended or changed,
+//! [`Auth::flush_activity`] to write last-seen times in batches, and [`Auth::sweep`] to drop
+//! expired sessions.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+use crate::clock::Clock;
+use crate::live::{LiveSession, LiveSessions};
+use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
+use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
+use crate::store::{Change, Store, StoreError};
+use crate::throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
+use crate::user::{Email, EmailError, Role, RoleError, User, UserId};
+
+/// How long a client is asked to wait when hashing is saturated.
+const OVERLOAD_RETRY: Duration = Duration::seconds(1);
+
+/// Settings of the engine. `Default` gives the SPEC's defaults.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Lifetime of an ordinary (browser-session) login.
+    pub session: Lifetime,
+    /// Lifetime of a "remember me" login.
+    pub remember: Lifetime,
+    /// How recent a login must be to end other sessions without giving the password again.
+    pub fresh_auth: Duration,
+    /// Back-off per account after failed logins.
+    pub account_throttle: ThrottlePolicy,
+    /// Back-off per client IP after failed logins.
+    pub ip_throttle: ThrottlePolicy,
+    /// Signups allowed per client IP per `signup_window`.
+    pub signup_limit: u32,
+    /// See `signup_limit`.
+    pub signup_window: Duration,
+    /// Argon2id cost.
+    pub argon2: Argon2Config,
+    /// Threads that hash passwords.
+    pub hash_threads: usize,
+    /// Hashing jobs that may wait; beyond that, logins get 503.
+    pub hash_queue: usize,
+    /// Sessions idle longer than their timeout plus this are deleted from the store.
+    pub idle_grace: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            session: Lifetime::BROWSER,
+            remember: Lifetime::REMEMBER,
+            fresh_auth: Duration::minutes(10),
+            account_throttle: ThrottlePolicy::ACCOUNT,
+            ip_throttle: ThrottlePolicy::IP,
+            signup_limit: 10,
+            signup_window: Duration::hours(1),
+            argon2: Argon2Config::default(),
+            hash_threads: threads,
+            hash_queue: threads * 8,
+            idle_grace: Duration::minutes(10),
+        }
+    }
+}
+
+/// What went wrong, named by outcome. The server maps each to a status and error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown email, wrong password or disabled account: one answer for all three.
+    #[error("the email or password is wrong")]
+    InvalidCredentials,
+    /// Held back by throttling.
+    #[error("too many attempts; try again later")]
+    TooManyAttempts {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// Signup with an email that has an account.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// The email address is not valid.
+    #[error("{0}")]
+    InvalidEmail(#[from] EmailError),
+    /// The new password does not meet the policy.
+    #[error("{0}")]
+    WeakPassword(#[from] WeakPassword),
+    /// A role name is not valid.
+    #[error("{0}")]
+    InvalidRole(#[from] RoleError),
+    /// No valid session.
+    #[error("not signed in, or the session has ended")]
+    Unauthenticated,
+    /// The operation needs a fresh login or the current password.
+    #[error("confirm your password to do this")]
+    ReauthRequired,
+    /// No such session or user (or not yours).
+    #[error("not found")]
+    NotFound,
+    /// Password hashing is saturated.
+    #[error("the server is busy; try again shortly")]
+    Overloaded {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed for another reason than load.
+    #[error("password hashing failed")]
+    Hashing(#[source] PasswordError),
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Overloaded => Self::Overloaded {
+                retry_after: OVERLOAD_RETRY,
+            },
+            other => Self::Hashing(other),
+        }
+    }
+}
+
+/// Who is asking, as far as the transport can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Client IP (from the socket, or a trusted proxy's header).
+    pub ip: Option<IpAddr>,
+    /// `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// A login attempt.
+#[derive(Debug, Clone)]
+pub struct LoginRequest {
+    /// Email as typed.
+    pub email: String,
+    /// Password as typed (normalised here).
+    pub password: String,
+    /// "Remember me": a persistent cookie and the longer lifetime.
+    pub remember: bool,
+    /// The transport the new session will use.
+    pub transport: Transport,
+    /// Who is asking.
+    pub client: ClientInfo,
+    /// The session token the client already holds, if any; that session ends on success.
+    pub current_token: Option<String>,
+}
+
+impl LoginRequest {
+    /// A cookie login with no remember-me and no client details.
+    pub fn new(email: &str, password: &str) -> Self {
+        Self {
+            email: email.to_string(),
+            password: password.to_string(),
+            remember: false,
+            transport: Transport::Cookie,
+            client: ClientInfo::default(),
+            current_token: None,
+        }
+    }
+}
+
+/// A successful login.
+#[derive(Debug)]
+pub struct LoginOutcome {
+    /// Who logged in.
+    pub user: User,
+    /// The new session.
+    pub session: Session,
+    /// Its secret, for the client.
+    pub token: SessionToken,
+}
+
+/// A recognised session.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The session's user.
+    pub user: Arc<User>,
+    /// The session.
+    pub session: Arc<Session>,
+    /// When it ends unless used again.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Proof offered for an operation that needs fresh authentication.
+#[derive(Debug, Clone, Default)]
+pub enum Reauth {
+    /// Nothing beyond the session; enough only if the login is recent.
+    #[default]
+    None,
+    /// The current password.
+    Password(String),
+}
+
+/// The authentication engine.
+pub struct Auth {
+    store: Arc<dyn Store>,
+    throttle: Arc<dyn Throttle>,
+    hasher: PasswordHasher,
+    policy: PasswordPolicy,
+    config: AuthConfig,
+    clock: Arc<dyn Clock>,
+    live: LiveSessions,
+    cursor: AtomicI64,
+    sync: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .field("live_sessions", &self.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn account_key(email: &Email) -> String {
+    format!("acct:{email}")
+}
+
+fn ip_key(ip: Option<IpAddr>) -> Option<String> {
+    ip.map(|ip| format!("ip:{ip}"))
+}
+
+impl Auth {
+    /// Starts the engine on `store`, with throttle counters in memory. Loads the revoked session
+    /// ids and the change-log position, so changes from before the start are known.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthError> {
+        Self::with_throttle(store, Arc::new(MemoryThrottle::new()), config, clock).await
+    }
+
+    /// Like [`Auth::new`] with other throttle counters (shared ones, for many instances).
+    pub async fn with_throttle(
+        store: Arc<dyn Store>,
+        throttle: Arc<dyn Throttle>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthError> {
+        let hasher = PasswordHasher::new(config.argon2, config.hash_threads, config.hash_queue)?;
+        let head = store.change_head().await?;
+        let live = LiveSessions::default();
+        for (id, exp) in store.revoked_sessions(clock.now()).await? {
+            live.revoke(id, exp);
+        }
+        Ok(Self {
+            store,
+            throttle,
+            hasher,
+            policy: PasswordPolicy,
+            config,
+            clock,
+            live,
+            cursor: AtomicI64::new(head),
+            sync: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The password hasher (its queue length is a useful metric).
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// The current time, from the engine's clock, in whole seconds (what the store keeps).
+    pub fn now(&self) -> OffsetDateTime {
+        let now = self.clock.now();
+        now.replace_nanosecond(0).unwrap_or(now)
+    }
+
+    /// How many sessions are held in memory.
+    pub fn live_sessions(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether the store answers.
+    pub async fn ready(&self) -> Result<(), AuthError> {
+        Ok(self.store.ping().await?)
+    }
+
+    // ----- accounts -------------------------------------------------------------------------
+
+    /// Creates an account with the default role; throttled per client IP.
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<User, AuthError> {
+        if let Some(key) = ip_key(client.ip) {
+            let key = format!("signup:{key}");
+            let now = self.now();
+            let window = self.config.signup_window;
+            if let Some(wait) = self.throttle.hit(&key, self.config.signup_limit, window, now).await?
+            {
+                return Err(AuthError::TooManyAttempts { retry_after: wait });
+            }
+        }
+        let user = self
+            .create_user(email, password, vec![Role::default_role()])
+            .await?;
+        tracing::info!(user = %user.id, "signup");
+        Ok(user)
+    }
+
+    /// Creates an account with the given roles (the CLI's `user add`); no throttling.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        mut roles: Vec<Role>,
+    ) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        let normalized = PasswordPolicy::normalize(password);
+        self.policy.check_new(&normalized, email.as_str())?;
+        roles.sort();
+        roles.dedup();
+        let hash = self.hasher.hash(normalized).await?;
+        let user = User {
+            id: UserId::random(),
+            email,
+            roles,
+            disabled: false,
+            created_at: self.now(),
+        };
+        match self.store.insert_user(&user, &hash).await {
+            Ok(()) => Ok(user),
+            Err(StoreError::Conflict) => Err(AuthError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The account with this email.
+    pub async fn find_user(&self, email: &str) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        match self.store.find_user_by_email(&email).await? {
+            Some((user, _)) => Ok(user),
+            None => Err(AuthError::NotFound),
+        }
+    }
+
+    /// Every account.
+    pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// Disables (ending every session) or re-enables an account.
+    pub async fn set_disabled(&self, email: &str, disabled: bool) -> Result<User, AuthError> {
+        let user = self.find_user(email).await?;
+        self.store.set_disabled(user.id, disabled).await?;
+        self.live.forget_user(user.id);
+        if disabled {
+            self.end_all(user.id, None).await?;
+        }
+        tracing::info!(user = %user.id, disabled, "user status changed");
+        Ok(User { disabled, ..user })
+    }
+
+    /// Replaces an account's roles. Its sessions stay, and see the new roles at once.
+    pub async fn set_roles(&self, email: &str, roles: &[String]) -> Result<User, AuthError> {
+        let mut roles = roles
+            .iter()
+            .map(|r| Role::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        roles.sort();
+        roles.dedup();
+        let user = self.find_user(email).await?;
+        self.store.set_roles(user.id, &roles).await?;
+        self.live.forget_user(user.id);
+        tracing::info!(user = %user.id, "roles changed");
+        Ok(User { roles, ..user })
+    }
+
+    // ----- login and sessions -----------------------------------------------------------------
+
+    /// Checks a password and starts a new session. Unknown email, wrong password and disabled
+    /// account get the same error after the same work; throttled callers do no hashing.
+    pub async fn login(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
+        let now = self.now();
+        let email = Email::parse(&req.email).ok();
+        let acct = email.as_ref().map(account_key);
+        let ip = ip_key(req.client.ip);
+        for (key, policy) in [
+            (acct.as_deref(), &self.config.account_throttle),
+            (ip.as_deref(), &self.config.ip_throttle),
+        ] {
+            if let Some(key) = key {
+                if let Some(wait) = self.throttle.retry_after(key, policy, now).await? {
+                    tracing::warn!(throttled = key.split(':').next(), "login throttled");
+                    return Err(AuthError::TooManyAttempts { retry_after: wait });
+                }
+            }
+        }
+        let password = PasswordPolicy::normalize(&req.password);
+        let found = match &email {
+            Some(email) => self.store.find_user_by_email(email).await?,
+            None => None,
+        };
+        let verified = if email.is_some() && PasswordPolicy::acceptable_at_login(&password) {
+            let stored = found.as_ref().map(|(_, h)| h.clone());
+            Some(self.hasher.verify(password.clone(), stored).await?)
+        } else {
+            None
+        };
+        let user = match (found, verified) {
+            (Some((user, _)), Some(v)) if v.matched && !user.disabled => {
+                if v.needs_rehash {
+                    self.upgrade_hash(user.id, password).await;
+                }
+                user
+            }
+            _ => {
+                self.record_failure(acct.as_deref(), ip.as_deref(), now).await?;
+                tracing::info!("login failed");
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        if let Some(key) = &acct {
+            self.throttle.clear(key).await?;
+        }
+        // Re-login ends the session the client held (no session fixation, ASVS 5.0 7.2.4).
+        if let Some(old) = req.current_token.as_deref().and_then(SessionToken::parse) {
+            if let Some(old) = self.store.find_by_token(&old.hash()).await? {
+                self.end_session_record(old.id).await?;
+            }
+        }
+        let lifetime = if req.remember {
+            self.config.remember
+        } else {
+            self.config.session
+        };
+        let token = SessionToken::generate();
+        let session = Session {
+            id: SessionId::random(),
+            user_id: user.id,
+            transport: req.transport,
+            secret_hash: token.hash(),
+            remember: req.remember,
+            created_at: now,
+            authenticated_at: now,
+            last_seen_at: now,
+            idle_timeout: lifetime.idle,
+            absolute_expires_at: now + lifetime.absolute,
+            ip: req.client.ip.map(|ip| ip.to_string()),
+            user_agent: req.client.user_agent.clone(),
+        };
+        self.store.insert_session(&session).await?;
+        self.live.insert(session.clone());
+        tracing::info!(user = %user.id, session = %session.id, "login");
+        Ok(LoginOutcome {
+            user,
+            session,
+            token,
+        })
+    }
+
+    async fn upgrade_hash(&self, id: UserId, password: String) {
+        match self.hasher.hash(password).await {
+            Ok(hash) => match self.store.set_password(id, &hash).await {
+                Ok(_) => tracing::info!(user = %id, "password hash upgraded"),
+                Err(e) => tracing::warn!(error = %e, "could not store the upgraded hash"),
+            },
+            Err(e) => tracing::debug!(error = %e, "hash upgrade postponed"),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        acct: Option<&str>,
+        ip: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        if let Some(key) = acct {
+            self.throttle
+                .record_failure(key, &self.config.account_throttle, now)
+                .await?;
+        }
+        if let Some(key) = ip {
+            self.throttle
+                .record_failure(key, &self.config.ip_throttle, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Recognises a session token: format first (a malformed token never reaches the store),
+    /// then memory, then the store for a session this process has not seen yet.
+    pub async fn authenticate(&self, raw_token: &str) -> Result<Authenticated, AuthError> {
+        let token = SessionToken::parse(raw_token).ok_or(AuthError::Unauthenticated)?;
+        let hash = token.hash();
+        let live = match self.live.get(&hash) {
+            Some(live) => live,
+            None => {
+                let session = self
+                    .store
+                    .find_by_token(&hash)
+                    .await?
+                    .filter(|s| s.transport == Transport::Cookie)
+                    .ok_or(AuthError::Unauthenticated)?;
+                self.live
+                    .insert(session)
+                    .ok_or(AuthError::Unauthenticated)?
+            }
+        };
+        self.check_live(&live).await
+    }
+
+    async fn check_live(&self, live: &Arc<LiveSession>) -> Result<Authenticated, AuthError> {
+        let session = &live.session;
+        if self.live.is_revoked(session.id) {
+            self.live.remove(session.id);
+            return Err(AuthError::Unauthenticated);
+        }
+        let now = self.now();
+        if session.is_expired(live.last_seen(), now) {
+            self.live.remove(session.id);
+            self.store.revoke(session.id).await?;
+            return Err(AuthError::Unauthenticated);
+        }
+        let user = self.user(session.user_id).await?;
+        if user.disabled {
+            return Err(AuthError::Unauthenticated);
+        }
+        live.touch(now);
+        Ok(Authenticated {
+            user,
+            session: Arc::clone(session),
+            expires_at: session.expires_at(now),
+        })
+    }
+
+    async fn user(&self, id: UserId) -> Result<Arc<User>, AuthError> {
+        if let Some(user) = self.live.user(id) {
+            return Ok(user);
+        }
+        match self.store.find_user(id).await? {
+            Some(user) => Ok(self.live.put_user(user)),
+            None => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    async fn end_session_record(&self, id: SessionId) -> Result<bool, AuthError> {
+        let ended = self.store.revoke(id).await?;
+        match ended {
+            Some(s) => {
+                self.live.revoke(id, s.absolute_expires_at);
+                tracing::info!(session = %id, user = %s.user_id, "session ended");
+                Ok(true)
+            }
+            None => {
+                self.live.remove(id);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn end_all(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionId>, AuthError> {
+        let ended = self.store.revoke_all(user, keep).await?;
+        // The deadline is not known here; the change log carries it for other processes, and
+        // this one keeps the id for the longest lifetime there is.
+        let until = self.now() + self.config.remember.absolute.max(self.config.session.absolute);
+        for id in &ended {
+            self.live.revoke(*id, until);
+        }
+        tracing::info!(user = %user, count = ended.len(), "sessions ended");
+        Ok(ended)
+    }
+
+    /// Ends the caller's own session.
+    pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
+        self.end_session_record(who.session.id).await?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller, this one included. Needs fresh authentication.
+    pub async fn logout_all(
+        &self,
+        who: &Authenticated,
+        reauth: Reauth,
+    ) -> Result<Vec<SessionId>, AuthError> {
+        self.require_fresh(who, reauth).await?;
+        self.end_all(who.user.id, None).await
+    }
+
+    /// The caller's sessions, newest first, each with its last activity.
+    pub async fn sessions(
+        &self,
+        who: &Authenticated,
+    ) -> Result<Vec<(Session, OffsetDateTime)>, AuthError> {
+        self.user_sessions(who.user.id).await
+    }
+
+    async fn user_sessions(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<(Session, OffsetDateTime)>, AuthError> {
+        let now = self.now();
+        let sessions = self.store.list_for_user(user).await?;
+        Ok(sessions
+            .into_iter()
+            .filter(|s| !self.live.is_revoked(s.id))
+            .map(|s| {
+                let seen = self
+                    .live
+                    .get_by_id(s.id)
+                    .map(|l| l.last_seen())
+                    .unwrap_or(s.last_seen_at)
+                    .max(s.last_seen_at);
+                (s, seen)
+            })
+            .filter(|(s, seen)| !s.is_expired(*seen, now))
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions. Another user's session is [`AuthError::NotFound`],
+    /// exactly like one that does not exist. Ending a session other than the caller's own
+    /// needs fresh authentication.
+    pub async fn end_session(
+        &self,
+        who: &Authenticated,
+        id: SessionId,
+        reauth: Reauth,
+    ) -> Result<(), AuthError> {
+        let target = self.store.find_session(id).await?;
+        match target {
+            Some(s) if s.user_id == who.user.id => {
+                if s.id != who.session.id {
+                    self.require_fresh(who, reauth).await?;
+                }
+                self.end_session_record(id).await?;
+                Ok(())
+            }
+            _ => Err(AuthError::NotFound),
+        }
+    }
+
+    async fn require_fresh(&self, who: &Authenticated, reauth: Reauth) -> Result<(), AuthError> {
+        match reauth {
+            Reauth::Password(password) => self.check_password(&who.user, &password).await,
+            Reauth::None => {
+                let age = self.now() - who.session.authenticated_at;
+                if age <= self.config.fresh_auth {
+                    Ok(())
+                } else {
+                    Err(AuthError::ReauthRequired)
+                }
+            }
+        }
+    }
+
+    /// Verifies the password of a signed-in user; failures count toward their throttle.
+    async fn check_password(&self, user: &User, password: &str) -> Result<(), AuthError> {
+        let now = self.now();
+        let acct = account_key(&user.email);
+        if let Some(wait) = self
+            .throttle
+            .retry_after(&acct, &self.config.account_throttle, now)
+            .await?
+        {
+            return Err(AuthError::TooManyAttempts { retry_after: wait });
+        }
+        let normalized = PasswordPolicy::normalize(password);
+        let stored = self.store.password_hash(user.id).await?;
+        let ok = PasswordPolicy::acceptable_at_login(&normalized)
+            && self.hasher.verify(normalized, stored).await?.matched;
+        if ok {
+            Ok(())
+        } else {
+            self.record_failure(Some(&acct), None, now).await?;
+            Err(AuthError::InvalidCredentials)
+        }
+    }
+
+    /// Changes the caller's password (the current one is always required), ends every other
+    /// session, and gives the caller's session a new token, which is returned.
+    pub async fn change_password(
+        &self,
+        who: &Authenticated,
+        current: &str,
+        new: &str,
+    ) -> Result<SessionToken, AuthError> {
+        self.check_password(&who.user, current).await?;
+        let normalized = PasswordPolicy::normalize(new);
+        self.policy.check_new(&normalized, who.user.email.as_str())?;
+        let hash = self.hasher.hash(normalized).await?;
+        self.store.set_password(who.user.id, &hash).await?;
+        self.end_all(who.user.id, Some(who.session.id)).await?;
+        let token = SessionToken::generate();
+        let now = self.now();
+        let old = who.session.secret_hash;
+        if !self
+            .store
+            .replace_secret(who.session.id, &old, &token.hash(), now)
+            .await?
+        {
+            return Err(AuthError::Unauthenticated);
+        }
+        self.live.remove(who.session.id);
+        let mut renewed = (*who.session).clone();
+        renewed.secret_hash = token.hash();
+        renewed.last_seen_at = now;
+        self.live.insert(renewed);
+        tracing::info!(user = %who.user.id, "password changed");
+        Ok(token)
+    }
+
+    // ----- administration -----------------------------------------------------------------
+
+    /// Sessions of one user (by email), or of everyone.
+    pub async fn admin_sessions(
+        &self,
+        email: Option<&str>,
+    ) -> Result<Vec<(User, Session, OffsetDateTime)>, AuthError> {
+        let users = match email {
+            Some(e) => vec![self.find_user(e).await?],
+            None => self.store.list_users().await?,
+        };
+        let mut out = Vec::new();
+        for user in users {
+            for (s, seen) in self.user_sessions(user.id).await? {
+                out.push((user.clone(), s, seen));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends a session by id, whoever's it is.
+    pub async fn admin_revoke(&self, id: SessionId) -> Result<(), AuthError> {
+        if self.end_session_record(id).await? {
+            Ok(())
+        } else {
+            Err(AuthError::NotFound)
+        }
+    }
+
+    /// Ends every session of a user (by email).
+    pub async fn admin_revoke_all(&self, email: &str) -> Result<Vec<SessionId>, AuthError> {
+        let user = self.find_user(email).await?;
+        self.end_all(user.id, None).await
+    }
+
+    // ----- keeping memory and store in step -----------------------------------------------
+
+    /// Reads the change log past the last position seen and applies it: revoked sessions are
+    /// forgotten and refused from now on, changed users are reloaded on next use.
+    pub async fn apply_changes(&self) -> Result<usize, AuthError> {
+        let _guard = self.sync.lock().await;
+        let cursor = self.cursor.load(Ordering::Acquire);
+        let changes = self.store.changes_since(cursor).await?;
+        let count = changes.len();
+        for (seq, change) in changes {
+            match change {
+                Change::SessionRevoked { id, expires_at } => self.live.revoke(id, expires_at),
+                Change::UserChanged(id) => self.live.forget_user(id),
+            }
+            self.cursor.store(seq, Ordering::Release);
+        }
+        Ok(count)
+    }
+
+    /// Writes last-seen times gathered in memory to the store, in one batch.
+    pub async fn flush_activity(&self) -> Result<usize, AuthError> {
+        let pending = self.live.unflushed();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<_> = pending.iter().map(|(id, at, _)| (*id, *at)).collect();
+        self.store.touch(&batch).await?;
+        for (_, at, live) in &pending {
+            LiveSessions::mark_flushed(live, *at);
+        }
+        Ok(pending.len())
+    }
+
+    /// Forgets expired sessions in memory and deletes them from the store.
+    pub async fn sweep(&self) -> Result<u64, AuthError> {
+        let now = self.now();
+        self.live.sweep(now);
+        let deleted = self
+            .store
+            .delete_expired(now, self.config.idle_grace)
+            .await?;
+        self.store.prune_changes(now).await?;
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,145 @@
+//! The session cookie: its name, its attributes, and how it is read back.
+//!
+//! In production the cookie is `__Host-cloakroom_session=<token>; HttpOnly; Secure;
+//! SameSite=Lax; Path=/` with no `Domain`, so a sibling subdomain cannot set or shadow it. Over
+//! plain-http localhost (development) it is `cloakroom_session` without `Secure`, because a
+//! browser would drop a `Secure` cookie there. `Max-Age` is sent only for "remember me".
+
+use time::Duration;
+
+/// The production cookie name.
+pub const SESSION_COOKIE: &str = "__Host-cloakroom_session";
+/// The name used over plain-http localhost, where `__Host-` cookies cannot be set.
+pub const DEV_SESSION_COOKIE: &str = "cloakroom_session";
+
+/// What a request's cookies say about the session cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// No session cookie.
+    None,
+    /// Exactly one.
+    One(&'a str),
+    /// More than one cookie of that name: refused rather than guessing which one counts.
+    Ambiguous,
+}
+
+/// How the session cookie is written and read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookiePolicy {
+    secure: bool,
+}
+
+impl CookiePolicy {
+    /// The production policy: `__Host-` prefix and `Secure`.
+    pub const SECURE: Self = Self { secure: true };
+    /// Plain-http localhost development: no prefix, no `Secure`.
+    pub const DEV: Self = Self { secure: false };
+
+    /// Whether cookies carry `Secure` and the `__Host-` prefix.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The cookie's name.
+    pub fn name(&self) -> &'static str {
+        if self.secure {
+            SESSION_COOKIE
+        } else {
+            DEV_SESSION_COOKIE
+        }
+    }
+
+    fn attributes(&self) -> &'static str {
+        if self.secure {
+            "; HttpOnly; Secure; SameSite=Lax; Path=/"
+        } else {
+            "; HttpOnly; SameSite=Lax; Path=/"
+        }
+    }
+
+    /// A `Set-Cookie` value carrying `value`; persistent for `max_age` if given (capped at 400
+    /// days, rfc6265bis), else a browser-session cookie.
+    pub fn set(&self, value: &str, max_age: Option<Duration>) -> String {
+        let mut s = format!("{}={}{}", self.name(), value, self.attributes());
+        if let Some(age) = max_age {
+            let secs = age.whole_seconds().clamp(0, 400 * 24 * 3600);
+            s.push_str(&format!("; Max-Age={secs}"));
+        }
+        s
+    }
+
+    /// A `Set-Cookie` value that removes the cookie.
+    pub fn clear(&self) -> String {
+        format!("{}={}; Max-Age=0", self.name(), self.attributes())
+    }
+
+    /// Finds the session cookie among all `Cookie` header values (several header lines are all
+    /// read, rfc6265bis K-6). Names match exactly: `__host-…` or an unprefixed copy planted by a
+    /// sibling domain is not ours and is ignored.
+    pub fn find<'a>(&self, headers: impl IntoIterator<Item = &'a str>) -> Presented<'a> {
+        let mut found = Presented::None;
+        for header in headers {
+            for pair in header.split(';') {
+                let Some((name, value)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if name == self.name() {
+                    found = match found {
+                        Presented::None => Presented::One(value),
+                        _ => return Presented::Ambiguous,
+                    };
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c1_attributes_are_exact() {
+        let c = CookiePolicy::SECURE.set("abc", None);
+        assert_eq!(
+            c,
+            "__Host-cloakroom_session=abc; HttpOnly; Secure; SameSite=Lax; Path=/"
+        );
+        let r = CookiePolicy::SECURE.set("abc", Some(Duration::days(30)));
+        assert!(r.ends_with("; Max-Age=2592000"));
+        let capped = CookiePolicy::SECURE.set("abc", Some(Duration::days(1000)));
+        assert!(capped.ends_with("; Max-Age=34560000"));
+        assert!(!c.contains("Domain"));
+    }
+
+    #[test]
+    fn c4_clear_expires_the_same_cookie() {
+        assert_eq!(
+            CookiePolicy::SECURE.clear(),
+            "__Host-cloakroom_session=; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=0"
+        );
+    }
+
+    #[test]
+    fn c5_c6_c7_lookup_rules() {
+        let p = CookiePolicy::SECURE;
+        assert_eq!(p.find(["a=1; __Host-cloakroom_session=T"]), Presented::One("T"));
+        assert_eq!(p.find(["a=1", "__Host-cloakroom_session=T"]), Presented::One("T"));
+        assert_eq!(
+            p.find(["__Host-cloakroom_session=A; __Host-cloakroom_session=B"]),
+            Presented::Ambiguous
+        );
+        assert_eq!(
+            p.find(["__Host-cloakroom_session=A", "__Host-cloakroom_session=B"]),
+            Presented::Ambiguous
+        );
+        for tossed in [
+            "__host-cloakroom_session=T",
+            "__HOST-cloakroom_session=T",
+            "cloakroom_session=T",
+        ] {
+            assert_eq!(p.find([tossed]), Presented::None, "{tossed}");
+        }
+    }
+}

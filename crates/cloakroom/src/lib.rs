@@ -1,0 +1,50 @@
+//! # cloakroom
+//!
+//! The engine of the cloakroom authentication server: users, passwords, server-side sessions and
+//! the stores that keep them. Every login creates a [`Session`]; the client carries an opaque
+//! token for it (in a cookie), and [`Auth::authenticate`] recognises that token on later requests
+//! from memory, without a store round trip, until the session is ended, expires or is revoked.
+//!
+//! This crate has no HTTP server and no CLI; `cloakroom-server` builds both on top of it.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cloakroom::{Auth, AuthConfig, ClientInfo, LoginRequest, SqliteStore, SystemClock};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Arc::new(SqliteStore::open("sqlite://cloakroom.db?mode=rwc").await?);
+//! let auth = Auth::new(store, AuthConfig::default(), Arc::new(SystemClock)).await?;
+//! auth.signup("ada@example.com", "correct horse battery staple", &ClientInfo::default()).await?;
+//! let login = auth
+//!     .login(LoginRequest::new("ada@example.com", "correct horse battery staple"))
+//!     .await?;
+//! let who = auth.authenticate(login.token.expose()).await?;
+//! assert_eq!(who.user.email.as_str(), "ada@example.com");
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod clock;
+mod cookie;
+mod live;
+mod password;
+mod secret;
+mod session;
+mod store;
+mod throttle;
+mod user;
+
+pub use auth::{
+    Auth, AuthConfig, AuthError, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cookie::{CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+pub use password::{
+    Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, Verified, WeakPassword,
+    MAX_PASSWORD_BYTES,
+};
+pub use secret::Secret;
+pub use session::{Lifetime, Session, SessionId, SessionToken, TokenHash, Transport};
+pub use store::{Change, ChangeFeed, SessionStore, SqliteStore, Store, StoreError, UserStore};
+pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
+pub use user::{Email, EmailError, Role, RoleError, User, UserId};

@@ -1,0 +1,153 @@
+//! What the engine keeps in memory so that recognising a session costs a hash-map lookup, not a
+//! store round trip: the live sessions by token hash, the users they belong to, and the ids of
+//! sessions revoked before their time (kept until their absolute deadline passes).
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+use crate::session::{Session, SessionId, TokenHash};
+use crate::user::{User, UserId};
+
+/// A session being used, with its last activity kept in memory.
+#[derive(Debug)]
+pub(crate) struct LiveSession {
+    pub(crate) session: Arc<Session>,
+    last_seen: AtomicI64,
+    flushed: AtomicI64,
+}
+
+impl LiveSession {
+    fn new(session: Session) -> Self {
+        let seen = session.last_seen_at.unix_timestamp();
+        Self {
+            session: Arc::new(session),
+            last_seen: AtomicI64::new(seen),
+            flushed: AtomicI64::new(seen),
+        }
+    }
+
+    pub(crate) fn last_seen(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(self.last_seen.load(Ordering::Relaxed))
+            .unwrap_or(self.session.last_seen_at)
+    }
+
+    pub(crate) fn touch(&self, at: OffsetDateTime) {
+        self.last_seen.fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+    }
+}
+
+/// The in-memory state shared by all requests.
+#[derive(Debug, Default)]
+pub(crate) struct LiveSessions {
+    by_hash: DashMap<TokenHash, Arc<LiveSession>>,
+    by_id: DashMap<SessionId, TokenHash>,
+    revoked: DashMap<SessionId, i64>,
+    users: DashMap<UserId, Arc<User>>,
+}
+
+impl LiveSessions {
+    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<LiveSession>> {
+        self.by_hash.get(hash).map(|e| Arc::clone(e.value()))
+    }
+
+    pub(crate) fn get_by_id(&self, id: SessionId) -> Option<Arc<LiveSession>> {
+        let hash = *self.by_id.get(&id)?;
+        self.get(&hash)
+    }
+
+    /// Adds a session; refused (None) if it was revoked meanwhile, so a lookup that raced a
+    /// revocation cannot bring the session back.
+    pub(crate) fn insert(&self, session: Session) -> Option<Arc<LiveSession>> {
+        if self.revoked.contains_key(&session.id) {
+            return None;
+        }
+        let id = session.id;
+        let hash = session.secret_hash;
+        let live = Arc::new(LiveSession::new(session));
+        if let Some(old) = self.by_id.insert(id, hash) {
+            if old != hash {
+                self.by_hash.remove(&old);
+            }
+        }
+        self.by_hash.insert(hash, Arc::clone(&live));
+        // Checked again: a revocation may have landed between the first check and the insert.
+        if self.revoked.contains_key(&id) {
+            self.remove(id);
+            return None;
+        }
+        Some(live)
+    }
+
+    /// Forgets a session without marking it revoked (it expired, or its secret changed).
+    pub(crate) fn remove(&self, id: SessionId) {
+        if let Some((_, hash)) = self.by_id.remove(&id) {
+            self.by_hash.remove(&hash);
+        }
+    }
+
+    /// Marks a session revoked until `expires_at` and forgets it.
+    pub(crate) fn revoke(&self, id: SessionId, expires_at: OffsetDateTime) {
+        self.revoked.insert(id, expires_at.unix_timestamp());
+        self.remove(id);
+    }
+
+    pub(crate) fn is_revoked(&self, id: SessionId) -> bool {
+        self.revoked.contains_key(&id)
+    }
+
+    pub(crate) fn user(&self, id: UserId) -> Option<Arc<User>> {
+        self.users.get(&id).map(|u| Arc::clone(u.value()))
+    }
+
+    pub(crate) fn put_user(&self, user: User) -> Arc<User> {
+        let user = Arc::new(user);
+        self.users.insert(user.id, Arc::clone(&user));
+        user
+    }
+
+    pub(crate) fn forget_user(&self, id: UserId) {
+        self.users.remove(&id);
+    }
+
+    /// Activity not yet written to the store.
+    pub(crate) fn unflushed(&self) -> Vec<(SessionId, OffsetDateTime, Arc<LiveSession>)> {
+        self.by_hash
+            .iter()
+            .filter_map(|e| {
+                let live = e.value();
+                let seen = live.last_seen.load(Ordering::Relaxed);
+                (seen > live.flushed.load(Ordering::Relaxed)).then(|| {
+                    (live.session.id, live.last_seen(), Arc::clone(live))
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn mark_flushed(live: &LiveSession, at: OffsetDateTime) {
+        live.flushed.fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+    }
+
+    /// Drops expired sessions and revocations that no longer matter.
+    pub(crate) fn sweep(&self, now: OffsetDateTime) {
+        let expired: Vec<SessionId> = self
+            .by_hash
+            .iter()
+            .filter(|e| e.value().session.is_expired(e.value().last_seen(), now))
+            .map(|e| e.value().session.id)
+            .collect();
+        for id in expired {
+            self.remove(id);
+        }
+        let now_ts = now.unix_timestamp();
+        self.revoked.retain(|_, exp| *exp > now_ts);
+        if self.by_hash.is_empty() {
+            self.users.clear();
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+}

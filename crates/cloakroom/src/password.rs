@@ -1,0 +1,400 @@
+//! Passwords: the policy a new password must meet ([`PasswordPolicy`]) and Argon2id hashing on a
+//! bounded pool of threads ([`PasswordHasher`]).
+//!
+//! Passwords are normalised with Unicode NFKC (NIST SP 800-63B §5.1.1.2), so the composed and
+//! decomposed forms of `mañana` are one password and compatibility forms (full-width letters,
+//! ligatures) merge with their plain forms. Nothing is trimmed or truncated. Hashing runs on a
+//! fixed number of threads with a bounded queue: when the queue is full the caller gets
+//! [`PasswordError::Overloaded`] at once (the server answers 503 with `Retry-After`) instead of
+//! piling up work that would stall everything else.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use unicode_normalization::UnicodeNormalization;
+
+/// The longest password accepted, in bytes after NFKC normalisation.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The shortest password accepted, in characters after NFKC normalisation.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The most common passwords of 8 or more characters (from the zxcvbn project's frequency list,
+/// MIT licence), refused at signup and password change (ASVS 5.0 6.2.4).
+static COMMON: &str = include_str!("../data/common-passwords.txt");
+
+fn common_passwords() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| COMMON.lines().filter(|l| !l.is_empty()).collect())
+}
+
+/// Why a new password was refused; the message is meant for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakPassword {
+    /// Fewer than 8 characters.
+    #[error("the password must have at least 8 characters")]
+    TooShort,
+    /// More than 1024 bytes.
+    #[error("the password must be at most 1024 bytes long")]
+    TooLong,
+    /// On the list of the most common passwords.
+    #[error("this password is one of the most commonly used ones; choose another")]
+    Common,
+    /// The same as the email address or its name part.
+    #[error("the password must not be your email address")]
+    SameAsEmail,
+}
+
+/// The rules a new password must meet. No composition rules (ASVS 5.0 6.2.5).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PasswordPolicy;
+
+impl PasswordPolicy {
+    /// NFKC-normalises a password; this is the form that is hashed.
+    pub fn normalize(raw: &str) -> String {
+        raw.nfkc().collect()
+    }
+
+    /// Whether a password given at login can be hashed at all; longer ones are refused without
+    /// hashing, for known and unknown accounts alike.
+    pub fn acceptable_at_login(normalized: &str) -> bool {
+        !normalized.is_empty() && normalized.len() <= MAX_PASSWORD_BYTES
+    }
+
+    /// Checks a new (already normalised) password.
+    pub fn check_new(&self, normalized: &str, email: &str) -> Result<(), WeakPassword> {
+        if normalized.len() > MAX_PASSWORD_BYTES {
+            return Err(WeakPassword::TooLong);
+        }
+        if normalized.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(WeakPassword::TooShort);
+        }
+        let lower = normalized.to_lowercase();
+        if common_passwords().contains(lower.as_str()) {
+            return Err(WeakPassword::Common);
+        }
+        let local = email.split('@').next().unwrap_or(email);
+        if lower == email.to_lowercase() || lower == local.to_lowercase() {
+            return Err(WeakPassword::SameAsEmail);
+        }
+        Ok(())
+    }
+}
+
+/// Argon2id cost. The default is OWASP's minimum: m = 19 MiB, t = 2, p = 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Argon2Config {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Errors from hashing.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Every hashing thread is busy and the queue is full; try again shortly.
+    #[error("password hashing is overloaded")]
+    Overloaded,
+    /// The Argon2 parameters are invalid.
+    #[error("invalid Argon2 parameters: {0}")]
+    Params(String),
+    /// Hashing failed, or a stored hash could not be parsed.
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Argon2id hashing and verification on a fixed pool of threads with a bounded queue.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    argon: Argon2<'static>,
+    config: Argon2Config,
+    queue: SyncSender<Job>,
+    queued: AtomicUsize,
+    threads: usize,
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("config", &self.inner.config)
+            .field("threads", &self.inner.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHasher {
+    /// Starts `threads` hashing threads that take work from a queue of at most `queue` jobs.
+    pub fn new(config: Argon2Config, threads: usize, queue: usize) -> Result<Self, PasswordError> {
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|e| PasswordError::Params(e.to_string()))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let threads = threads.max(1);
+        let (tx, rx) = sync_channel::<Job>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("cloakroom-hash-{i}"))
+                .spawn(move || worker(&rx))
+                .map_err(|e| PasswordError::Hash(e.to_string()))?;
+        }
+        // A hash of a random password, verified against for unknown accounts so that they take
+        // exactly as long as known ones.
+        let mut random = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut random);
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy_hash = argon
+            .hash_password(&random, &salt)
+            .map_err(|e| PasswordError::Hash(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                argon,
+                config,
+                queue: tx,
+                queued: AtomicUsize::new(0),
+                threads,
+                dummy_hash,
+            }),
+        })
+    }
+
+    /// The configured cost.
+    pub fn config(&self) -> Argon2Config {
+        self.inner.config
+    }
+
+    /// How many hashing jobs are waiting or running now.
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Hashes a normalised password into a PHC string.
+    pub async fn hash(&self, normalized: String) -> Result<String, PasswordError> {
+        let inner = Arc::clone(&self.inner);
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            inner
+                .argon
+                .hash_password(normalized.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| PasswordError::Hash(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Verifies a normalised password against a stored PHC string, or against a dummy hash of
+    /// the same cost when there is none (unknown account), so both take the same time.
+    /// Returns whether it matched and whether the stored hash should be upgraded.
+    pub async fn verify(
+        &self,
+        normalized: String,
+        stored: Option<String>,
+    ) -> Result<Verified, PasswordError> {
+        let inner = Arc::clone(&self.inner);
+        self.run(move || {
+            let is_real = stored.is_some();
+            let phc = stored.unwrap_or_else(|| inner.dummy_hash.clone());
+            let parsed = PasswordHash::new(&phc).map_err(|e| PasswordError::Hash(e.to_string()))?;
+            let matched = inner
+                .argon
+                .verify_password(normalized.as_bytes(), &parsed)
+                .is_ok();
+            Ok(Verified {
+                matched: matched && is_real,
+                needs_rehash: is_real && needs_rehash(&parsed, inner.config),
+            })
+        })
+        .await?
+    }
+
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PasswordError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+            inner.queued.fetch_sub(1, Ordering::Relaxed);
+        });
+        self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        match self.inner.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(PasswordError::Overloaded);
+            }
+        }
+        rx.await
+            .map_err(|_| PasswordError::Hash("hashing thread stopped".into()))
+    }
+}
+
+/// The outcome of [`PasswordHasher::verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The password matched a real stored hash.
+    pub matched: bool,
+    /// The stored hash uses other parameters than the configured ones.
+    pub needs_rehash: bool,
+}
+
+fn needs_rehash(hash: &PasswordHash<'_>, want: Argon2Config) -> bool {
+    if hash.algorithm.as_str() != "argon2id" || hash.version != Some(0x13) {
+        return true;
+    }
+    match Params::try_from(hash) {
+        Ok(p) => {
+            p.m_cost() != want.memory_kib
+                || p.t_cost() != want.iterations
+                || p.p_cost() != want.parallelism
+        }
+        Err(_) => true,
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let guard = rx.lock().unwrap_or_else(|e| e.into_inner());
+            guard.recv()
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Argon2Config {
+        Argon2Config {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    #[test]
+    fn l6_nfc_and_nfd_forms_are_one_password() {
+        let nfc = PasswordPolicy::normalize("ma\u{f1}ana-secret");
+        let nfd = PasswordPolicy::normalize("man\u{303}ana-secret");
+        assert_eq!(nfc, nfd);
+        // NUL is data, not a terminator.
+        assert_ne!(PasswordPolicy::normalize("abc\0def"), "abc");
+    }
+
+    #[test]
+    fn policy_refuses_short_long_common_and_email() {
+        let p = PasswordPolicy;
+        assert_eq!(p.check_new("short", "a@b.c"), Err(WeakPassword::TooShort));
+        assert_eq!(
+            p.check_new(&"x".repeat(1025), "a@b.c"),
+            Err(WeakPassword::TooLong)
+        );
+        assert!(p.check_new(&"x".repeat(1024), "a@b.c").is_ok());
+        assert_eq!(p.check_new("password", "a@b.c"), Err(WeakPassword::Common));
+        assert_eq!(p.check_new("PassWord1", "a@b.c"), Err(WeakPassword::Common));
+        assert_eq!(
+            p.check_new("ada.lovelace", "ada.lovelace@example.com"),
+            Err(WeakPassword::SameAsEmail)
+        );
+        // Twelve emoji are a fine password.
+        assert!(p.check_new(&"\u{1F600}".repeat(12), "a@b.c").is_ok());
+        assert!(p.check_new("correct horse battery staple", "a@b.c").is_ok());
+    }
+
+    #[tokio::test]
+    async fn hash_verify_and_rehash() {
+        let h = PasswordHasher::new(cheap(), 1, 4).unwrap_or_else(|e| panic!("{e}"));
+        let phc = h.hash("open sesame 42".into()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        let ok = h.verify("open sesame 42".into(), Some(phc.clone())).await;
+        assert_eq!(ok.ok(), Some(Verified { matched: true, needs_rehash: false }));
+        let bad = h.verify("open sesame 43".into(), Some(phc.clone())).await;
+        assert_eq!(bad.ok().map(|v| v.matched), Some(false));
+        let none = h.verify("open sesame 42".into(), None).await;
+        assert_eq!(none.ok().map(|v| v.matched), Some(false));
+        let stronger = PasswordHasher::new(
+            Argon2Config { memory_kib: 128, ..cheap() },
+            1,
+            4,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let v = stronger.verify("open sesame 42".into(), Some(phc)).await;
+        assert_eq!(v.ok(), Some(Verified { matched: true, needs_rehash: true }));
+    }
+
+    #[tokio::test]
+    async fn l5_full_queue_is_refused_not_queued() {
+        let h = PasswordHasher::new(
+            Argon2Config { memory_kib: 4096, iterations: 3, parallelism: 1 },
+            1,
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let jobs: Vec<_> = (0..20).map(|i| h.hash(format!("password number {i}"))).collect();
+        let results = futures_join_all(jobs).await;
+        let overloaded = results
+            .iter()
+            .filter(|r| matches!(r, Err(PasswordError::Overloaded)))
+            .count();
+        assert!(overloaded > 0, "a saturated pool must refuse work");
+        assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+        let mut out = Vec::new();
+        let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
+        // Poll every future once so all of them try to enqueue before any finishes.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut done: Vec<Option<F::Output>> = pinned
+            .iter_mut()
+            .map(|f| match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+            .collect();
+        for (i, f) in pinned.into_iter().enumerate() {
+            match done[i].take() {
+                Some(v) => out.push(v),
+                None => out.push(f.await),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,271 @@
+//! Sessions: the server-side record of one login, and the secrets that name it.
+//!
+//! A [`SessionToken`] is 256 bits from the operating system's CSPRNG, base64url-encoded (43
+//! characters). Only its SHA-256 ([`TokenHash`]) is stored. A token presented by a client is
+//! checked for length and alphabet before anything looks it up.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::secret::Secret;
+use crate::user::UserId;
+
+/// A session's public identifier (used in listings, `DELETE /auth/sessions/{id}` and a JWT's
+/// `sid`). It is not a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The secret a client holds for its session. Never stored, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(Secret<String>);
+
+/// Length of an encoded token: 32 bytes in unpadded base64url.
+pub const TOKEN_LEN: usize = 43;
+
+impl SessionToken {
+    /// 256 fresh bits from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        Self(Secret::new(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Accepts a presented token only if it has the exact shape of one we issue: 43 characters of
+    /// the base64url alphabet that decode canonically to 32 bytes.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.len() != TOKEN_LEN
+            || !raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        (bytes.len() == 32).then(|| Self(Secret::new(raw.to_string())))
+    }
+
+    /// The encoded token, to hand to the client.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The SHA-256 of the token: what the store keeps.
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0.expose().as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken([redacted])")
+    }
+}
+
+/// The SHA-256 of a session or refresh token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Enough to tell two apart in a test failure, not enough to matter.
+        write!(f, "TokenHash({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+/// How the client carries its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The opaque session token in a cookie.
+    Cookie,
+    /// A short-lived access JWT plus a rotating refresh token.
+    Token,
+}
+
+impl Transport {
+    /// The name used in storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cookie => "cookie",
+            Self::Token => "token",
+        }
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cookie" => Ok(Self::Cookie),
+            "token" => Ok(Self::Token),
+            other => Err(format!("unknown transport {other:?}")),
+        }
+    }
+}
+
+/// How long a session may live: ended after `idle` without activity, and after `absolute` in
+/// any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Longest time without a request.
+    pub idle: Duration,
+    /// Longest time since login.
+    pub absolute: Duration,
+}
+
+impl Lifetime {
+    /// 30 minutes idle, 12 hours absolute.
+    pub const BROWSER: Self = Self {
+        idle: Duration::minutes(30),
+        absolute: Duration::hours(12),
+    };
+    /// "Remember me": 14 days idle, 30 days absolute.
+    pub const REMEMBER: Self = Self {
+        idle: Duration::days(14),
+        absolute: Duration::days(30),
+    };
+}
+
+/// One login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Public id.
+    pub id: SessionId,
+    /// Whose session it is.
+    pub user_id: UserId,
+    /// How the client carries it.
+    pub transport: Transport,
+    /// Hash of the current secret (the cookie token, or the current refresh token).
+    pub secret_hash: TokenHash,
+    /// Whether the client asked to be remembered (a persistent cookie).
+    pub remember: bool,
+    /// When the session began.
+    pub created_at: OffsetDateTime,
+    /// When the user last proved who they are with a password.
+    pub authenticated_at: OffsetDateTime,
+    /// When the session was last used (kept in memory; written to the store in batches).
+    pub last_seen_at: OffsetDateTime,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// The absolute deadline.
+    pub absolute_expires_at: OffsetDateTime,
+    /// Client IP at login.
+    pub ip: Option<String>,
+    /// Client `User-Agent` at login.
+    pub user_agent: Option<String>,
+}
+
+impl Session {
+    /// When the session ends if it is not used again after `last_seen`.
+    pub fn expires_at(&self, last_seen: OffsetDateTime) -> OffsetDateTime {
+        (last_seen + self.idle_timeout).min(self.absolute_expires_at)
+    }
+
+    /// Whether the session is over at `now`, given its last activity.
+    pub fn is_expired(&self, last_seen: OffsetDateTime, now: OffsetDateTime) -> bool {
+        now >= self.expires_at(last_seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn s1_tokens_are_unique_43_char_base64url() {
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            let t = SessionToken::generate();
+            assert_eq!(t.expose().len(), 43);
+            assert!(t
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(SessionToken::parse(t.expose()).is_some());
+            assert!(seen.insert(t.expose().to_string()));
+        }
+    }
+
+    #[test]
+    fn c9_malformed_tokens_are_refused_before_lookup() {
+        let good = SessionToken::generate();
+        let mut bad = vec![
+            String::new(),
+            "\"quoted\"".into(),
+            "a".repeat(10_000),
+            format!("{}=", &good.expose()[..42]),
+            format!("{}+", &good.expose()[..42]),
+            format!("{};", &good.expose()[..42]),
+            format!("{}\0", &good.expose()[..42]),
+            good.expose()[..42].to_string(),
+        ];
+        // Non-canonical last character: the unused low bits are set.
+        let mut s = good.expose()[..42].to_string();
+        s.push('B');
+        if URL_SAFE_NO_PAD.decode(&s).is_err() {
+            bad.push(s);
+        }
+        for b in bad {
+            assert!(SessionToken::parse(&b).is_none(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let t = SessionToken::generate();
+        assert!(!format!("{t:?}").contains(t.expose()));
+    }
+
+    #[test]
+    fn expiry_is_the_earlier_of_idle_and_absolute() {
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let s = Session {
+            id: SessionId::random(),
+            user_id: UserId::random(),
+            transport: Transport::Cookie,
+            secret_hash: SessionToken::generate().hash(),
+            remember: false,
+            created_at: t0,
+            authenticated_at: t0,
+            last_seen_at: t0,
+            idle_timeout: Duration::minutes(30),
+            absolute_expires_at: t0 + Duration::hours(12),
+            ip: None,
+            user_agent: None,
+        };
+        assert!(!s.is_expired(t0, t0 + Duration::minutes(29)));
+        assert!(s.is_expired(t0, t0 + Duration::minutes(30)));
+        let late = t0 + Duration::hours(12) - Duration::minutes(1);
+        assert!(s.is_expired(late, t0 + Duration::hours(12)));
+    }
+}

@@ -1,0 +1,132 @@
+//! Storage: small traits, one concern each, with their contracts in the doc comments, and the
+//! backends that implement them (SQLite, embedded, by default).
+//!
+//! The store is the source of truth; the engine keeps what the hot path needs in memory and
+//! learns about changes made elsewhere (another process, the CLI) through the [`ChangeFeed`].
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::session::{Session, SessionId, TokenHash};
+use crate::user::{Email, Role, User, UserId};
+
+mod sqlite;
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Messages never carry SQL or data values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (an email already taken).
+    #[error("already exists")]
+    Conflict,
+    /// The backend could not be reached or timed out; the caller should fail closed (503).
+    #[error("storage unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Stored data could not be read back (a bug or tampering).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other backend error.
+    #[error("storage error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Something that happened to a session or user, published so every process can update what
+/// it keeps in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A session ended before its time; remembered until `expires_at`, its absolute deadline.
+    SessionRevoked {
+        /// The ended session.
+        id: SessionId,
+        /// When it would have expired anyway.
+        expires_at: OffsetDateTime,
+    },
+    /// A user's roles, status or password changed.
+    UserChanged(UserId),
+}
+
+/// Accounts.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Adds a user with a PHC password hash; [`StoreError::Conflict`] if the email is taken.
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
+    /// The user with this (normalised) email, with their password hash.
+    async fn find_user_by_email(&self, email: &Email)
+        -> Result<Option<(User, String)>, StoreError>;
+    /// The user with this id.
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    /// The user's password hash.
+    async fn password_hash(&self, id: UserId) -> Result<Option<String>, StoreError>;
+    /// Replaces the password hash; false if there is no such user. Publishes `UserChanged`.
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool, StoreError>;
+    /// Disables or enables; false if there is no such user. Publishes `UserChanged`.
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError>;
+    /// Replaces the roles; false if there is no such user. Publishes `UserChanged`.
+    async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError>;
+    /// Every user, oldest first.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+}
+
+/// Sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Adds a new session.
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// The session whose current secret hashes to `hash`.
+    async fn find_by_token(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError>;
+    /// The session with this id.
+    async fn find_session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+    /// Records last activity for many sessions at once. Only moves `last_seen_at` forward and
+    /// never re-creates a session that was deleted meanwhile.
+    async fn touch(&self, seen: &[(SessionId, OffsetDateTime)]) -> Result<(), StoreError>;
+    /// A user's sessions, newest first.
+    async fn list_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
+    /// Atomically swaps the session's secret from `old` to `new`; false if the session is gone
+    /// or its secret is no longer `old`.
+    async fn replace_secret(
+        &self,
+        id: SessionId,
+        old: &TokenHash,
+        new: &TokenHash,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Ends one session and publishes `SessionRevoked`; returns it if it existed.
+    async fn revoke(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+    /// Ends every session of `user` except `keep`, publishing `SessionRevoked` for each;
+    /// returns the ids ended.
+    async fn revoke_all(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError>;
+    /// Deletes sessions past their absolute deadline, or idle for longer than their timeout
+    /// plus `idle_grace` (activity reaches the store late); returns how many.
+    async fn delete_expired(
+        &self,
+        at: OffsetDateTime,
+        idle_grace: time::Duration,
+    ) -> Result<u64, StoreError>;
+}
+
+/// The ordered log of [`Change`]s, read by every process that caches sessions or users.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// Changes after `cursor`, in order, with their positions.
+    async fn changes_since(&self, cursor: i64) -> Result<Vec<(i64, Change)>, StoreError>;
+    /// The position of the newest change (0 if none).
+    async fn change_head(&self) -> Result<i64, StoreError>;
+    /// Sessions revoked whose absolute deadline is still ahead of `at`.
+    async fn revoked_sessions(
+        &self,
+        at: OffsetDateTime,
+    ) -> Result<Vec<(SessionId, OffsetDateTime)>, StoreError>;
+    /// Forgets changes about sessions that have expired anyway, and old user changes.
+    async fn prune_changes(&self, at: OffsetDateTime) -> Result<(), StoreError>;
+}
+
+/// Everything the engine needs from storage.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + ChangeFeed {
+    /// Whether the backend answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
