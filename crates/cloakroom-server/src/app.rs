@@ -25,8 +25,6 @@ pub const CHANGE_POLL: Duration = Duration::from_millis(250);
 pub const ACTIVITY_FLUSH: Duration = Duration::from_secs(5);
 /// How often expired sessions are swept.
 pub const SWEEP: Duration = Duration::from_secs(60);
-/// Longest wait for a request header block.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for in-flight requests at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -120,7 +118,13 @@ impl Server {
             .map_err(|e| StartError::Bind(settings.listen, e))?;
         let router = router(settings, Arc::clone(&auth), addr);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(listener, router, Arc::clone(&auth), stopped));
+        let task = tokio::spawn(run(
+            listener,
+            router,
+            Arc::clone(&auth),
+            settings.header_timeout,
+            stopped,
+        ));
         Ok(Self {
             addr,
             auth,
@@ -147,13 +151,19 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn run(listener: TcpListener, router: Router, auth: Arc<Auth>, stop: watch::Receiver<bool>) {
+async fn run(
+    listener: TcpListener,
+    router: Router,
+    auth: Arc<Auth>,
+    header_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) {
     let background = tokio::spawn(background(Arc::clone(&auth), stop.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024)
-        .max_headers(100);
+        .header_read_timeout(header_timeout)
+        // A header block over 64 KiB, or over hyper's default of 100 headers, gets 431.
+        .max_header_size(64 * 1024);
     let graceful = GracefulShutdown::new();
     let mut stop_signal = std::pin::pin!(stopped(stop.clone()));
     loop {

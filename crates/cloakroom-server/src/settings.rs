@@ -26,7 +26,7 @@ pub struct RawSettings {
     /// Redis URL for sessions, revocations and throttling shared by many instances
     #[arg(long, global = true, env = "CLOAKROOM_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// The public origin (https://auth.example.com) used for cookies and CSRF checks
+    /// The public origin clients use, such as `https://auth.example.com`
     #[arg(long, global = true, env = "CLOAKROOM_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Allow a plain-http public URL that is not localhost (never in production)
@@ -34,7 +34,12 @@ pub struct RawSettings {
           default_missing_value = "true")]
     pub insecure_dev: Option<bool>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated IPs)
-    #[arg(long, global = true, env = "CLOAKROOM_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "CLOAKROOM_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<IpAddr>>,
     /// Idle timeout of a session, in seconds [default: 1800]
     #[arg(long, global = true, env = "CLOAKROOM_SESSION_IDLE_SECS")]
@@ -72,6 +77,9 @@ pub struct RawSettings {
     /// Signups allowed per client IP per hour [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
     pub signups_per_hour: Option<u32>,
+    /// Seconds a client has to send its request headers [default: 10]
+    #[arg(long, global = true, env = "CLOAKROOM_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
     /// Log filter, e.g. `info` or `cloakroom=debug` [default: info]
     #[arg(long, global = true, env = "CLOAKROOM_LOG")]
     pub log: Option<String>,
@@ -116,6 +124,7 @@ impl RawSettings {
             login_account_free_failures,
             login_ip_free_failures,
             signups_per_hour,
+            header_timeout_secs,
             log
         )
     }
@@ -143,6 +152,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// The engine's settings.
     pub auth: AuthConfig,
+    /// Time a client has to send its request headers.
+    pub header_timeout: std::time::Duration,
     /// Log filter.
     pub log: String,
 }
@@ -170,7 +181,9 @@ impl Settings {
         let listen = raw
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("cloakroom-data"));
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("cloakroom-data"));
         let database_url = match raw.database_url {
             None => format!("sqlite://{}", data_dir.join("cloakroom.db").display()),
             Some(u) if u.starts_with("sqlite:") => u,
@@ -231,7 +244,11 @@ impl Settings {
         };
         let defaults = AuthConfig::default();
         let session = Lifetime {
-            idle: secs("session_idle_secs", raw.session_idle_secs, defaults.session.idle)?,
+            idle: secs(
+                "session_idle_secs",
+                raw.session_idle_secs,
+                defaults.session.idle,
+            )?,
             absolute: secs(
                 "session_absolute_secs",
                 raw.session_absolute_secs,
@@ -239,7 +256,11 @@ impl Settings {
             )?,
         };
         let remember = Lifetime {
-            idle: secs("remember_idle_secs", raw.remember_idle_secs, defaults.remember.idle)?,
+            idle: secs(
+                "remember_idle_secs",
+                raw.remember_idle_secs,
+                defaults.remember.idle,
+            )?,
             absolute: secs(
                 "remember_absolute_secs",
                 raw.remember_absolute_secs,
@@ -249,10 +270,17 @@ impl Settings {
         let argon2 = Argon2Config {
             memory_kib: raw.argon2_memory_kib.unwrap_or(defaults.argon2.memory_kib),
             iterations: raw.argon2_iterations.unwrap_or(defaults.argon2.iterations),
-            parallelism: raw.argon2_parallelism.unwrap_or(defaults.argon2.parallelism),
+            parallelism: raw
+                .argon2_parallelism
+                .unwrap_or(defaults.argon2.parallelism),
         };
-        argon2::Params::new(argon2.memory_kib, argon2.iterations, argon2.parallelism, None)
-            .map_err(|e| SettingsError(format!("Argon2 parameters: {e}")))?;
+        argon2::Params::new(
+            argon2.memory_kib,
+            argon2.iterations,
+            argon2.parallelism,
+            None,
+        )
+        .map_err(|e| SettingsError(format!("Argon2 parameters: {e}")))?;
         let hash_threads = raw.hash_threads.unwrap_or(defaults.hash_threads);
         if hash_threads == 0 {
             return Err(SettingsError("hash_threads must be at least 1".into()));
@@ -284,6 +312,13 @@ impl Settings {
             insecure_dev,
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
             auth,
+            header_timeout: std::time::Duration::from_secs(match raw.header_timeout_secs {
+                Some(0) => {
+                    return Err(SettingsError("header_timeout_secs must be positive".into()))
+                }
+                Some(n) => n,
+                None => 10,
+            }),
             log: raw.log.unwrap_or_else(|| "info".into()),
         })
     }
@@ -318,6 +353,7 @@ impl Settings {
             login_account_free_failures: u32,
             login_ip_free_failures: u32,
             signups_per_hour: u32,
+            header_timeout_secs: u64,
             log: &'a str,
         }
         let a = &self.auth;
@@ -325,10 +361,10 @@ impl Settings {
             listen: self.listen.to_string(),
             data_dir: self.data_dir.display().to_string(),
             database_url: redact_url(self.database_url.expose()),
-            public_url: self
-                .public_url
-                .as_ref()
-                .map_or_else(|| format!("http://localhost:{} (derived)", self.listen.port()), |u| u.to_string()),
+            public_url: self.public_url.as_ref().map_or_else(
+                || format!("http://localhost:{} (derived)", self.listen.port()),
+                |u| u.to_string(),
+            ),
             insecure_dev: self.insecure_dev,
             trusted_proxies: self.trusted_proxies.iter().map(|p| p.to_string()).collect(),
             session_idle_secs: a.session.idle.whole_seconds(),
@@ -343,6 +379,7 @@ impl Settings {
             login_account_free_failures: a.account_throttle.free_failures,
             login_ip_free_failures: a.ip_throttle.free_failures,
             signups_per_hour: a.signup_limit,
+            header_timeout_secs: self.header_timeout.as_secs(),
             log: &self.log,
         };
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
@@ -377,7 +414,10 @@ mod tests {
         assert_eq!(s.auth.remember.absolute, Duration::days(30));
         assert_eq!(s.auth.argon2, Argon2Config::default());
         assert_eq!(s.cookie_policy(), CookiePolicy::DEV);
-        assert!(s.database_url.expose().ends_with("cloakroom-data/cloakroom.db"));
+        assert!(s
+            .database_url
+            .expose()
+            .ends_with("cloakroom-data/cloakroom.db"));
     }
 
     #[test]

@@ -305,7 +305,10 @@ impl Auth {
             let key = format!("signup:{key}");
             let now = self.now();
             let window = self.config.signup_window;
-            if let Some(wait) = self.throttle.hit(&key, self.config.signup_limit, window, now).await?
+            if let Some(wait) = self
+                .throttle
+                .hit(&key, self.config.signup_limit, window, now)
+                .await?
             {
                 return Err(AuthError::TooManyAttempts { retry_after: wait });
             }
@@ -424,7 +427,8 @@ impl Auth {
                 user
             }
             _ => {
-                self.record_failure(acct.as_deref(), ip.as_deref(), now).await?;
+                self.record_failure(acct.as_deref(), ip.as_deref(), now)
+                    .await?;
                 tracing::info!("login failed");
                 return Err(AuthError::InvalidCredentials);
             }
@@ -576,7 +580,12 @@ impl Auth {
         let ended = self.store.revoke_all(user, keep).await?;
         // The deadline is not known here; the change log carries it for other processes, and
         // this one keeps the id for the longest lifetime there is.
-        let until = self.now() + self.config.remember.absolute.max(self.config.session.absolute);
+        let until = self.now()
+            + self
+                .config
+                .remember
+                .absolute
+                .max(self.config.session.absolute);
         for id in &ended {
             self.live.revoke(*id, until);
         }
@@ -699,7 +708,8 @@ impl Auth {
     ) -> Result<SessionToken, AuthError> {
         self.check_password(&who.user, current).await?;
         let normalized = PasswordPolicy::normalize(new);
-        self.policy.check_new(&normalized, who.user.email.as_str())?;
+        self.policy
+            .check_new(&normalized, who.user.email.as_str())?;
         let hash = self.hasher.hash(normalized).await?;
         self.store.set_password(who.user.id, &hash).await?;
         self.end_all(who.user.id, Some(who.session.id)).await?;

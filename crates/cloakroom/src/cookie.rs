@@ -124,8 +124,14 @@ mod tests {
     #[test]
     fn c5_c6_c7_lookup_rules() {
         let p = CookiePolicy::SECURE;
-        assert_eq!(p.find(["a=1; __Host-cloakroom_session=T"]), Presented::One("T"));
-        assert_eq!(p.find(["a=1", "__Host-cloakroom_session=T"]), Presented::One("T"));
+        assert_eq!(
+            p.find(["a=1; __Host-cloakroom_session=T"]),
+            Presented::One("T")
+        );
+        assert_eq!(
+            p.find(["a=1", "__Host-cloakroom_session=T"]),
+            Presented::One("T")
+        );
         assert_eq!(
             p.find(["__Host-cloakroom_session=A; __Host-cloakroom_session=B"]),
             Presented::Ambiguous

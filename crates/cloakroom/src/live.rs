@@ -34,7 +34,8 @@ impl LiveSession {
     }
 
     pub(crate) fn touch(&self, at: OffsetDateTime) {
-        self.last_seen.fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+        self.last_seen
+            .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
     }
 }
 
@@ -118,15 +119,15 @@ impl LiveSessions {
             .filter_map(|e| {
                 let live = e.value();
                 let seen = live.last_seen.load(Ordering::Relaxed);
-                (seen > live.flushed.load(Ordering::Relaxed)).then(|| {
-                    (live.session.id, live.last_seen(), Arc::clone(live))
-                })
+                (seen > live.flushed.load(Ordering::Relaxed))
+                    .then(|| (live.session.id, live.last_seen(), Arc::clone(live)))
             })
             .collect()
     }
 
     pub(crate) fn mark_flushed(live: &LiveSession, at: OffsetDateTime) {
-        live.flushed.fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+        live.flushed
+            .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
     }
 
     /// Drops expired sessions and revocations that no longer matter.

@@ -340,33 +340,57 @@ mod tests {
     #[tokio::test]
     async fn hash_verify_and_rehash() {
         let h = PasswordHasher::new(cheap(), 1, 4).unwrap_or_else(|e| panic!("{e}"));
-        let phc = h.hash("open sesame 42".into()).await.unwrap_or_else(|e| panic!("{e}"));
+        let phc = h
+            .hash("open sesame 42".into())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         let ok = h.verify("open sesame 42".into(), Some(phc.clone())).await;
-        assert_eq!(ok.ok(), Some(Verified { matched: true, needs_rehash: false }));
+        assert_eq!(
+            ok.ok(),
+            Some(Verified {
+                matched: true,
+                needs_rehash: false
+            })
+        );
         let bad = h.verify("open sesame 43".into(), Some(phc.clone())).await;
         assert_eq!(bad.ok().map(|v| v.matched), Some(false));
         let none = h.verify("open sesame 42".into(), None).await;
         assert_eq!(none.ok().map(|v| v.matched), Some(false));
         let stronger = PasswordHasher::new(
-            Argon2Config { memory_kib: 128, ..cheap() },
+            Argon2Config {
+                memory_kib: 128,
+                ..cheap()
+            },
             1,
             4,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let v = stronger.verify("open sesame 42".into(), Some(phc)).await;
-        assert_eq!(v.ok(), Some(Verified { matched: true, needs_rehash: true }));
+        assert_eq!(
+            v.ok(),
+            Some(Verified {
+                matched: true,
+                needs_rehash: true
+            })
+        );
     }
 
     #[tokio::test]
     async fn l5_full_queue_is_refused_not_queued() {
         let h = PasswordHasher::new(
-            Argon2Config { memory_kib: 4096, iterations: 3, parallelism: 1 },
+            Argon2Config {
+                memory_kib: 4096,
+                iterations: 3,
+                parallelism: 1,
+            },
             1,
             1,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let jobs: Vec<_> = (0..20).map(|i| h.hash(format!("password number {i}"))).collect();
+        let jobs: Vec<_> = (0..20)
+            .map(|i| h.hash(format!("password number {i}")))
+            .collect();
         let results = futures_join_all(jobs).await;
         let overloaded = results
             .iter()

@@ -51,7 +51,10 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::new("hunter2".to_string());
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
-        assert_eq!(serde_json::to_string(&s).unwrap_or_default(), "\"[redacted]\"");
+        assert_eq!(
+            serde_json::to_string(&s).unwrap_or_default(),
+            "\"[redacted]\""
+        );
         assert_eq!(s.expose(), "hunter2");
     }
 }

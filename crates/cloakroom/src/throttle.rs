@@ -211,8 +211,14 @@ mod tests {
         }
         assert_eq!(t.retry_after("k", &p, t0).await?, None);
         t.record_failure("k", &p, t0).await?;
-        assert_eq!(t.retry_after("k", &p, t0).await?, Some(Duration::seconds(1)));
-        assert_eq!(t.retry_after("k", &p, t0 + Duration::seconds(1)).await?, None);
+        assert_eq!(
+            t.retry_after("k", &p, t0).await?,
+            Some(Duration::seconds(1))
+        );
+        assert_eq!(
+            t.retry_after("k", &p, t0 + Duration::seconds(1)).await?,
+            None
+        );
         t.clear("k").await?;
         t.record_failure("k", &p, t0).await?;
         assert_eq!(t.retry_after("k", &p, t0).await?, None);

@@ -16,7 +16,11 @@ use cloakroom::{Auth, AuthError, SystemClock};
 
 /// Command line of the `cloakroom` binary.
 #[derive(Debug, Parser)]
-#[command(name = "cloakroom", version, about = "Sessions, cookies and JWTs: an authentication server")]
+#[command(
+    name = "cloakroom",
+    version,
+    about = "Sessions, cookies and JWTs: an authentication server"
+)]
 pub struct Cli {
     /// Settings file (TOML); flags and CLOAKROOM_* variables override it
     #[arg(long, global = true, env = "CLOAKROOM_CONFIG")]
@@ -73,7 +77,9 @@ impl From<AuthError> for CliError {
                 Self::Usage(e.to_string())
             }
             AuthError::NotFound => Self::Failed("no such user or session".into()),
-            AuthError::Store(ref s) => Self::Failed(format!("{e}: {:?}", std::error::Error::source(s))),
+            AuthError::Store(ref s) => {
+                Self::Failed(format!("{e}: {:?}", std::error::Error::source(s)))
+            }
             other => Self::Failed(other.to_string()),
         }
     }
@@ -126,7 +132,11 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 fn init_tracing(settings: &Settings, serving: bool) {
     use tracing_subscriber::EnvFilter;
     // Admin commands stay quiet unless asked: their output is for people and scripts.
-    let default = if serving { settings.log.as_str() } else { "warn" };
+    let default = if serving {
+        settings.log.as_str()
+    } else {
+        "warn"
+    };
     let filter = EnvFilter::try_new(default).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -140,7 +150,10 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
         Some(u) => u.to_string(),
         None => format!("http://localhost:{}/", server.addr.port()),
     };
-    println!("cloakroom listening on http://{} — public URL {scheme_url}", server.addr);
+    println!(
+        "cloakroom listening on http://{} — public URL {scheme_url}",
+        server.addr
+    );
     tracing::info!(addr = %server.addr, "listening");
     server.run_until(shutdown_signal()).await;
     Ok(())

@@ -109,7 +109,13 @@ pub(super) async fn run(cmd: UserCommand, auth: &Auth) -> Result<(), CliError> {
                 println!("{:<36}  {:<8}  {:<20}  EMAIL", "ID", "STATUS", "ROLES");
                 for u in users {
                     let status = if u.disabled { "disabled" } else { "active" };
-                    println!("{:<36}  {:<8}  {:<20}  {}", u.id, status, roles_line(&u.roles), u.email);
+                    println!(
+                        "{:<36}  {:<8}  {:<20}  {}",
+                        u.id,
+                        status,
+                        roles_line(&u.roles),
+                        u.email
+                    );
                 }
             }
         }

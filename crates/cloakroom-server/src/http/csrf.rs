@@ -70,8 +70,14 @@ mod tests {
     #[test]
     fn x1_x2_origin_rules() {
         let ours = vec!["https://auth.example.com".to_string()];
-        assert!(proves_same_origin(&h(&[("sec-fetch-site", "same-origin")]), &ours));
-        assert!(proves_same_origin(&h(&[("origin", "https://auth.example.com")]), &ours));
+        assert!(proves_same_origin(
+            &h(&[("sec-fetch-site", "same-origin")]),
+            &ours
+        ));
+        assert!(proves_same_origin(
+            &h(&[("origin", "https://auth.example.com")]),
+            &ours
+        ));
         assert!(proves_same_origin(
             &h(&[("referer", "https://auth.example.com/settings")]),
             &ours
@@ -82,7 +88,10 @@ mod tests {
             h(&[("origin", "https://auth.example.com.evil")]),
             h(&[("sec-fetch-site", "cross-site")]),
             h(&[("sec-fetch-site", "same-site")]),
-            h(&[("sec-fetch-site", "same-origin"), ("origin", "https://evil.example")]),
+            h(&[
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://evil.example"),
+            ]),
             h(&[("referer", "https://evil.example/")]),
             h(&[]),
         ] {

@@ -115,9 +115,7 @@ impl From<AuthError> for ApiError {
             AuthError::WeakPassword(_) => Self::bad_request("weak_password", msg),
             AuthError::InvalidRole(_) => Self::bad_request("invalid_role", msg),
             AuthError::Unauthenticated => Self::unauthenticated(),
-            AuthError::ReauthRequired => {
-                Self::new(StatusCode::FORBIDDEN, "reauth_required", msg)
-            }
+            AuthError::ReauthRequired => Self::new(StatusCode::FORBIDDEN, "reauth_required", msg),
             AuthError::NotFound => Self::not_found(),
             AuthError::Overloaded { retry_after } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", msg)

@@ -179,7 +179,8 @@ impl FromRequestParts<AppState> for CurrentSession {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = session_cookie(&parts.headers, state)?.ok_or_else(ApiError::unauthenticated)?;
-        if csrf::is_unsafe(&parts.method) && !csrf::proves_same_origin(&parts.headers, &state.origins)
+        if csrf::is_unsafe(&parts.method)
+            && !csrf::proves_same_origin(&parts.headers, &state.origins)
         {
             return Err(ApiError::cross_origin());
         }

@@ -67,7 +67,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 
@@ -98,8 +101,7 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             "the Cookie header is larger than 8 KiB",
         )
         .into_response()
-    } else if csrf::is_unsafe(req.method())
-        && csrf::looks_cross_site(req.headers(), &state.origins)
+    } else if csrf::is_unsafe(req.method()) && csrf::looks_cross_site(req.headers(), &state.origins)
     {
         ApiError::cross_origin().into_response()
     } else {
@@ -110,7 +112,10 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

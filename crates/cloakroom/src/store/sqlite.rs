@@ -39,8 +39,16 @@ impl SqliteStore {
             // An in-memory database exists once per connection: keep exactly one.
             .max_connections(if in_memory { 1 } else { 4 })
             .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout(if in_memory { None } else { Some(StdDuration::from_secs(600)) })
-            .max_lifetime(if in_memory { None } else { Some(StdDuration::from_secs(3600)) })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(StdDuration::from_secs(600))
+            })
+            .max_lifetime(if in_memory {
+                None
+            } else {
+                Some(StdDuration::from_secs(3600))
+            })
             .acquire_timeout(StdDuration::from_secs(5))
             .connect_with(options)
             .await
@@ -105,16 +113,26 @@ fn user_from(row: &SqliteRow) -> Result<User, StoreError> {
         id: UserId::from_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         email: Email::parse(&email).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         roles,
-        disabled: row.try_get::<i64, _>("disabled").map_err(corrupt("users.disabled"))? != 0,
-        created_at: from_ts(row.try_get("created_at").map_err(corrupt("users.created_at"))?)?,
+        disabled: row
+            .try_get::<i64, _>("disabled")
+            .map_err(corrupt("users.disabled"))?
+            != 0,
+        created_at: from_ts(
+            row.try_get("created_at")
+                .map_err(corrupt("users.created_at"))?,
+        )?,
     })
 }
 
 fn session_from(row: &SqliteRow) -> Result<Session, StoreError> {
     let get_i = |name: &'static str| row.try_get::<i64, _>(name).map_err(corrupt(name));
     let id: String = row.try_get("id").map_err(corrupt("sessions.id"))?;
-    let user: String = row.try_get("user_id").map_err(corrupt("sessions.user_id"))?;
-    let transport: String = row.try_get("transport").map_err(corrupt("sessions.transport"))?;
+    let user: String = row
+        .try_get("user_id")
+        .map_err(corrupt("sessions.user_id"))?;
+    let transport: String = row
+        .try_get("transport")
+        .map_err(corrupt("sessions.transport"))?;
     Ok(Session {
         id: SessionId::from_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         user_id: UserId::from_str(&user).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -127,17 +145,16 @@ fn session_from(row: &SqliteRow) -> Result<Session, StoreError> {
         idle_timeout: Duration::seconds(get_i("idle_secs")?),
         absolute_expires_at: from_ts(get_i("absolute_expires_at")?)?,
         ip: row.try_get("ip").map_err(corrupt("sessions.ip"))?,
-        user_agent: row.try_get("user_agent").map_err(corrupt("sessions.user_agent"))?,
+        user_agent: row
+            .try_get("user_agent")
+            .map_err(corrupt("sessions.user_agent"))?,
     })
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, transport, secret_hash, remember, created_at, \
      authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent";
 
-async fn record_user_change(
-    tx: &mut sqlx::SqliteConnection,
-    id: UserId,
-) -> Result<(), StoreError> {
+async fn record_user_change(tx: &mut sqlx::SqliteConnection, id: UserId) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO changes (kind, subject, expires_at, created_at) \
          VALUES ('user_changed', ?1, unixepoch() + ?2, unixepoch())",
@@ -178,14 +195,14 @@ impl SqliteStore {
     async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let q = match update {
-            UserUpdate::Password(h) => {
-                sqlx::query("UPDATE users SET password_hash = ?1, updated_at = unixepoch() WHERE id = ?2")
-                    .bind(h)
-            }
-            UserUpdate::Disabled(d) => {
-                sqlx::query("UPDATE users SET disabled = ?1, updated_at = unixepoch() WHERE id = ?2")
-                    .bind(i64::from(d))
-            }
+            UserUpdate::Password(h) => sqlx::query(
+                "UPDATE users SET password_hash = ?1, updated_at = unixepoch() WHERE id = ?2",
+            )
+            .bind(h),
+            UserUpdate::Disabled(d) => sqlx::query(
+                "UPDATE users SET disabled = ?1, updated_at = unixepoch() WHERE id = ?2",
+            )
+            .bind(i64::from(d)),
             UserUpdate::Roles(r) => {
                 sqlx::query("UPDATE users SET roles = ?1, updated_at = unixepoch() WHERE id = ?2")
                     .bind(r)
@@ -236,7 +253,9 @@ impl UserStore for SqliteStore {
             .await
             .map_err(map_err)?;
         row.map(|r| {
-            let hash: String = r.try_get("password_hash").map_err(corrupt("password_hash"))?;
+            let hash: String = r
+                .try_get("password_hash")
+                .map_err(corrupt("password_hash"))?;
             Ok((user_from(&r)?, hash))
         })
         .transpose()
@@ -261,19 +280,17 @@ impl UserStore for SqliteStore {
 
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool, StoreError> {
         self.update_user(id, UserUpdate::Password(password_hash.to_string()))
-        .await
+            .await
     }
 
     async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
-        self.update_user(id, UserUpdate::Disabled(disabled))
-        .await
+        self.update_user(id, UserUpdate::Disabled(disabled)).await
     }
 
     async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError> {
         let roles: Vec<&str> = roles.iter().map(Role::as_str).collect();
         let json = serde_json::to_string(&roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.update_user(id, UserUpdate::Roles(json))
-        .await
+        self.update_user(id, UserUpdate::Roles(json)).await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
@@ -337,12 +354,14 @@ impl SessionStore for SqliteStore {
         }
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         for (id, at) in seen {
-            sqlx::query("UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1")
-                .bind(ts(*at))
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1",
+            )
+            .bind(ts(*at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(())
@@ -416,7 +435,9 @@ impl SessionStore for SqliteStore {
         let mut ended = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id").map_err(corrupt("sessions.id"))?;
-            let exp: i64 = row.try_get("absolute_expires_at").map_err(corrupt("deadline"))?;
+            let exp: i64 = row
+                .try_get("absolute_expires_at")
+                .map_err(corrupt("deadline"))?;
             record_revocation(&mut tx, &id, exp).await?;
             ended.push(SessionId::from_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
@@ -457,7 +478,9 @@ impl ChangeFeed for SqliteStore {
             let seq: i64 = row.try_get("seq").map_err(corrupt("changes.seq"))?;
             let kind: String = row.try_get("kind").map_err(corrupt("changes.kind"))?;
             let subject: String = row.try_get("subject").map_err(corrupt("changes.subject"))?;
-            let expires: i64 = row.try_get("expires_at").map_err(corrupt("changes.expires_at"))?;
+            let expires: i64 = row
+                .try_get("expires_at")
+                .map_err(corrupt("changes.expires_at"))?;
             let change = match kind.as_str() {
                 "session_revoked" => Change::SessionRevoked {
                     id: SessionId::from_str(&subject)
@@ -496,7 +519,9 @@ impl ChangeFeed for SqliteStore {
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("subject").map_err(corrupt("changes.subject"))?;
-                let exp: i64 = r.try_get("expires_at").map_err(corrupt("changes.expires_at"))?;
+                let exp: i64 = r
+                    .try_get("expires_at")
+                    .map_err(corrupt("changes.expires_at"))?;
                 Ok((
                     SessionId::from_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     from_ts(exp)?,

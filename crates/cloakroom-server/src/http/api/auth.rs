@@ -121,7 +121,10 @@ fn with_cookie(mut res: Response, cookie: &str) -> Response {
 
 /// A 204 that also removes the session cookie from the browser.
 pub fn cleared(state: &AppState) -> Response {
-    let mut res = with_cookie(StatusCode::NO_CONTENT.into_response(), &state.cookie.clear());
+    let mut res = with_cookie(
+        StatusCode::NO_CONTENT.into_response(),
+        &state.cookie.clear(),
+    );
     res.headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     res

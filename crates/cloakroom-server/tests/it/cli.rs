@@ -1,0 +1,238 @@
+//! The admin CLI, run as a separate process against the same data as a running server.
+
+use crate::support::*;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cloakroom(t: &TestServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    cmd.args(args)
+        .env_remove("CLOAKROOM_CONFIG")
+        .env("CLOAKROOM_DATA_DIR", t.dir.path())
+        .env("CLOAKROOM_ARGON2_MEMORY_KIB", "64")
+        .env("CLOAKROOM_ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+async fn until_401(t: &TestServer, token: &str) -> Duration {
+    let start = Instant::now();
+    while t.whoami_status(token).await != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still valid after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn cli_manages_users_and_sessions_of_a_running_server() {
+    let t = TestServer::start().await;
+    let out = cloakroom(
+        &t,
+        &[
+            "user",
+            "add",
+            "Admin@Example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server sees the account made by another process.
+    let token = t.login("admin@example.com", PASSWORD).await;
+    let who: serde_json::Value = t.get("/auth/whoami", &token).await.json().await.unwrap();
+    assert_eq!(who["user"]["roles"], serde_json::json!(["admin"]));
+
+    let out = cloakroom(&t, &["user", "list"], None);
+    assert!(stdout(&out).contains("admin@example.com"));
+    let out = cloakroom(&t, &["user", "list", "--json"], None);
+    let users: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(users[0]["email"], "admin@example.com");
+    assert!(!stdout(&out).contains("argon2"), "no hash is printed");
+
+    let out = cloakroom(
+        &t,
+        &["user", "set-roles", "admin@example.com", "ops", "user"],
+        None,
+    );
+    assert!(out.status.success());
+    let start = Instant::now();
+    loop {
+        let who: serde_json::Value = t.get("/auth/whoami", &token).await.json().await.unwrap();
+        if who["user"]["roles"] == serde_json::json!(["ops", "user"]) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "roles not seen within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // sessions list / revoke, seen by the server within a second.
+    let out = cloakroom(&t, &["sessions", "list", "admin@example.com"], None);
+    let sid = who["session"]["id"].as_str().unwrap();
+    assert!(stdout(&out).contains(sid));
+    let out = cloakroom(&t, &["sessions", "revoke", sid], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until_401(&t, &token).await;
+
+    let a = t.login("admin@example.com", PASSWORD).await;
+    let b = t.login("admin@example.com", PASSWORD).await;
+    let out = cloakroom(&t, &["sessions", "revoke-all", "admin@example.com"], None);
+    assert!(stdout(&out).contains("ended 2 session"), "{}", stdout(&out));
+    until_401(&t, &a).await;
+    until_401(&t, &b).await;
+
+    // Disabling ends sessions within a second; enabling lets the user log in again.
+    let c = t.login("admin@example.com", PASSWORD).await;
+    let out = cloakroom(&t, &["user", "disable", "admin@example.com"], None);
+    assert!(out.status.success());
+    until_401(&t, &c).await;
+    let res = t
+        .login_raw(serde_json::json!({"email": "admin@example.com", "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 401);
+    let out = cloakroom(&t, &["user", "enable", "admin@example.com"], None);
+    assert!(out.status.success());
+    t.login("admin@example.com", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn cli_exit_codes_and_errors() {
+    let t = TestServer::start().await;
+    // No terminal and no --password-stdin: a usage error, not a hang.
+    let out = cloakroom(&t, &["user", "add", "x@example.com"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
+    let out = cloakroom(
+        &t,
+        &["user", "add", "not-an-email", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = cloakroom(
+        &t,
+        &["user", "add", "w@example.com", "--password-stdin"],
+        Some("password"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("commonly used"));
+    let out = cloakroom(
+        &t,
+        &[
+            "user",
+            "add",
+            "y@example.com",
+            "--role",
+            "Bad Role",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = cloakroom(
+        &t,
+        &["user", "add", "dup@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = cloakroom(
+        &t,
+        &["user", "add", "DUP@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = cloakroom(&t, &["user", "disable", "ghost@example.com"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = cloakroom(&t, &["sessions", "revoke", "not-a-uuid"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cloakroom(
+        &t,
+        &["sessions", "revoke", "6f0e7d1c-0000-4000-8000-000000000000"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = cloakroom(&t, &["frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cloakroom(
+        &t,
+        &["serve", "--public-url", "http://auth.example.com"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn cli_config_show_merges_and_redacts() {
+    let t = TestServer::start().await;
+    let file = t.dir.path().join("cloakroom.toml");
+    std::fs::write(
+        &file,
+        "session_idle_secs = 600\nlisten = \"127.0.0.1:9999\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    let out = cmd
+        .args(["config", "show", "--config"])
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:7777"])
+        .env("CLOAKROOM_DATABASE_URL", "sqlite:///tmp/x.db?key=hunter2")
+        .env("CLOAKROOM_SESSION_ABSOLUTE_SECS", "3600")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("listen = \"127.0.0.1:7777\""),
+        "flag wins: {text}"
+    );
+    assert!(
+        text.contains("session_idle_secs = 600"),
+        "file applies: {text}"
+    );
+    assert!(
+        text.contains("session_absolute_secs = 3600"),
+        "environment applies: {text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    std::fs::write(&file, "sesion_idle_secs = 600\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["config", "show", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sesion_idle_secs"));
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on an ephemeral port, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod attacks_cookie;
+mod attacks_http;
+mod attacks_login;
+mod cli;
+mod lifecycle;
+mod support;
