@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::csrf;
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, BODY_TIMEOUT};
 
 /// Longest `User-Agent` kept with a session.
 const MAX_USER_AGENT: usize = 256;
@@ -49,8 +49,18 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads the body within the size limit and [`BODY_TIMEOUT`] (a slow body is cut off with 408).
 async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body was not sent in time",
+            )
+        })?;
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -14,7 +14,6 @@ use cloakroom::{Auth, CookiePolicy};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::timeout::TimeoutLayer;
 
 use error::ApiError;
 
@@ -22,8 +21,8 @@ use error::ApiError;
 pub const BODY_LIMIT: usize = 16 * 1024;
 /// Largest total of `Cookie` header bytes accepted.
 pub const COOKIE_LIMIT: usize = 8 * 1024;
-/// Longest time one request may take, body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time a client may take to send a request body (headers have their own timeout).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -67,10 +66,6 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .with_state(state)
 }
 

@@ -1,0 +1,5 @@
+//! Library integration tests: the store contract on every backend, and the engine's rules.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod engine;
+mod store_contract;

@@ -1,0 +1,309 @@
+//! One contract for every store backend (as Ory Kratos tests its persisters): each case is a
+//! plain async function over `&dyn Store`, instantiated per backend by `contract!`.
+
+use cloakroom::{
+    Change, Email, Role, Session, SessionId, SessionToken, SqliteStore, Store, StoreError,
+    Transport, User, UserId,
+};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+fn user(email: &str) -> User {
+    User {
+        id: UserId::random(),
+        email: Email::parse(email).unwrap(),
+        roles: vec![Role::default_role()],
+        disabled: false,
+        created_at: t0(),
+    }
+}
+
+fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToken) {
+    let token = SessionToken::generate();
+    let s = Session {
+        id: SessionId::random(),
+        user_id: user,
+        transport: Transport::Cookie,
+        secret_hash: token.hash(),
+        remember: false,
+        created_at: at,
+        authenticated_at: at,
+        last_seen_at: at,
+        idle_timeout: Duration::minutes(30),
+        absolute_expires_at: at + Duration::hours(12),
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("test".into()),
+    };
+    (s, token)
+}
+
+async fn users_round_trip_and_unique_email(store: &dyn Store) {
+    let u = user("a@example.com");
+    store.insert_user(&u, "$argon2id$hash").await.unwrap();
+    let (found, hash) = store
+        .find_user_by_email(&Email::parse("A@EXAMPLE.COM").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, u);
+    assert_eq!(hash, "$argon2id$hash");
+    let dup = User {
+        id: UserId::random(),
+        ..user("a@example.com")
+    };
+    assert!(matches!(
+        store.insert_user(&dup, "x").await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.find_user(u.id).await.unwrap(), Some(u.clone()));
+    assert!(store.find_user(UserId::random()).await.unwrap().is_none());
+
+    let before = store.change_head().await.unwrap();
+    assert!(store
+        .set_roles(u.id, &[Role::parse("admin").unwrap()])
+        .await
+        .unwrap());
+    assert!(store.set_disabled(u.id, true).await.unwrap());
+    assert!(store.set_password(u.id, "$new").await.unwrap());
+    assert!(!store.set_disabled(UserId::random(), true).await.unwrap());
+    let u2 = store.find_user(u.id).await.unwrap().unwrap();
+    assert!(u2.disabled);
+    assert_eq!(u2.roles, vec![Role::parse("admin").unwrap()]);
+    assert_eq!(
+        store.password_hash(u.id).await.unwrap().as_deref(),
+        Some("$new")
+    );
+    let changes = store.changes_since(before).await.unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|(_, c)| *c == Change::UserChanged(u.id)));
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn sessions_find_touch_list(store: &dyn Store) {
+    let u = user("s@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (s, token) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    assert_eq!(
+        store.find_by_token(&token.hash()).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(store.find_session(s.id).await.unwrap(), Some(s.clone()));
+    assert!(store
+        .find_by_token(&SessionToken::generate().hash())
+        .await
+        .unwrap()
+        .is_none());
+    // touch only moves forward.
+    store
+        .touch(&[(s.id, t0() + Duration::minutes(5))])
+        .await
+        .unwrap();
+    store
+        .touch(&[(s.id, t0() + Duration::minutes(1))])
+        .await
+        .unwrap();
+    let seen = store
+        .find_session(s.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_seen_at;
+    assert_eq!(seen, t0() + Duration::minutes(5));
+    let (s2, _) = session(u.id, t0() + Duration::seconds(1));
+    store.insert_session(&s2).await.unwrap();
+    let listed = store.list_for_user(u.id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![s2.id, s.id]
+    );
+    assert!(store
+        .list_for_user(UserId::random())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn revoke_publishes_and_touch_never_resurrects(store: &dyn Store) {
+    let u = user("r@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (s, token) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    let head = store.change_head().await.unwrap();
+    assert_eq!(store.revoke(s.id).await.unwrap().map(|x| x.id), Some(s.id));
+    assert!(
+        store.revoke(s.id).await.unwrap().is_none(),
+        "second revoke is a no-op"
+    );
+    store
+        .touch(&[(s.id, t0() + Duration::minutes(1))])
+        .await
+        .unwrap();
+    assert!(store.find_by_token(&token.hash()).await.unwrap().is_none());
+    let changes = store.changes_since(head).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(),
+        vec![Change::SessionRevoked {
+            id: s.id,
+            expires_at: s.absolute_expires_at
+        }]
+    );
+    let revoked = store.revoked_sessions(t0()).await.unwrap();
+    assert_eq!(revoked, vec![(s.id, s.absolute_expires_at)]);
+    assert!(store
+        .revoked_sessions(s.absolute_expires_at)
+        .await
+        .unwrap()
+        .is_empty());
+    store.prune_changes(s.absolute_expires_at).await.unwrap();
+    assert!(store.changes_since(head).await.unwrap().is_empty());
+}
+
+async fn revoke_all_keeps_one(store: &dyn Store) {
+    let u = user("all@example.com");
+    let other = user("other@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    store.insert_user(&other, "h").await.unwrap();
+    let ids: Vec<SessionId> = futures_ids(store, u.id, 3).await;
+    let (o, _) = session(other.id, t0());
+    store.insert_session(&o).await.unwrap();
+    let mut ended = store.revoke_all(u.id, Some(ids[0])).await.unwrap();
+    ended.sort();
+    let mut expected = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(ended, expected);
+    assert_eq!(store.list_for_user(u.id).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_for_user(other.id).await.unwrap().len(),
+        1,
+        "others untouched"
+    );
+    assert_eq!(store.revoke_all(u.id, None).await.unwrap(), vec![ids[0]]);
+}
+
+async fn futures_ids(store: &dyn Store, user: UserId, n: usize) -> Vec<SessionId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (s, _) = session(user, t0() + Duration::seconds(i as i64));
+        store.insert_session(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    ids
+}
+
+async fn replace_secret_is_compare_and_set(store: &dyn Store) {
+    let u = user("cas@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (s, old) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    let a = SessionToken::generate();
+    let b = SessionToken::generate();
+    assert!(store
+        .replace_secret(s.id, &old.hash(), &a.hash(), t0())
+        .await
+        .unwrap());
+    assert!(!store
+        .replace_secret(s.id, &old.hash(), &b.hash(), t0())
+        .await
+        .unwrap());
+    assert!(store.find_by_token(&old.hash()).await.unwrap().is_none());
+    assert_eq!(
+        store.find_by_token(&a.hash()).await.unwrap().map(|s| s.id),
+        Some(s.id)
+    );
+}
+
+async fn concurrent_replace_secret_has_one_winner(store: Arc<dyn Store>) {
+    let u = user("race@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (s, old) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = Arc::clone(&store);
+        let old = old.hash();
+        tasks.push(tokio::spawn(async move {
+            let next = SessionToken::generate();
+            store
+                .replace_secret(s.id, &old, &next.hash(), t0())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn delete_expired_respects_grace(store: &dyn Store) {
+    let u = user("exp@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (s, _) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    let grace = Duration::minutes(10);
+    let n = store
+        .delete_expired(t0() + Duration::minutes(35), grace)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "idle past the timeout but inside the grace");
+    let n = store
+        .delete_expired(t0() + Duration::minutes(41), grace)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (s2, _) = session(u.id, t0());
+    store.insert_session(&s2).await.unwrap();
+    store
+        .touch(&[(s2.id, t0() + Duration::hours(11) + Duration::minutes(55))])
+        .await
+        .unwrap();
+    let n = store
+        .delete_expired(t0() + Duration::hours(12), grace)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "absolute deadline, however recent the activity");
+}
+
+async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    (Arc::new(SqliteStore::open(&url).await.unwrap()), dir)
+}
+
+macro_rules! contract {
+    ($backend:ident: $($case:ident),* ; $($shared:ident),*) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (store, _guard) = super::$backend().await;
+                    super::$case(&*store).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let (store, _guard) = super::$backend().await;
+                    super::$shared(store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(sqlite:
+    users_round_trip_and_unique_email,
+    sessions_find_touch_list,
+    revoke_publishes_and_touch_never_resurrects,
+    revoke_all_keeps_one,
+    replace_secret_is_compare_and_set,
+    delete_expired_respects_grace;
+    concurrent_replace_secret_has_one_winner);
