@@ -26,6 +26,7 @@
 mod auth;
 mod clock;
 mod cookie;
+pub mod jwt;
 mod live;
 mod password;
 mod secret;

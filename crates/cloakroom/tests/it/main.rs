@@ -3,3 +3,4 @@
 
 mod engine;
 mod store_contract;
+mod wycheproof;

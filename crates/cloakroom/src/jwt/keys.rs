@@ -1,0 +1,448 @@
+//! Signing and verification keys. A key has one algorithm, fixed when it is made; the ring of
+//! keys maps `kid` to key, and verification uses the key's algorithm, never the token's say-so.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use ring::{hmac, signature::UnparsedPublicKey};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+use super::VerifyError;
+
+/// A JWS algorithm cloakroom signs or verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Ed25519 (the default).
+    EdDSA,
+    /// ECDSA P-256 with SHA-256, signature as r‖s.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (verification only).
+    RS256,
+    /// HMAC-SHA-256 with a configured secret.
+    HS256,
+}
+
+impl Algorithm {
+    /// The `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+            Self::HS256 => "HS256",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+    /// Exact, case-sensitive names only (`none`, `None`, `hs256` … are not algorithms).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "EdDSA" => Ok(Self::EdDSA),
+            "ES256" => Ok(Self::ES256),
+            "RS256" => Ok(Self::RS256),
+            "HS256" => Ok(Self::HS256),
+            other => Err(format!("unsupported algorithm {other:?} (EdDSA, ES256, RS256, HS256)")),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Public {
+    Ed25519(Vec<u8>),
+    Es256 { x: Vec<u8>, y: Vec<u8> },
+    Rs256 { n: Vec<u8>, e: Vec<u8> },
+    Hs256(hmac::Key),
+}
+
+/// A key that verifies signatures of exactly one algorithm.
+#[derive(Clone)]
+pub struct VerifyKey {
+    kid: String,
+    alg: Algorithm,
+    public: Public,
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses HMAC secrets that are short or plainly not random (RFC 7518 §3.2, JW-3): fewer than
+/// 32 bytes, or so repetitive (under 10 distinct byte values) that they cannot be random.
+fn check_hmac_secret(secret: &[u8]) -> Result<(), String> {
+    if secret.len() < 32 {
+        return Err("an HS256 secret must have at least 32 bytes".into());
+    }
+    let distinct = secret.iter().collect::<std::collections::HashSet<_>>().len();
+    if distinct < 10 {
+        return Err("the HS256 secret is not random (too few distinct bytes)".into());
+    }
+    Ok(())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(v: &Value, field: &str) -> Result<Vec<u8>, String> {
+    let s = v[field]
+        .as_str()
+        .ok_or_else(|| format!("the JWK has no string {field:?}"))?;
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| format!("the JWK's {field:?} is not base64url"))
+}
+
+impl VerifyKey {
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The one algorithm this key verifies.
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// An HMAC-SHA-256 key.
+    pub fn hs256(kid: &str, secret: &[u8]) -> Self {
+        Self {
+            kid: kid.to_string(),
+            alg: Algorithm::HS256,
+            public: Public::Hs256(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+        }
+    }
+
+    /// Reads a public JWK (RFC 7517/7518/8037). `alg` must be present or given, and must fit the
+    /// key type; private members and symmetric keys are refused unless `allow_symmetric`.
+    pub fn from_jwk(jwk: &Value, default_alg: Option<Algorithm>, allow_symmetric: bool) -> Result<Self, String> {
+        let kty = jwk["kty"].as_str().ok_or("the JWK has no kty")?;
+        let alg = match jwk.get("alg") {
+            Some(Value::String(a)) => a.parse::<Algorithm>()?,
+            Some(_) => return Err("the JWK's alg is not a string".into()),
+            None => default_alg.ok_or("the JWK has no alg")?,
+        };
+        let kid = match jwk.get("kid") {
+            Some(Value::String(k)) => k.clone(),
+            Some(_) => return Err("the JWK's kid is not a string".into()),
+            None => String::new(),
+        };
+        if let Some(usage) = jwk.get("use") {
+            if usage != "sig" {
+                return Err("the JWK is not for signatures".into());
+            }
+        }
+        let public = match (kty, alg) {
+            ("OKP", Algorithm::EdDSA) => {
+                if jwk["crv"] != "Ed25519" {
+                    return Err("only the Ed25519 curve is supported".into());
+                }
+                let x = unb64(jwk, "x")?;
+                if x.len() != 32 {
+                    return Err("an Ed25519 key is 32 bytes".into());
+                }
+                Public::Ed25519(x)
+            }
+            ("EC", Algorithm::ES256) => {
+                if jwk["crv"] != "P-256" {
+                    return Err("ES256 needs a P-256 key".into());
+                }
+                let (x, y) = (unb64(jwk, "x")?, unb64(jwk, "y")?);
+                if x.len() != 32 || y.len() != 32 {
+                    return Err("a P-256 coordinate is 32 bytes".into());
+                }
+                Public::Es256 { x, y }
+            }
+            ("RSA", Algorithm::RS256) => {
+                let n = unb64(jwk, "n")?;
+                if n.iter().skip_while(|b| **b == 0).count() * 8 < 2048 {
+                    return Err("RSA keys must have at least 2048 bits".into());
+                }
+                Public::Rs256 { n, e: unb64(jwk, "e")? }
+            }
+            ("oct", Algorithm::HS256) if allow_symmetric => {
+                let k = unb64(jwk, "k")?;
+                check_hmac_secret(&k)?;
+                Public::Hs256(hmac::Key::new(hmac::HMAC_SHA256, &k))
+            }
+            (kty, alg) => return Err(format!("a {kty} key cannot be used with {alg}")),
+        };
+        if jwk.get("d").is_some() || jwk.get("p").is_some() {
+            return Err("the JWK holds private key material".into());
+        }
+        Ok(Self { kid, alg, public })
+    }
+
+    /// The public JWK (RFC 7517), with `kid`, `alg` and `use: "sig"`; `None` for a secret key.
+    pub fn to_jwk(&self) -> Option<Value> {
+        let mut jwk = match &self.public {
+            Public::Ed25519(x) => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(x)}),
+            Public::Es256 { x, y } => json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)}),
+            Public::Rs256 { n, e } => json!({"kty": "RSA", "n": b64(n), "e": b64(e)}),
+            Public::Hs256(_) => return None,
+        };
+        jwk["kid"] = json!(self.kid);
+        jwk["alg"] = json!(self.alg.as_str());
+        jwk["use"] = json!("sig");
+        Some(jwk)
+    }
+
+    /// Checks `signature` over `message`.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
+        let ok = match &self.public {
+            Public::Ed25519(x) => UnparsedPublicKey::new(&signature::ED25519, x)
+                .verify(message, sig)
+                .is_ok(),
+            Public::Es256 { x, y } => {
+                let mut point = Vec::with_capacity(65);
+                point.push(4);
+                point.extend_from_slice(x);
+                point.extend_from_slice(y);
+                sig.len() == 64
+                    && UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                        .verify(message, sig)
+                        .is_ok()
+            }
+            Public::Rs256 { n, e } => signature::RsaPublicKeyComponents { n, e }
+                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
+                .is_ok(),
+            Public::Hs256(key) => hmac::verify(key, message, sig).is_ok(),
+        };
+        ok.then_some(()).ok_or(VerifyError::Signature)
+    }
+}
+
+#[derive(Clone)]
+enum Private {
+    Ed25519(Arc<Ed25519KeyPair>),
+    Es256(Arc<EcdsaKeyPair>),
+    Hs256(hmac::Key),
+}
+
+/// A key that signs, parsed once and kept in memory.
+#[derive(Clone)]
+pub struct SigningKey {
+    private: Private,
+    public: VerifyKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.public.kid)
+            .field("alg", &self.public.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key as kept in the store: its id, algorithm, private key (PKCS#8 DER) and lifecycle.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id.
+    pub kid: String,
+    /// Its one algorithm.
+    pub alg: Algorithm,
+    /// The private key, PKCS#8 DER.
+    pub private_pkcs8: Vec<u8>,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+    /// When a newer key replaced it for signing; it still verifies until `retired_at` plus the
+    /// longest token lifetime.
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kid_for(alg: Algorithm, public: &[u8]) -> String {
+    let digest = Sha256::digest(public);
+    format!("{}-{}", alg.as_str().to_lowercase(), b64(&digest[..12]))
+}
+
+impl SigningKey {
+    /// A fresh key pair for `alg` (EdDSA or ES256), returned with its stored form.
+    pub fn generate(alg: Algorithm, at: OffsetDateTime) -> Result<(Self, StoredKey), String> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match alg {
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?,
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|e| e.to_string())?
+            }
+            other => return Err(format!("cloakroom cannot generate {other} keys")),
+        };
+        let stored = StoredKey {
+            kid: String::new(),
+            alg,
+            private_pkcs8: pkcs8.as_ref().to_vec(),
+            created_at: at,
+            retired_at: None,
+        };
+        let key = Self::from_stored(&stored)?;
+        let stored = StoredKey {
+            kid: key.public.kid.clone(),
+            ..stored
+        };
+        Ok((key, stored))
+    }
+
+    /// Parses a stored key (once; the result is kept).
+    pub fn from_stored(stored: &StoredKey) -> Result<Self, String> {
+        let rng = SystemRandom::new();
+        let (private, public) = match stored.alg {
+            Algorithm::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&stored.private_pkcs8)
+                    .map_err(|e| format!("bad Ed25519 key: {e}"))?;
+                let x = pair.public_key().as_ref().to_vec();
+                (Private::Ed25519(Arc::new(pair)), Public::Ed25519(x))
+            }
+            Algorithm::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(
+                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &stored.private_pkcs8,
+                    &rng,
+                )
+                .map_err(|e| format!("bad P-256 key: {e}"))?;
+                let point = pair.public_key().as_ref();
+                let (x, y) = (point[1..33].to_vec(), point[33..65].to_vec());
+                (Private::Es256(Arc::new(pair)), Public::Es256 { x, y })
+            }
+            other => return Err(format!("{other} keys cannot be stored")),
+        };
+        let raw = match &public {
+            Public::Ed25519(x) => x.clone(),
+            Public::Es256 { x, y } => [x.as_slice(), y.as_slice()].concat(),
+            _ => Vec::new(),
+        };
+        let kid = if stored.kid.is_empty() {
+            kid_for(stored.alg, &raw)
+        } else {
+            stored.kid.clone()
+        };
+        Ok(Self {
+            private,
+            public: VerifyKey {
+                kid,
+                alg: stored.alg,
+                public,
+            },
+        })
+    }
+
+    /// An HS256 key from a configured secret of at least 32 bytes.
+    pub fn hs256(secret: &[u8]) -> Result<Self, String> {
+        check_hmac_secret(secret)?;
+        let kid = kid_for(Algorithm::HS256, &Sha256::digest(secret));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        Ok(Self {
+            private: Private::Hs256(key.clone()),
+            public: VerifyKey {
+                kid,
+                alg: Algorithm::HS256,
+                public: Public::Hs256(key),
+            },
+        })
+    }
+
+    /// The matching verification key.
+    pub fn verify_key(&self) -> &VerifyKey {
+        &self.public
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        match &self.private {
+            Private::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            Private::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|e| e.to_string()),
+            Private::Hs256(key) => Ok(hmac::sign(key, message).as_ref().to_vec()),
+        }
+    }
+}
+
+/// The keys a verifier trusts, by `kid`, and the one a signer signs with.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    verify: HashMap<String, VerifyKey>,
+    signing: Option<SigningKey>,
+}
+
+/// Longest `kid` looked up at all.
+const MAX_KID: usize = 128;
+
+impl KeyRing {
+    /// A ring that verifies with `keys` and signs with `signing` (which it also verifies with).
+    pub fn new(signing: Option<SigningKey>, keys: impl IntoIterator<Item = VerifyKey>) -> Self {
+        let mut verify: HashMap<String, VerifyKey> =
+            keys.into_iter().map(|k| (k.kid.clone(), k)).collect();
+        if let Some(s) = &signing {
+            verify.insert(s.public.kid.clone(), s.public.clone());
+        }
+        Self { verify, signing }
+    }
+
+    /// The key with this id: a plain map lookup, nothing else (no files, no queries).
+    pub fn get(&self, kid: &str) -> Option<&VerifyKey> {
+        if kid.len() > MAX_KID {
+            return None;
+        }
+        self.verify.get(kid)
+    }
+
+    /// The current signing key.
+    pub fn signing(&self) -> Option<&SigningKey> {
+        self.signing.as_ref()
+    }
+
+    /// Every verification key, ordered by id.
+    pub fn keys(&self) -> Vec<&VerifyKey> {
+        let mut keys: Vec<_> = self.verify.values().collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        keys
+    }
+
+    /// The JWKS document (RFC 7517 §5) of the public keys.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self.keys().iter().filter_map(|k| k.to_jwk()).collect();
+        json!({ "keys": keys })
+    }
+
+    /// Reads a JWKS document: every usable signature key in it.
+    pub fn from_jwks(doc: &Value) -> Result<Self, String> {
+        let keys = doc["keys"].as_array().ok_or("the JWKS has no \"keys\" array")?;
+        let parsed = keys
+            .iter()
+            .map(|k| VerifyKey::from_jwk(k, None, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(None, parsed))
+    }
+}
