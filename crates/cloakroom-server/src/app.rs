@@ -23,6 +23,8 @@ use crate::settings::Settings;
 pub const CHANGE_POLL: Duration = Duration::from_millis(250);
 /// How often last-seen times are written to the store.
 pub const ACTIVITY_FLUSH: Duration = Duration::from_secs(5);
+/// How often signing keys are reread (a `keys rotate` from the CLI shows up within this).
+pub const KEY_RELOAD: Duration = Duration::from_secs(2);
 /// How often expired sessions are swept.
 pub const SWEEP: Duration = Duration::from_secs(60);
 /// Longest wait for in-flight requests at shutdown.
@@ -60,18 +62,22 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<SqliteStore>, StartEr
     Ok(Arc::new(SqliteStore::open(url).await?))
 }
 
-/// The engine on the configured store.
-pub async fn engine(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Auth>, StartError> {
+/// The engine on the configured store, as served on `port`.
+pub async fn engine(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    port: u16,
+) -> Result<Arc<Auth>, StartError> {
     let store: Arc<dyn Store> = open_store(settings).await?;
     Ok(Arc::new(
-        Auth::new(store, settings.auth.clone(), clock).await?,
+        Auth::new(store, settings.auth_config(port), clock).await?,
     ))
 }
 
 /// The origins whose requests count as this site's.
 fn origins(settings: &Settings, bound: SocketAddr) -> Vec<String> {
     match &settings.public_url {
-        Some(url) => vec![url.origin().ascii_serialization()],
+        Some(_) => vec![settings.public_origin(bound.port())],
         None => {
             let port = bound.port();
             vec![
@@ -109,13 +115,19 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds the listening address and starts serving in the background.
     pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let auth = engine(settings, clock).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| StartError::Bind(settings.listen, e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Bind(settings.listen, e))?;
+        let auth = engine(settings, clock, addr.port()).await?;
+        if settings.auth.jwt.algorithm == cloakroom::jwt::Algorithm::HS256 {
+            tracing::warn!(
+                "access tokens are signed with HS256: every verifier holds the signing secret; \
+                 prefer EdDSA"
+            );
+        }
         let router = router(settings, Arc::clone(&auth), addr);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(
@@ -211,7 +223,8 @@ async fn background(auth: Arc<Auth>, stop: watch::Receiver<bool>) {
     let mut changes = tokio::time::interval(CHANGE_POLL);
     let mut flush = tokio::time::interval(ACTIVITY_FLUSH);
     let mut sweep = tokio::time::interval(SWEEP);
-    for i in [&mut changes, &mut flush, &mut sweep] {
+    let mut keys = tokio::time::interval(KEY_RELOAD);
+    for i in [&mut changes, &mut flush, &mut sweep, &mut keys] {
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let mut stop_signal = std::pin::pin!(stopped(stop));
@@ -232,6 +245,11 @@ async fn background(auth: Arc<Auth>, stop: watch::Receiver<bool>) {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweeping failed"),
+                }
+            }
+            _ = keys.tick() => {
+                if let Err(e) = auth.reload_keys().await {
+                    tracing::warn!(error = %e, "reloading signing keys failed");
                 }
             }
             _ = &mut stop_signal => return,

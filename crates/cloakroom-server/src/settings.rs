@@ -3,7 +3,8 @@
 //! [`Settings`] with the defaults applied.
 
 use clap::Args;
-use cloakroom::{Argon2Config, AuthConfig, CookiePolicy, Lifetime, Secret};
+use cloakroom::jwt::Algorithm;
+use cloakroom::{Argon2Config, AuthConfig, CookiePolicy, JwtConfig, Lifetime, Secret};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,21 @@ pub struct RawSettings {
     /// Signups allowed per client IP per hour [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
     pub signups_per_hour: Option<u32>,
+    /// JWT signing algorithm: EdDSA, ES256 or HS256 [default: EdDSA]
+    #[arg(long, global = true, env = "CLOAKROOM_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    /// HS256 secret (at least 32 random bytes); only with --jwt-alg HS256
+    #[arg(long, global = true, env = "CLOAKROOM_HS256_SECRET")]
+    pub hs256_secret: Option<String>,
+    /// Access token lifetime in seconds [default: 600]
+    #[arg(long, global = true, env = "CLOAKROOM_ACCESS_TOKEN_SECS")]
+    pub access_token_secs: Option<i64>,
+    /// The `aud` of access tokens [default: the public URL]
+    #[arg(long, global = true, env = "CLOAKROOM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Seconds in which a spent refresh token may be retried for the same result [default: 10]
+    #[arg(long, global = true, env = "CLOAKROOM_REFRESH_GRACE_SECS")]
+    pub refresh_grace_secs: Option<i64>,
     /// Seconds a client has to send its request headers [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
@@ -124,6 +140,11 @@ impl RawSettings {
             login_account_free_failures,
             login_ip_free_failures,
             signups_per_hour,
+            jwt_alg,
+            hs256_secret,
+            access_token_secs,
+            jwt_audience,
+            refresh_grace_secs,
             header_timeout_secs,
             log
         )
@@ -154,6 +175,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Time a client has to send its request headers.
     pub header_timeout: std::time::Duration,
+    /// The configured `aud`, if not the public URL.
+    pub jwt_audience: Option<String>,
     /// Log filter.
     pub log: String,
 }
@@ -293,7 +316,47 @@ impl Settings {
         if let Some(n) = raw.login_ip_free_failures {
             ip_throttle.free_failures = n;
         }
+        let algorithm = match raw.jwt_alg.as_deref() {
+            None => Algorithm::EdDSA,
+            Some(a) => a.parse::<Algorithm>().map_err(SettingsError)?,
+        };
+        let hs256_secret = match (algorithm, raw.hs256_secret) {
+            (Algorithm::HS256, Some(secret)) => {
+                cloakroom::jwt::SigningKey::hs256(secret.as_bytes())
+                    .map_err(|e| SettingsError(format!("--hs256-secret: {e}")))?;
+                Some(Secret::new(secret.into_bytes()))
+            }
+            (Algorithm::HS256, None) => {
+                return Err(SettingsError(
+                    "--jwt-alg HS256 needs --hs256-secret (at least 32 random bytes)".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(SettingsError(
+                    "--hs256-secret is only used with --jwt-alg HS256".into(),
+                ))
+            }
+            (Algorithm::RS256, None) => {
+                return Err(SettingsError(
+                    "RS256 tokens are verified but not signed by this build; use EdDSA or ES256"
+                        .into(),
+                ))
+            }
+            (_, None) => None,
+        };
+        let jwt = JwtConfig {
+            access_ttl: secs("access_token_secs", raw.access_token_secs, defaults.jwt.access_ttl)?,
+            refresh_grace: secs(
+                "refresh_grace_secs",
+                raw.refresh_grace_secs,
+                defaults.jwt.refresh_grace,
+            )?,
+            algorithm,
+            hs256_secret,
+            ..defaults.jwt.clone()
+        };
         let auth = AuthConfig {
+            jwt,
             session,
             remember,
             account_throttle,
@@ -312,6 +375,7 @@ impl Settings {
             insecure_dev,
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
             auth,
+            jwt_audience: raw.jwt_audience,
             header_timeout: std::time::Duration::from_secs(match raw.header_timeout_secs {
                 Some(0) => {
                     return Err(SettingsError("header_timeout_secs must be positive".into()))
@@ -321,6 +385,25 @@ impl Settings {
             }),
             log: raw.log.unwrap_or_else(|| "info".into()),
         })
+    }
+
+    /// The public origin, for a server bound to `port` (`iss` and the CSRF origin).
+    pub fn public_origin(&self, port: u16) -> String {
+        match &self.public_url {
+            Some(u) => u.origin().ascii_serialization(),
+            None => format!("http://localhost:{port}"),
+        }
+    }
+
+    /// The engine's settings for a server bound to `port`: `iss` and `aud` filled in.
+    pub fn auth_config(&self, port: u16) -> AuthConfig {
+        let mut auth = self.auth.clone();
+        auth.jwt.issuer = self.public_origin(port);
+        auth.jwt.audience = self
+            .jwt_audience
+            .clone()
+            .unwrap_or_else(|| auth.jwt.issuer.clone());
+        auth
     }
 
     /// The cookie policy: `__Host-` and `Secure` unless the public URL is plain http.
@@ -353,6 +436,10 @@ impl Settings {
             login_account_free_failures: u32,
             login_ip_free_failures: u32,
             signups_per_hour: u32,
+            jwt_alg: &'static str,
+            hs256_secret: Option<&'static str>,
+            access_token_secs: i64,
+            refresh_grace_secs: i64,
             header_timeout_secs: u64,
             log: &'a str,
         }
@@ -379,6 +466,10 @@ impl Settings {
             login_account_free_failures: a.account_throttle.free_failures,
             login_ip_free_failures: a.ip_throttle.free_failures,
             signups_per_hour: a.signup_limit,
+            jwt_alg: a.jwt.algorithm.as_str(),
+            hs256_secret: a.jwt.hs256_secret.as_ref().map(|_| "[redacted]"),
+            access_token_secs: a.jwt.access_ttl.whole_seconds(),
+            refresh_grace_secs: a.jwt.refresh_grace.whole_seconds(),
             header_timeout_secs: self.header_timeout.as_secs(),
             log: &self.log,
         };

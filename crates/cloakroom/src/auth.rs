@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
+use arc_swap::ArcSwap;
+
 use crate::clock::Clock;
+use crate::jwt::{ClaimsPolicy, KeyRing};
+use crate::tokens::{load_ring, JwtConfig};
 use crate::live::{LiveSession, LiveSessions};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
 use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
@@ -48,6 +52,8 @@ pub struct AuthConfig {
     pub hash_queue: usize,
     /// Sessions idle longer than their timeout plus this are deleted from the store.
     pub idle_grace: Duration,
+    /// Access and refresh tokens.
+    pub jwt: JwtConfig,
 }
 
 impl Default for AuthConfig {
@@ -65,6 +71,7 @@ impl Default for AuthConfig {
             hash_threads: threads,
             hash_queue: threads * 8,
             idle_grace: Duration::minutes(10),
+            jwt: JwtConfig::default(),
         }
     }
 }
@@ -111,6 +118,12 @@ pub enum AuthError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A refresh token that is unknown, spent, expired or revoked (RFC 6749 `invalid_grant`).
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidGrant,
+    /// Signing keys could not be made, read or used.
+    #[error("signing keys: {0}")]
+    Keys(String),
     /// Hashing failed for another reason than load.
     #[error("password hashing failed")]
     Hashing(#[source] PasswordError),
@@ -199,17 +212,28 @@ pub enum Reauth {
     Password(String),
 }
 
+/// Counters of security-relevant events, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    /// Spent refresh tokens presented after the grace window.
+    pub refresh_reuse: std::sync::atomic::AtomicU64,
+}
+
 /// The authentication engine.
 pub struct Auth {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     throttle: Arc<dyn Throttle>,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
-    config: AuthConfig,
+    pub(crate) config: AuthConfig,
     clock: Arc<dyn Clock>,
-    live: LiveSessions,
+    pub(crate) live: LiveSessions,
     cursor: AtomicI64,
     sync: tokio::sync::Mutex<()>,
+    pub(crate) keys: ArcSwap<KeyRing>,
+    pub(crate) claims_policy: ClaimsPolicy,
+    /// Event counters.
+    pub metrics: AuthMetrics,
 }
 
 impl std::fmt::Debug for Auth {
@@ -253,7 +277,12 @@ impl Auth {
         for (id, exp) in store.revoked_sessions(clock.now()).await? {
             live.revoke(id, exp);
         }
+        let ring = load_ring(&*store, &config.jwt, clock.now(), true).await?;
+        let claims_policy = config.jwt.policy();
         Ok(Self {
+            keys: ArcSwap::from_pointee(ring),
+            claims_policy,
+            metrics: AuthMetrics::default(),
             store,
             throttle,
             hasher,
@@ -523,7 +552,7 @@ impl Auth {
         self.check_live(&live).await
     }
 
-    async fn check_live(&self, live: &Arc<LiveSession>) -> Result<Authenticated, AuthError> {
+    pub(crate) async fn check_live(&self, live: &Arc<LiveSession>) -> Result<Authenticated, AuthError> {
         let session = &live.session;
         if self.live.is_revoked(session.id) {
             self.live.remove(session.id);
@@ -547,7 +576,7 @@ impl Auth {
         })
     }
 
-    async fn user(&self, id: UserId) -> Result<Arc<User>, AuthError> {
+    pub(crate) async fn user(&self, id: UserId) -> Result<Arc<User>, AuthError> {
         if let Some(user) = self.live.user(id) {
             return Ok(user);
         }
@@ -557,7 +586,7 @@ impl Auth {
         }
     }
 
-    async fn end_session_record(&self, id: SessionId) -> Result<bool, AuthError> {
+    pub(crate) async fn end_session_record(&self, id: SessionId) -> Result<bool, AuthError> {
         let ended = self.store.revoke(id).await?;
         match ended {
             Some(s) => {
@@ -698,14 +727,15 @@ impl Auth {
         }
     }
 
-    /// Changes the caller's password (the current one is always required), ends every other
-    /// session, and gives the caller's session a new token, which is returned.
+    /// Changes the caller's password (the current one is always required) and ends every other
+    /// session. A cookie session also gets a new token, which is returned; a token session keeps
+    /// its refresh token (its access tokens name the session, which lives on).
     pub async fn change_password(
         &self,
         who: &Authenticated,
         current: &str,
         new: &str,
-    ) -> Result<SessionToken, AuthError> {
+    ) -> Result<Option<SessionToken>, AuthError> {
         self.check_password(&who.user, current).await?;
         let normalized = PasswordPolicy::normalize(new);
         self.policy
@@ -713,6 +743,10 @@ impl Auth {
         let hash = self.hasher.hash(normalized).await?;
         self.store.set_password(who.user.id, &hash).await?;
         self.end_all(who.user.id, Some(who.session.id)).await?;
+        if who.session.transport == Transport::Token {
+            tracing::info!(user = %who.user.id, "password changed");
+            return Ok(None);
+        }
         let token = SessionToken::generate();
         let now = self.now();
         let old = who.session.secret_hash;
@@ -729,7 +763,7 @@ impl Auth {
         renewed.last_seen_at = now;
         self.live.insert(renewed);
         tracing::info!(user = %who.user.id, "password changed");
-        Ok(token)
+        Ok(Some(token))
     }
 
     // ----- administration -----------------------------------------------------------------
@@ -809,6 +843,9 @@ impl Auth {
             .delete_expired(now, self.config.idle_grace)
             .await?;
         self.store.prune_changes(now).await?;
+        self.store
+            .delete_keys_retired_before(now - self.config.jwt.key_horizon())
+            .await?;
         Ok(deleted)
     }
 }

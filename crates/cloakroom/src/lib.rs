@@ -33,11 +33,14 @@ mod secret;
 mod session;
 mod store;
 mod throttle;
+mod tokens;
 mod user;
 
 pub use auth::{
-    Auth, AuthConfig, AuthError, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth,
+    Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
+    LoginRequest, Reauth,
 };
+pub use tokens::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
 pub use password::{
@@ -46,6 +49,8 @@ pub use password::{
 };
 pub use secret::Secret;
 pub use session::{Lifetime, Session, SessionId, SessionToken, TokenHash, Transport};
-pub use store::{Change, ChangeFeed, SessionStore, SqliteStore, Store, StoreError, UserStore};
+pub use store::{
+    Change, ChangeFeed, KeyStore, Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,
+};
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 pub use user::{Email, EmailError, Role, RoleError, User, UserId};

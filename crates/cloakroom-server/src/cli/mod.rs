@@ -99,7 +99,7 @@ async fn admin_engine(settings: &Settings) -> Result<Arc<Auth>, CliError> {
     let mut settings = settings.clone();
     settings.auth.hash_threads = 1;
     settings.auth.hash_queue = 1;
-    Ok(app::engine(&settings, Arc::new(SystemClock)).await?)
+    Ok(app::engine(&settings, Arc::new(SystemClock), settings.listen.port()).await?)
 }
 
 /// Runs the parsed command line.

@@ -14,6 +14,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<i64>,
+    challenge: bool,
 }
 
 impl ApiError {
@@ -24,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: false,
         }
     }
 
@@ -39,6 +41,17 @@ impl ApiError {
             "unauthenticated",
             "not signed in, or the session has ended",
         )
+    }
+
+    /// 401 for a bearer token that was sent and refused, with the RFC 6750 challenge.
+    pub fn invalid_token() -> Self {
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the access token is invalid, expired or revoked",
+        );
+        e.challenge = true;
+        e
     }
 
     /// 403 for a request that did not come from this site.
@@ -121,6 +134,8 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", msg)
                     .retry_after(ceil_secs(retry_after))
             }
+            AuthError::InvalidGrant => Self::bad_request("invalid_grant", msg),
+            AuthError::Keys(_) => Self::internal(&e),
             AuthError::Store(ref s) => store_error(s),
             AuthError::Hashing(ref h) => Self::internal(h),
         }
@@ -142,6 +157,12 @@ impl IntoResponse for ApiError {
         let mut res = (self.status, Json(body)).into_response();
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.challenge {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);

@@ -20,7 +20,7 @@ const MAX_USER_AGENT: usize = 256;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let unsupported = || {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -50,7 +50,7 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads the body within the size limit and [`BODY_TIMEOUT`] (a slow body is cut off with 408).
-async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+pub(crate) async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let read = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state))
         .await
         .map_err(|_| {
@@ -179,22 +179,82 @@ pub fn session_cookie(headers: &HeaderMap, state: &AppState) -> Result<Option<St
     }
 }
 
-/// The caller's session, from the session cookie. For unsafe methods the request must also
-/// prove it comes from this site (see [`csrf`]).
+/// A bearer token from `Authorization` (scheme case-insensitive), if one was sent. Two
+/// `Authorization` headers, another scheme, or an empty token are refused.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::invalid_token());
+    }
+    let value = value.to_str().map_err(|_| ApiError::invalid_token())?;
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Err(ApiError::invalid_token());
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::unauthenticated());
+    }
+    if token.is_empty() || token.contains(' ') {
+        return Err(ApiError::invalid_token());
+    }
+    Ok(Some(token))
+}
+
+/// Where an extractor leaves a renewed JWT cookie for the response (see `guard`).
+#[derive(Debug, Clone, Default)]
+pub struct CookieRenewal(pub std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+/// The caller's session: from a bearer token if one was sent (it wins over a cookie), else from
+/// the session cookie, which carries the opaque session token or an access JWT. Unsafe methods
+/// with a cookie must also prove they come from this site (see [`csrf`]), even with a bearer.
 #[derive(Debug, Clone)]
 pub struct CurrentSession(pub Authenticated);
+
+/// Whether a JWT cookie should be replaced: past half of its lifetime.
+fn needs_renewal(token: &str, now: time::OffsetDateTime) -> bool {
+    let Ok((_, payload)) = cloakroom::jwt::decode_unverified(token) else {
+        return false;
+    };
+    let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+    match (claims["iat"].as_i64(), claims["exp"].as_i64()) {
+        (Some(iat), Some(exp)) => now.unix_timestamp() >= iat + (exp - iat) / 2,
+        _ => true,
+    }
+}
 
 impl FromRequestParts<AppState> for CurrentSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = session_cookie(&parts.headers, state)?.ok_or_else(ApiError::unauthenticated)?;
-        if csrf::is_unsafe(&parts.method)
+        let bearer = bearer_token(&parts.headers)?;
+        let cookie = session_cookie(&parts.headers, state)?;
+        if cookie.is_some()
+            && csrf::is_unsafe(&parts.method)
             && !csrf::proves_same_origin(&parts.headers, &state.origins)
         {
             return Err(ApiError::cross_origin());
         }
-        let who = state.auth.authenticate(&token).await?;
+        if let Some(token) = bearer {
+            return match state.auth.authenticate_bearer(token).await {
+                Ok(who) => Ok(CurrentSession(who)),
+                Err(cloakroom::AuthError::Unauthenticated) => Err(ApiError::invalid_token()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let token = cookie.ok_or_else(ApiError::unauthenticated)?;
+        if !token.contains('.') {
+            return Ok(CurrentSession(state.auth.authenticate(&token).await?));
+        }
+        let who = state.auth.authenticate_jwt_cookie(&token).await?;
+        if needs_renewal(&token, state.auth.now()) {
+            let (jwt, _) = state.auth.mint_access_token(&who.user, &who.session)?;
+            if let Some(slot) = parts.extensions.get::<CookieRenewal>() {
+                let max_age = who.session.remember.then(|| who.session.absolute_expires_at - state.auth.now());
+                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.cookie.set(&jwt, max_age));
+            }
+        }
         Ok(CurrentSession(who))
     }
 }

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::auth::router())
         .merge(api::sessions::router())
         .merge(api::health::router())
+        .merge(api::token::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -82,7 +83,9 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Checks every request before routing and sets the headers every response carries.
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let renewal = extract::CookieRenewal::default();
+    req.extensions_mut().insert(renewal.clone());
     let cookie_bytes: usize = req
         .headers()
         .get_all(header::COOKIE)
@@ -102,6 +105,13 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     } else {
         next.run(req).await
     };
+    let renewed = renewal.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(cookie) = renewed.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        // Unless the handler already set or cleared the cookie (login, logout).
+        if !res.headers().contains_key(header::SET_COOKIE) {
+            res.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
     let h = res.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -113,6 +113,27 @@ impl ClaimsPolicy {
         Ok(claims)
     }
 
+    /// Like [`ClaimsPolicy::validate`] but lets an expired token through: for a JWT cookie,
+    /// which cloakroom renews while the session it names lives (the session is checked next).
+    pub fn validate_renewable(
+        &self,
+        header: &Header,
+        payload: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<AccessClaims, VerifyError> {
+        match self.validate(header, payload, now) {
+            Err(VerifyError::Expired) => {
+                let claims: AccessClaims = serde_json::from_slice(payload)
+                    .map_err(|e| VerifyError::Claims(e.to_string()))?;
+                let at_expiry = OffsetDateTime::from_unix_timestamp(claims.exp.saturating_sub(1))
+                    .map_err(|_| VerifyError::Expired)?;
+                self.check(&claims, at_expiry)?;
+                Ok(claims)
+            }
+            other => other,
+        }
+    }
+
     /// The time and identity rules alone.
     pub fn check(&self, c: &AccessClaims, now: OffsetDateTime) -> Result<(), VerifyError> {
         let now = now.unix_timestamp();

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::jwt::StoredKey;
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
@@ -90,6 +91,16 @@ pub trait SessionStore: Send + Sync + 'static {
         new: &TokenHash,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Atomically rotates a token session's refresh token: if `presented` is the current secret,
+    /// it becomes the previous one, `next` the current one, and `sealed_next` is kept beside it.
+    /// A single compare-and-set, so concurrent rotations of one token mint one successor.
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        sealed_next: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<Rotation, StoreError>;
     /// Ends one session and publishes `SessionRevoked`; returns it if it existed.
     async fn revoke(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
     /// Ends every session of `user` except `keep`, publishing `SessionRevoked` for each;
@@ -106,6 +117,36 @@ pub trait SessionStore: Send + Sync + 'static {
         at: OffsetDateTime,
         idle_grace: time::Duration,
     ) -> Result<u64, StoreError>;
+}
+
+/// The outcome of [`SessionStore::rotate_refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current and has been replaced.
+    Rotated(Session),
+    /// The token was already rotated (at `rotated_at`); `sealed_next` is its successor, sealed
+    /// with a key only the presented token gives.
+    Spent {
+        /// The session.
+        session: Session,
+        /// When the presented token was rotated.
+        rotated_at: OffsetDateTime,
+        /// The sealed successor.
+        sealed_next: Vec<u8>,
+    },
+    /// No session knows this token.
+    Unknown,
+}
+
+/// Signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Every stored key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Adds a key and retires every other one at `key.created_at`, atomically.
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Deletes keys retired before `before`.
+    async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// The ordered log of [`Change`]s, read by every process that caches sessions or users.
@@ -126,7 +167,7 @@ pub trait ChangeFeed: Send + Sync + 'static {
 
 /// Everything the engine needs from storage.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + ChangeFeed {
+pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -8,7 +8,8 @@ use std::str::FromStr;
 use std::time::Duration as StdDuration;
 use time::{Duration, OffsetDateTime};
 
-use super::{Change, ChangeFeed, SessionStore, Store, StoreError, UserStore};
+use super::{Change, ChangeFeed, KeyStore, Rotation, SessionStore, Store, StoreError, UserStore};
+use crate::jwt::{Algorithm, StoredKey};
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
@@ -400,6 +401,53 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        sealed_next: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<Rotation, StoreError> {
+        let sql = format!(
+            "UPDATE sessions SET previous_hash = secret_hash, secret_hash = ?1, \
+             successor_box = ?2, rotated_at = ?3, last_seen_at = MAX(last_seen_at, ?3) \
+             WHERE secret_hash = ?4 AND transport = 'token' \
+             AND absolute_expires_at > ?3 AND last_seen_at + idle_secs > ?3 \
+             RETURNING {SESSION_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&next.0[..])
+            .bind(sealed_next)
+            .bind(ts(at))
+            .bind(&presented.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if let Some(row) = row {
+            return Ok(Rotation::Rotated(session_from(&row)?));
+        }
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS}, rotated_at, successor_box FROM sessions \
+             WHERE previous_hash = ?1 AND transport = 'token'"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&presented.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        match row {
+            None => Ok(Rotation::Unknown),
+            Some(row) => Ok(Rotation::Spent {
+                session: session_from(&row)?,
+                rotated_at: from_ts(row.try_get("rotated_at").map_err(corrupt("rotated_at"))?)?,
+                sealed_next: row
+                    .try_get::<Option<Vec<u8>>, _>("successor_box")
+                    .map_err(corrupt("successor_box"))?
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
     async fn revoke(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let sql = format!("DELETE FROM sessions WHERE id = ?1 RETURNING {SESSION_COLUMNS}");
@@ -537,6 +585,63 @@ impl ChangeFeed for SqliteStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+}
+
+fn key_from(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+    let alg: String = row.try_get("alg").map_err(corrupt("signing_keys.alg"))?;
+    Ok(StoredKey {
+        kid: row.try_get("kid").map_err(corrupt("signing_keys.kid"))?,
+        alg: alg.parse::<Algorithm>().map_err(StoreError::Corrupt)?,
+        private_pkcs8: row.try_get("private_pkcs8").map_err(corrupt("private_pkcs8"))?,
+        created_at: from_ts(row.try_get("created_at").map_err(corrupt("created_at"))?)?,
+        retired_at: row
+            .try_get::<Option<i64>, _>("retired_at")
+            .map_err(corrupt("retired_at"))?
+            .map(from_ts)
+            .transpose()?,
+    })
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL")
+            .bind(ts(key.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, retired_at) \
+             VALUES (?1, ?2, ?3, ?4, NULL)",
+        )
+        .bind(&key.kid)
+        .bind(key.alg.as_str())
+        .bind(&key.private_pkcs8)
+        .bind(ts(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1")
+            .bind(ts(before))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -80,12 +80,6 @@ async fn login(
     // A session cookie the client already holds is ended by the new login; an ambiguous one
     // (two cookies of our name) is simply not honoured.
     let current_token = session_cookie(&headers, &state).unwrap_or(None);
-    if body.cookie == CookieKind::Jwt {
-        return Err(ApiError::bad_request(
-            "unsupported_cookie",
-            "JWT cookies are not available on this server yet; omit \"cookie\" or use \"session\"",
-        ));
-    }
     let outcome = state
         .auth
         .login(LoginRequest {
@@ -101,7 +95,23 @@ async fn login(
         .session
         .remember
         .then(|| outcome.session.absolute_expires_at - outcome.session.created_at);
-    let cookie = state.cookie.set(outcome.token.expose(), max_age);
+    let value = match body.cookie {
+        CookieKind::Session => outcome.token.expose().to_string(),
+        CookieKind::Jwt => {
+            let (jwt, _) = state.auth.mint_access_token(&outcome.user, &outcome.session)?;
+            // Browsers ignore a cookie whose name and value exceed 4096 bytes (rfc6265bis).
+            if state.cookie.name().len() + 1 + jwt.len() > 4096 {
+                state.auth.admin_revoke(outcome.session.id).await?;
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "cookie_too_large",
+                    "the access token is too large for a cookie; use the session cookie",
+                ));
+            }
+            jwt
+        }
+    };
+    let cookie = state.cookie.set(&value, max_age);
     let expires = outcome.session.expires_at(outcome.session.last_seen_at);
     let body = json!({
         "user": UserView::from(&outcome.user),
@@ -180,6 +190,7 @@ struct PasswordBody {
 
 async fn change_password(
     State(state): State<AppState>,
+    headers: HeaderMap,
     CurrentSession(who): CurrentSession,
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<Response, ApiError> {
@@ -187,11 +198,23 @@ async fn change_password(
         .auth
         .change_password(&who, &body.current_password, &body.new_password)
         .await?;
+    let Some(token) = token else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
     let now = state.auth.now();
     let max_age = who
         .session
         .remember
         .then(|| who.session.absolute_expires_at - now);
-    let cookie = state.cookie.set(token.expose(), max_age);
+    let jwt_cookie = session_cookie(&headers, &state)
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.contains('.'));
+    let value = if jwt_cookie {
+        state.auth.mint_access_token(&who.user, &who.session)?.0
+    } else {
+        token.expose().to_string()
+    };
+    let cookie = state.cookie.set(&value, max_age);
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
 }

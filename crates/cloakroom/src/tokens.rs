@@ -1,0 +1,400 @@
+//! The token transport: access JWTs bound to sessions, single-use refresh tokens, and the keys
+//! that sign them. A token session is an ordinary [`Session`] whose secret is the current refresh
+//! token; every access token names it in `sid`, so ending the session ends them all.
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+use crate::auth::{Auth, AuthError, Authenticated, LoginRequest};
+use crate::jwt::{self, AccessClaims, Algorithm, Audience, ClaimsPolicy, KeyRing, SigningKey};
+use crate::secret::Secret;
+use crate::session::{Session, SessionId, SessionToken, Transport};
+use crate::store::{Rotation, Store};
+use crate::user::User;
+
+/// The media type of access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Settings of the token transport.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// `iss`: the public URL.
+    pub issuer: String,
+    /// `aud` minted and required.
+    pub audience: String,
+    /// `client_id` minted (cloakroom serves first-party clients only).
+    pub client_id: String,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Clock leeway when verifying (at most 60 s).
+    pub leeway: Duration,
+    /// How long after a rotation the previous refresh token may be retried for the same result.
+    pub refresh_grace: Duration,
+    /// The signing algorithm.
+    pub algorithm: Algorithm,
+    /// The HS256 secret, when `algorithm` is HS256.
+    pub hs256_secret: Option<Secret<Vec<u8>>>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "http://localhost:8080".into(),
+            audience: "http://localhost:8080".into(),
+            client_id: "cloakroom".into(),
+            access_ttl: Duration::minutes(10),
+            leeway: Duration::seconds(60),
+            refresh_grace: Duration::seconds(10),
+            algorithm: Algorithm::EdDSA,
+            hs256_secret: None,
+        }
+    }
+}
+
+impl JwtConfig {
+    /// The claim rules for verifying our access tokens.
+    pub fn policy(&self) -> ClaimsPolicy {
+        ClaimsPolicy {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway_secs: self.leeway.whole_seconds().clamp(0, 60),
+            max_lifetime_secs: self.access_ttl.whole_seconds(),
+        }
+    }
+
+    /// How long a retired key must still verify: the longest token lifetime plus leeway.
+    pub fn key_horizon(&self) -> Duration {
+        self.access_ttl + self.leeway
+    }
+}
+
+/// An access token and the refresh token that renews it (RFC 6749 §5.1).
+#[derive(Debug)]
+pub struct TokenPair {
+    /// The access JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// The single-use refresh token.
+    pub refresh_token: SessionToken,
+    /// The session.
+    pub session: Session,
+    /// The user.
+    pub user: User,
+}
+
+/// A stored key as `cloakroom keys list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: String,
+    /// `active` (signing), `retired` (still verifying) or `expired` (to be deleted).
+    pub status: &'static str,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stopped signing.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+fn successor_key(presented: &SessionToken) -> Result<LessSafeKey, AuthError> {
+    let mut h = Sha256::new();
+    h.update(b"cloakroom refresh successor v1\0");
+    h.update(presented.expose().as_bytes());
+    let key = UnboundKey::new(&aead::CHACHA20_POLY1305, &h.finalize())
+        .map_err(|_| AuthError::Keys("cannot derive the sealing key".into()))?;
+    Ok(LessSafeKey::new(key))
+}
+
+/// Seals `next` with a key derived from `presented`. Each key seals exactly one message, so the
+/// fixed nonce is never reused under one key.
+fn seal(presented: &SessionToken, next: &SessionToken) -> Result<Vec<u8>, AuthError> {
+    let mut buf = next.expose().as_bytes().to_vec();
+    successor_key(presented)?
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buf)
+        .map_err(|_| AuthError::Keys("cannot seal the successor".into()))?;
+    Ok(buf)
+}
+
+fn open(presented: &SessionToken, sealed: &[u8]) -> Option<SessionToken> {
+    let mut buf = sealed.to_vec();
+    let plain = successor_key(presented)
+        .ok()?
+        .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buf)
+        .ok()?;
+    SessionToken::parse(std::str::from_utf8(plain).ok()?)
+}
+
+/// Builds the key ring from the store: the newest unretired key of the configured algorithm
+/// signs (one is made if there is none and `create`), and every key retired less than the
+/// horizon ago still verifies.
+pub(crate) async fn load_ring(
+    store: &dyn Store,
+    config: &JwtConfig,
+    now: OffsetDateTime,
+    create: bool,
+) -> Result<KeyRing, AuthError> {
+    if config.algorithm == Algorithm::HS256 {
+        let secret = config
+            .hs256_secret
+            .as_ref()
+            .ok_or_else(|| AuthError::Keys("HS256 needs a configured secret".into()))?;
+        return Ok(KeyRing::new(
+            Some(SigningKey::hs256(secret.expose()).map_err(AuthError::Keys)?),
+            [],
+        ));
+    }
+    let stored = store.list_keys().await?;
+    let current = stored
+        .iter()
+        .rev()
+        .find(|k| k.retired_at.is_none() && k.alg == config.algorithm);
+    let signing = match current {
+        Some(k) => Some(SigningKey::from_stored(k).map_err(AuthError::Keys)?),
+        None if create => {
+            let (key, record) =
+                SigningKey::generate(config.algorithm, now).map_err(AuthError::Keys)?;
+            store.add_signing_key(&record).await?;
+            tracing::info!(kid = %record.kid, alg = %record.alg, "signing key created");
+            Some(key)
+        }
+        None => None,
+    };
+    let horizon = config.key_horizon();
+    let mut verify = Vec::new();
+    for k in &stored {
+        if k.retired_at.is_none_or(|r| r + horizon > now) {
+            match SigningKey::from_stored(k) {
+                Ok(key) => verify.push(key.verify_key().clone()),
+                Err(e) => tracing::error!(kid = %k.kid, error = %e, "unreadable signing key"),
+            }
+        }
+    }
+    Ok(KeyRing::new(signing, verify))
+}
+
+impl Auth {
+    /// The public keys, as `/.well-known/jwks.json` serves them.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.load().jwks()
+    }
+
+    /// The current key ring.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.keys.load_full()
+    }
+
+    /// Rereads the keys from the store (another process may have rotated them).
+    pub async fn reload_keys(&self) -> Result<(), AuthError> {
+        let ring = load_ring(&*self.store, &self.config.jwt, self.now(), true).await?;
+        self.keys.store(Arc::new(ring));
+        Ok(())
+    }
+
+    /// Makes a new signing key; the old ones keep verifying until their tokens have expired.
+    pub async fn rotate_keys(&self) -> Result<String, AuthError> {
+        if self.config.jwt.algorithm == Algorithm::HS256 {
+            return Err(AuthError::Keys(
+                "HS256 uses the configured secret; rotate it in the configuration".into(),
+            ));
+        }
+        let (_, record) =
+            SigningKey::generate(self.config.jwt.algorithm, self.now()).map_err(AuthError::Keys)?;
+        self.store.add_signing_key(&record).await?;
+        self.reload_keys().await?;
+        tracing::info!(kid = %record.kid, "signing keys rotated");
+        Ok(record.kid)
+    }
+
+    /// Every stored key with its status.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, AuthError> {
+        let now = self.now();
+        let horizon = self.config.jwt.key_horizon();
+        Ok(self
+            .store
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(|k| KeyInfo {
+                status: match k.retired_at {
+                    None => "active",
+                    Some(r) if r + horizon > now => "retired",
+                    Some(_) => "expired",
+                },
+                kid: k.kid,
+                alg: k.alg.as_str().to_string(),
+                created_at: k.created_at,
+                retired_at: k.retired_at,
+            })
+            .collect())
+    }
+
+    /// Mints an access token for a session, ending no later than the session's deadline.
+    pub fn mint_access_token(
+        &self,
+        user: &User,
+        session: &Session,
+    ) -> Result<(String, i64), AuthError> {
+        let ring = self.keys.load();
+        let key = ring
+            .signing()
+            .ok_or_else(|| AuthError::Keys("no signing key".into()))?;
+        let now = self.now();
+        let exp = (now + self.config.jwt.access_ttl).min(session.absolute_expires_at);
+        let claims = AccessClaims {
+            iss: self.config.jwt.issuer.clone(),
+            sub: user.id.to_string(),
+            aud: Audience::One(self.config.jwt.audience.clone()),
+            exp: exp.unix_timestamp(),
+            iat: now.unix_timestamp(),
+            nbf: None,
+            jti: SessionId::random().to_string(),
+            client_id: self.config.jwt.client_id.clone(),
+            sid: session.id.to_string(),
+            roles: user.roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
+        let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::Keys)?;
+        Ok((token, (exp - now).whole_seconds()))
+    }
+
+    /// The password grant: checks the password like [`Auth::login`] and starts a token session.
+    pub async fn login_tokens(&self, mut req: LoginRequest) -> Result<TokenPair, AuthError> {
+        req.transport = Transport::Token;
+        req.current_token = None;
+        let out = self.login(req).await?;
+        let (access_token, expires_in) = self.mint_access_token(&out.user, &out.session)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in,
+            refresh_token: out.token,
+            session: out.session,
+            user: out.user,
+        })
+    }
+
+    /// The refresh grant: rotates the refresh token (one compare-and-set in the store) and mints
+    /// a new access token. A spent token presented again within the grace window gets the same
+    /// successor back; later, it is theft, and the whole session ends.
+    pub async fn refresh(&self, raw: &str) -> Result<TokenPair, AuthError> {
+        let presented = SessionToken::parse(raw).ok_or(AuthError::InvalidGrant)?;
+        let next = SessionToken::generate();
+        let sealed = seal(&presented, &next)?;
+        let now = self.now();
+        let rotation = self
+            .store
+            .rotate_refresh(&presented.hash(), &next.hash(), &sealed, now)
+            .await?;
+        let (session, refresh_token) = match rotation {
+            Rotation::Rotated(session) => (session, next),
+            Rotation::Spent {
+                session,
+                rotated_at,
+                sealed_next,
+            } => {
+                if now - rotated_at <= self.config.jwt.refresh_grace {
+                    let successor = open(&presented, &sealed_next).ok_or(AuthError::InvalidGrant)?;
+                    (session, successor)
+                } else {
+                    tracing::warn!(
+                        session = %session.id,
+                        user = %session.user_id,
+                        security_event = "refresh_token_reuse",
+                        "a spent refresh token was used again; the session is ended"
+                    );
+                    self.metrics.refresh_reuse.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.end_session_record(session.id).await?;
+                    return Err(AuthError::InvalidGrant);
+                }
+            }
+            Rotation::Unknown => return Err(AuthError::InvalidGrant),
+        };
+        if self.live.is_revoked(session.id) || session.is_expired(session.last_seen_at, now) {
+            return Err(AuthError::InvalidGrant);
+        }
+        let live = self.live.insert(session).ok_or(AuthError::InvalidGrant)?;
+        live.touch(now);
+        let user = self.user(live.session.user_id).await?;
+        if user.disabled {
+            return Err(AuthError::InvalidGrant);
+        }
+        let (access_token, expires_in) = self.mint_access_token(&user, &live.session)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in,
+            refresh_token,
+            session: (*live.session).clone(),
+            user: (*user).clone(),
+        })
+    }
+
+    /// Recognises an access JWT: signature by `kid` and the key's own algorithm, the RFC 9068
+    /// claims, then the session it names, which must be live, unrevoked and the subject's.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Authenticated, AuthError> {
+        self.authenticate_jwt(token, false).await
+    }
+
+    /// Recognises a JWT cookie: as a bearer token, except that an expired one is still taken
+    /// while its session lives, so that it can be renewed ([`Auth::mint_access_token`]).
+    pub async fn authenticate_jwt_cookie(&self, token: &str) -> Result<Authenticated, AuthError> {
+        self.authenticate_jwt(token, true).await
+    }
+
+    async fn authenticate_jwt(&self, token: &str, renewable: bool) -> Result<Authenticated, AuthError> {
+        let ring = self.keys.load();
+        let (header, payload) = jwt::verify(token, &ring).map_err(|e| {
+            tracing::debug!(error = %e, "bearer token refused");
+            AuthError::Unauthenticated
+        })?;
+        let now = self.now();
+        let claims = if renewable {
+            self.claims_policy.validate_renewable(&header, &payload, now)
+        } else {
+            self.claims_policy.validate(&header, &payload, now)
+        };
+        let claims = claims.map_err(|e| {
+                tracing::debug!(error = %e, "bearer token refused");
+                AuthError::Unauthenticated
+            })?;
+        let sid: SessionId = claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?;
+        if self.live.is_revoked(sid) {
+            return Err(AuthError::Unauthenticated);
+        }
+        let live = match self.live.get_by_id(sid) {
+            Some(live) => live,
+            None => {
+                let session = self
+                    .store
+                    .find_session(sid)
+                    .await?
+                    .ok_or(AuthError::Unauthenticated)?;
+                self.live.insert(session).ok_or(AuthError::Unauthenticated)?
+            }
+        };
+        if live.session.user_id.to_string() != claims.sub {
+            return Err(AuthError::Unauthenticated);
+        }
+        self.check_live(&live).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_the_presented_token() {
+        let presented = SessionToken::generate();
+        let next = SessionToken::generate();
+        let sealed = seal(&presented, &next).unwrap_or_default();
+        assert!(!sealed.windows(43).any(|w| w == next.expose().as_bytes()));
+        assert_eq!(open(&presented, &sealed), Some(next));
+        assert_eq!(open(&SessionToken::generate(), &sealed), None);
+    }
+}
