@@ -320,32 +320,35 @@ impl Settings {
             None => Algorithm::EdDSA,
             Some(a) => a.parse::<Algorithm>().map_err(SettingsError)?,
         };
-        let hs256_secret = match (algorithm, raw.hs256_secret) {
-            (Algorithm::HS256, Some(secret)) => {
-                cloakroom::jwt::SigningKey::hs256(secret.as_bytes())
-                    .map_err(|e| SettingsError(format!("--hs256-secret: {e}")))?;
-                Some(Secret::new(secret.into_bytes()))
-            }
-            (Algorithm::HS256, None) => {
-                return Err(SettingsError(
-                    "--jwt-alg HS256 needs --hs256-secret (at least 32 random bytes)".into(),
-                ))
-            }
-            (_, Some(_)) => {
-                return Err(SettingsError(
-                    "--hs256-secret is only used with --jwt-alg HS256".into(),
-                ))
-            }
-            (Algorithm::RS256, None) => {
-                return Err(SettingsError(
+        let hs256_secret =
+            match (algorithm, raw.hs256_secret) {
+                (Algorithm::HS256, Some(secret)) => {
+                    cloakroom::jwt::SigningKey::hs256(secret.as_bytes())
+                        .map_err(|e| SettingsError(format!("--hs256-secret: {e}")))?;
+                    Some(Secret::new(secret.into_bytes()))
+                }
+                (Algorithm::HS256, None) => {
+                    return Err(SettingsError(
+                        "--jwt-alg HS256 needs --hs256-secret (at least 32 random bytes)".into(),
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(SettingsError(
+                        "--hs256-secret is only used with --jwt-alg HS256".into(),
+                    ))
+                }
+                (Algorithm::RS256, None) => return Err(SettingsError(
                     "RS256 tokens are verified but not signed by this build; use EdDSA or ES256"
                         .into(),
-                ))
-            }
-            (_, None) => None,
-        };
+                )),
+                (_, None) => None,
+            };
         let jwt = JwtConfig {
-            access_ttl: secs("access_token_secs", raw.access_token_secs, defaults.jwt.access_ttl)?,
+            access_ttl: secs(
+                "access_token_secs",
+                raw.access_token_secs,
+                defaults.jwt.access_ttl,
+            )?,
             refresh_grace: secs(
                 "refresh_grace_secs",
                 raw.refresh_grace_secs,

@@ -16,12 +16,12 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::jwt::{ClaimsPolicy, KeyRing};
-use crate::tokens::{load_ring, JwtConfig};
 use crate::live::{LiveSession, LiveSessions};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
 use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
 use crate::store::{Change, Store, StoreError};
 use crate::throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
+use crate::tokens::{load_ring, JwtConfig};
 use crate::user::{Email, EmailError, Role, RoleError, User, UserId};
 
 /// How long a client is asked to wait when hashing is saturated.
@@ -542,17 +542,23 @@ impl Auth {
                     .store
                     .find_by_token(&hash)
                     .await?
-                    .filter(|s| s.transport == Transport::Cookie)
                     .ok_or(AuthError::Unauthenticated)?;
                 self.live
                     .insert(session)
                     .ok_or(AuthError::Unauthenticated)?
             }
         };
+        // A token session's secret is its refresh token, which is never a session cookie.
+        if live.session.transport != Transport::Cookie {
+            return Err(AuthError::Unauthenticated);
+        }
         self.check_live(&live).await
     }
 
-    pub(crate) async fn check_live(&self, live: &Arc<LiveSession>) -> Result<Authenticated, AuthError> {
+    pub(crate) async fn check_live(
+        &self,
+        live: &Arc<LiveSession>,
+    ) -> Result<Authenticated, AuthError> {
         let session = &live.session;
         if self.live.is_revoked(session.id) {
             self.live.remove(session.id);

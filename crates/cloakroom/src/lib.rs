@@ -40,7 +40,6 @@ pub use auth::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
     LoginRequest, Reauth,
 };
-pub use tokens::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
 pub use password::{
@@ -53,4 +52,5 @@ pub use store::{
     Change, ChangeFeed, KeyStore, Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,
 };
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
+pub use tokens::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
 pub use user::{Email, EmailError, Role, RoleError, User, UserId};

@@ -117,7 +117,11 @@ fn successor_key(presented: &SessionToken) -> Result<LessSafeKey, AuthError> {
 fn seal(presented: &SessionToken, next: &SessionToken) -> Result<Vec<u8>, AuthError> {
     let mut buf = next.expose().as_bytes().to_vec();
     successor_key(presented)?
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buf)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::empty(),
+            &mut buf,
+        )
         .map_err(|_| AuthError::Keys("cannot seal the successor".into()))?;
     Ok(buf)
 }
@@ -126,7 +130,11 @@ fn open(presented: &SessionToken, sealed: &[u8]) -> Option<SessionToken> {
     let mut buf = sealed.to_vec();
     let plain = successor_key(presented)
         .ok()?
-        .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::empty(),
+            &mut buf,
+        )
         .ok()?;
     SessionToken::parse(std::str::from_utf8(plain).ok()?)
 }
@@ -299,7 +307,8 @@ impl Auth {
                 sealed_next,
             } => {
                 if now - rotated_at <= self.config.jwt.refresh_grace {
-                    let successor = open(&presented, &sealed_next).ok_or(AuthError::InvalidGrant)?;
+                    let successor =
+                        open(&presented, &sealed_next).ok_or(AuthError::InvalidGrant)?;
                     (session, successor)
                 } else {
                     tracing::warn!(
@@ -308,7 +317,9 @@ impl Auth {
                         security_event = "refresh_token_reuse",
                         "a spent refresh token was used again; the session is ended"
                     );
-                    self.metrics.refresh_reuse.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics
+                        .refresh_reuse
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.end_session_record(session.id).await?;
                     return Err(AuthError::InvalidGrant);
                 }
@@ -346,7 +357,11 @@ impl Auth {
         self.authenticate_jwt(token, true).await
     }
 
-    async fn authenticate_jwt(&self, token: &str, renewable: bool) -> Result<Authenticated, AuthError> {
+    async fn authenticate_jwt(
+        &self,
+        token: &str,
+        renewable: bool,
+    ) -> Result<Authenticated, AuthError> {
         let ring = self.keys.load();
         let (header, payload) = jwt::verify(token, &ring).map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
@@ -354,14 +369,15 @@ impl Auth {
         })?;
         let now = self.now();
         let claims = if renewable {
-            self.claims_policy.validate_renewable(&header, &payload, now)
+            self.claims_policy
+                .validate_renewable(&header, &payload, now)
         } else {
             self.claims_policy.validate(&header, &payload, now)
         };
         let claims = claims.map_err(|e| {
-                tracing::debug!(error = %e, "bearer token refused");
-                AuthError::Unauthenticated
-            })?;
+            tracing::debug!(error = %e, "bearer token refused");
+            AuthError::Unauthenticated
+        })?;
         let sid: SessionId = claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?;
         if self.live.is_revoked(sid) {
             return Err(AuthError::Unauthenticated);
@@ -374,7 +390,9 @@ impl Auth {
                     .find_session(sid)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
-                self.live.insert(session).ok_or(AuthError::Unauthenticated)?
+                self.live
+                    .insert(session)
+                    .ok_or(AuthError::Unauthenticated)?
             }
         };
         if live.session.user_id.to_string() != claims.sub {

@@ -2,7 +2,9 @@
 //! operation or check, 2 a usage error.
 
 mod config;
+mod keys;
 mod sessions;
+mod token;
 mod user;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +46,12 @@ pub enum Command {
     /// See and end sessions
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// Signing keys
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Inspect access tokens
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Inspect settings
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -125,6 +133,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Serve => serve(&settings).await,
         Command::User(cmd) => user::run(cmd, &*admin_engine(&settings).await?).await,
         Command::Sessions(cmd) => sessions::run(cmd, &*admin_engine(&settings).await?).await,
+        Command::Keys(cmd) => keys::run(cmd, &*admin_engine(&settings).await?).await,
+        Command::Token(cmd) => token::run(cmd, &*admin_engine(&settings).await?).await,
         Command::Config(cmd) => config::run(cmd, &settings),
     }
 }

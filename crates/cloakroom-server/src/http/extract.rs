@@ -251,8 +251,12 @@ impl FromRequestParts<AppState> for CurrentSession {
         if needs_renewal(&token, state.auth.now()) {
             let (jwt, _) = state.auth.mint_access_token(&who.user, &who.session)?;
             if let Some(slot) = parts.extensions.get::<CookieRenewal>() {
-                let max_age = who.session.remember.then(|| who.session.absolute_expires_at - state.auth.now());
-                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.cookie.set(&jwt, max_age));
+                let max_age = who
+                    .session
+                    .remember
+                    .then(|| who.session.absolute_expires_at - state.auth.now());
+                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(state.cookie.set(&jwt, max_age));
             }
         }
         Ok(CurrentSession(who))

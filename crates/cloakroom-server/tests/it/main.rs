@@ -7,4 +7,5 @@ mod attacks_http;
 mod attacks_login;
 mod cli;
 mod lifecycle;
+mod tokens;
 mod support;

@@ -183,3 +183,41 @@ pub async fn error_code(res: Response) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+impl TestServer {
+    /// The password grant; returns the JSON answer.
+    pub async fn token_login(&self, email: &str, password: &str) -> Value {
+        let res = self
+            .req(Method::POST, "/auth/token")
+            .json(&json!({"grant_type": "password", "email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "token login of {email}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.req(Method::POST, "/auth/token")
+            .json(&json!({"grant_type": "refresh_token", "refresh_token": refresh_token}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn bearer(&self, method: Method, path: &str, token: &str) -> Response {
+        self.http
+            .request(method, self.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn bearer_status(&self, token: &str) -> u16 {
+        self.bearer(Method::GET, "/auth/whoami", token)
+            .await
+            .status()
+            .as_u16()
+    }
+}

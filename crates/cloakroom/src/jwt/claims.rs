@@ -63,7 +63,11 @@ pub struct AccessClaims {
     #[serde(deserialize_with = "strict_date")]
     pub iat: i64,
     /// Not before (never minted, accepted if well-formed).
-    #[serde(default, deserialize_with = "strict_opt_date", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "strict_opt_date",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nbf: Option<i64>,
     /// Token id.
     #[serde(deserialize_with = "non_empty")]
@@ -93,7 +97,9 @@ pub struct ClaimsPolicy {
 
 /// Media types an access token may carry (RFC 9068 §4), compared case-insensitively.
 fn is_access_token_type(typ: Option<&str>) -> bool {
-    typ.is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
+    typ.is_some_and(|t| {
+        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+    })
 }
 
 impl ClaimsPolicy {

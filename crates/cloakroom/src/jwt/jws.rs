@@ -50,7 +50,8 @@ fn split(token: &str) -> Result<(Header, Vec<u8>, &str, Vec<u8>), VerifyError> {
         return Err(VerifyError::TooLarge);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed);
     };
@@ -62,8 +63,8 @@ fn split(token: &str) -> Result<(Header, Vec<u8>, &str, Vec<u8>), VerifyError> {
     let header_bytes = decode_part(h)?;
     let payload = decode_part(p)?;
     let sig = decode_part(s)?;
-    let header: Header = serde_json::from_slice(&header_bytes)
-        .map_err(|e| VerifyError::Header(e.to_string()))?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|e| VerifyError::Header(e.to_string()))?;
     let signing_input = &token[..h.len() + 1 + p.len()];
     Ok((header, payload, signing_input, sig))
 }

@@ -56,7 +56,9 @@ impl FromStr for Algorithm {
             "ES256" => Ok(Self::ES256),
             "RS256" => Ok(Self::RS256),
             "HS256" => Ok(Self::HS256),
-            other => Err(format!("unsupported algorithm {other:?} (EdDSA, ES256, RS256, HS256)")),
+            other => Err(format!(
+                "unsupported algorithm {other:?} (EdDSA, ES256, RS256, HS256)"
+            )),
         }
     }
 }
@@ -92,7 +94,10 @@ fn check_hmac_secret(secret: &[u8]) -> Result<(), String> {
     if secret.len() < 32 {
         return Err("an HS256 secret must have at least 32 bytes".into());
     }
-    let distinct = secret.iter().collect::<std::collections::HashSet<_>>().len();
+    let distinct = secret
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     if distinct < 10 {
         return Err("the HS256 secret is not random (too few distinct bytes)".into());
     }
@@ -134,7 +139,11 @@ impl VerifyKey {
 
     /// Reads a public JWK (RFC 7517/7518/8037). `alg` must be present or given, and must fit the
     /// key type; private members and symmetric keys are refused unless `allow_symmetric`.
-    pub fn from_jwk(jwk: &Value, default_alg: Option<Algorithm>, allow_symmetric: bool) -> Result<Self, String> {
+    pub fn from_jwk(
+        jwk: &Value,
+        default_alg: Option<Algorithm>,
+        allow_symmetric: bool,
+    ) -> Result<Self, String> {
         let kty = jwk["kty"].as_str().ok_or("the JWK has no kty")?;
         let alg = match jwk.get("alg") {
             Some(Value::String(a)) => a.parse::<Algorithm>()?,
@@ -177,7 +186,10 @@ impl VerifyKey {
                 if n.iter().skip_while(|b| **b == 0).count() * 8 < 2048 {
                     return Err("RSA keys must have at least 2048 bits".into());
                 }
-                Public::Rs256 { n, e: unb64(jwk, "e")? }
+                Public::Rs256 {
+                    n,
+                    e: unb64(jwk, "e")?,
+                }
             }
             ("oct", Algorithm::HS256) if allow_symmetric => {
                 let k = unb64(jwk, "k")?;
@@ -196,7 +208,9 @@ impl VerifyKey {
     pub fn to_jwk(&self) -> Option<Value> {
         let mut jwk = match &self.public {
             Public::Ed25519(x) => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(x)}),
-            Public::Es256 { x, y } => json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)}),
+            Public::Es256 { x, y } => {
+                json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)})
+            }
             Public::Rs256 { n, e } => json!({"kty": "RSA", "n": b64(n), "e": b64(e)}),
             Public::Hs256(_) => return None,
         };
@@ -438,7 +452,9 @@ impl KeyRing {
 
     /// Reads a JWKS document: every usable signature key in it.
     pub fn from_jwks(doc: &Value) -> Result<Self, String> {
-        let keys = doc["keys"].as_array().ok_or("the JWKS has no \"keys\" array")?;
+        let keys = doc["keys"]
+            .as_array()
+            .ok_or("the JWKS has no \"keys\" array")?;
         let parsed = keys
             .iter()
             .map(|k| VerifyKey::from_jwk(k, None, false))

@@ -593,7 +593,9 @@ fn key_from(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     Ok(StoredKey {
         kid: row.try_get("kid").map_err(corrupt("signing_keys.kid"))?,
         alg: alg.parse::<Algorithm>().map_err(StoreError::Corrupt)?,
-        private_pkcs8: row.try_get("private_pkcs8").map_err(corrupt("private_pkcs8"))?,
+        private_pkcs8: row
+            .try_get("private_pkcs8")
+            .map_err(corrupt("private_pkcs8"))?,
         created_at: from_ts(row.try_get("created_at").map_err(corrupt("created_at"))?)?,
         retired_at: row
             .try_get::<Option<i64>, _>("retired_at")
@@ -636,11 +638,13 @@ impl KeyStore for SqliteStore {
     }
 
     async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1")
-            .bind(ts(before))
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let done = sqlx::query(
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
+        )
+        .bind(ts(before))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(done.rows_affected())
     }
 }

@@ -6,7 +6,10 @@ use cloakroom::jwt::{verify_with_key, Algorithm, VerifyKey};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/wycheproof/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/wycheproof/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -29,7 +32,9 @@ fn json_web_signature_vectors() {
             let id = &case["tcId"];
             let jws = case["jws"].as_str();
             let outcome = match (&key, jws) {
-                (Ok(k), Some(token)) => verify_with_key(token, k).map(|_| ()).map_err(|e| e.to_string()),
+                (Ok(k), Some(token)) => verify_with_key(token, k)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
                 (Err(e), _) => Err(format!("key not supported: {e}")),
                 (_, None) => Err("JSON serialization is not supported".into()),
             };
@@ -46,7 +51,10 @@ fn json_web_signature_vectors() {
                     let alg = jwk["alg"].as_str().unwrap_or_default();
                     let ours = alg.parse::<Algorithm>().is_ok();
                     assert!(
-                        !ours || e.contains("header") || e.contains("key not supported") || header.is_empty(),
+                        !ours
+                            || e.contains("header")
+                            || e.contains("key not supported")
+                            || header.is_empty(),
                         "tcId {id} ({}) valid {alg} case rejected: {e}",
                         case["comment"]
                     );
@@ -70,18 +78,27 @@ fn primitive(file: &str, alg: Algorithm) {
             _ => {
                 // Some groups give only the uncompressed point (04 ‖ x ‖ y).
                 let point = hex(group["publicKey"]["uncompressed"].as_str().unwrap());
-                let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+                let b64 = |b: &[u8]| {
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+                };
                 serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
             }
         };
         let key = VerifyKey::from_jwk(&jwk, Some(alg), false).unwrap();
         for case in group["tests"].as_array().unwrap() {
             let ok = key
-                .verify(&hex(case["msg"].as_str().unwrap()), &hex(case["sig"].as_str().unwrap()))
+                .verify(
+                    &hex(case["msg"].as_str().unwrap()),
+                    &hex(case["sig"].as_str().unwrap()),
+                )
                 .is_ok();
             match case["result"].as_str().unwrap() {
                 "valid" => assert!(ok, "{file} tcId {} valid but rejected", case["tcId"]),
-                "invalid" => assert!(!ok, "{file} tcId {} ({}) accepted", case["tcId"], case["comment"]),
+                "invalid" => assert!(
+                    !ok,
+                    "{file} tcId {} ({}) accepted",
+                    case["tcId"], case["comment"]
+                ),
                 _ => {}
             }
             checked += 1;

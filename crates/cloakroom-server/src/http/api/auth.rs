@@ -98,7 +98,9 @@ async fn login(
     let value = match body.cookie {
         CookieKind::Session => outcome.token.expose().to_string(),
         CookieKind::Jwt => {
-            let (jwt, _) = state.auth.mint_access_token(&outcome.user, &outcome.session)?;
+            let (jwt, _) = state
+                .auth
+                .mint_access_token(&outcome.user, &outcome.session)?;
             // Browsers ignore a cookie whose name and value exceed 4096 bytes (rfc6265bis).
             if state.cookie.name().len() + 1 + jwt.len() > 4096 {
                 state.auth.admin_revoke(outcome.session.id).await?;

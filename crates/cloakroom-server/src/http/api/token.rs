@@ -58,7 +58,11 @@ impl From<AuthError> for OAuthError {
             },
             AuthError::Overloaded { retry_after } => Self {
                 retry_after: Some(retry_after.whole_seconds().max(1)),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", msg)
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    msg,
+                )
             },
             other => {
                 // Everything else is ours, not the client's: say no more than "server_error".
@@ -115,8 +119,13 @@ fn parse_form(body: &[u8]) -> Result<Value, OAuthError> {
     let mut map = Map::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         // RFC 6749 §3.2: parameters must not be repeated.
-        if map.insert(k.to_string(), Value::String(v.to_string())).is_some() {
-            return Err(OAuthError::invalid_request(format!("parameter {k:?} is repeated")));
+        if map
+            .insert(k.to_string(), Value::String(v.to_string()))
+            .is_some()
+        {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {k:?} is repeated"
+            )));
         }
     }
     Ok(Value::Object(map))
@@ -127,7 +136,13 @@ async fn read_request(state: &AppState, req: Request) -> Result<TokenRequest, OA
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let is_form = content_type == "application/x-www-form-urlencoded";
     if !is_form {
@@ -139,9 +154,9 @@ async fn read_request(state: &AppState, req: Request) -> Result<TokenRequest, OA
             )
         })?;
     }
-    let bytes = body_bytes(req, state)
-        .await
-        .map_err(|e| OAuthError::new(e.status(), "invalid_request", "the body could not be read"))?;
+    let bytes = body_bytes(req, state).await.map_err(|e| {
+        OAuthError::new(e.status(), "invalid_request", "the body could not be read")
+    })?;
     let value = if is_form {
         parse_form(&bytes)?
     } else {
@@ -163,7 +178,11 @@ async fn token(
             let email = match (body.email, body.username) {
                 (Some(e), None) | (None, Some(e)) => e,
                 (Some(e), Some(u)) if e == u => e,
-                _ => return Err(OAuthError::invalid_request("send email (or username), once")),
+                _ => {
+                    return Err(OAuthError::invalid_request(
+                        "send email (or username), once",
+                    ))
+                }
             };
             let password = body
                 .password
