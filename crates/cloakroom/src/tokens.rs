@@ -348,32 +348,12 @@ impl Auth {
     /// Recognises an access JWT: signature by `kid` and the key's own algorithm, the RFC 9068
     /// claims, then the session it names, which must be live, unrevoked and the subject's.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Authenticated, AuthError> {
-        self.authenticate_jwt(token, false).await
-    }
-
-    /// Recognises a JWT cookie: as a bearer token, except that an expired one is still taken
-    /// while its session lives, so that it can be renewed ([`Auth::mint_access_token`]).
-    pub async fn authenticate_jwt_cookie(&self, token: &str) -> Result<Authenticated, AuthError> {
-        self.authenticate_jwt(token, true).await
-    }
-
-    async fn authenticate_jwt(
-        &self,
-        token: &str,
-        renewable: bool,
-    ) -> Result<Authenticated, AuthError> {
         let ring = self.keys.load();
         let (header, payload) = jwt::verify(token, &ring).map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
             AuthError::Unauthenticated
         })?;
-        let now = self.now();
-        let claims = if renewable {
-            self.claims_policy
-                .validate_renewable(&header, &payload, now)
-        } else {
-            self.claims_policy.validate(&header, &payload, now)
-        };
+        let claims = self.claims_policy.validate(&header, &payload, self.now());
         let claims = claims.map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
             AuthError::Unauthenticated

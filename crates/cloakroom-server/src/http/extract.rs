@@ -207,8 +207,10 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 pub struct CookieRenewal(pub std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
 /// The caller's session: from a bearer token if one was sent (it wins over a cookie), else from
-/// the session cookie, which carries the opaque session token or an access JWT. Unsafe methods
-/// with a cookie must also prove they come from this site (see [`csrf`]), even with a bearer.
+/// the session cookie, which carries the opaque session token or an access JWT. A JWT cookie is
+/// verified exactly like a bearer token and replaced once past half its lifetime, so an active
+/// browser keeps a valid one for as long as its session lives. Unsafe methods with a cookie must
+/// also prove they come from this site (see [`csrf`]), even with a bearer.
 #[derive(Debug, Clone)]
 pub struct CurrentSession(pub Authenticated);
 
@@ -247,7 +249,7 @@ impl FromRequestParts<AppState> for CurrentSession {
         if !token.contains('.') {
             return Ok(CurrentSession(state.auth.authenticate(&token).await?));
         }
-        let who = state.auth.authenticate_jwt_cookie(&token).await?;
+        let who = state.auth.authenticate_bearer(&token).await?;
         if needs_renewal(&token, state.auth.now()) {
             let (jwt, _) = state.auth.mint_access_token(&who.user, &who.session)?;
             if let Some(slot) = parts.extensions.get::<CookieRenewal>() {

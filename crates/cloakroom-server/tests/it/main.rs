@@ -4,8 +4,9 @@
 mod api;
 mod attacks_cookie;
 mod attacks_http;
+mod attacks_jwt;
 mod attacks_login;
 mod cli;
 mod lifecycle;
-mod tokens;
 mod support;
+mod tokens;

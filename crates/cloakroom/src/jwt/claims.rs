@@ -30,11 +30,15 @@ impl Audience {
 /// A NumericDate that must be an integer, never a string, float, bool or null (CVE-2026-25537:
 /// a string `exp` must not count as absent).
 fn strict_date<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    i64::deserialize(d)
+    let v = i64::deserialize(d)?;
+    if v < 0 {
+        return Err(de::Error::custom("a NumericDate before 1970"));
+    }
+    Ok(v)
 }
 
 fn strict_opt_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    i64::deserialize(d).map(Some)
+    strict_date(d).map(Some)
 }
 
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -117,27 +121,6 @@ impl ClaimsPolicy {
             serde_json::from_slice(payload).map_err(|e| VerifyError::Claims(e.to_string()))?;
         self.check(&claims, now)?;
         Ok(claims)
-    }
-
-    /// Like [`ClaimsPolicy::validate`] but lets an expired token through: for a JWT cookie,
-    /// which cloakroom renews while the session it names lives (the session is checked next).
-    pub fn validate_renewable(
-        &self,
-        header: &Header,
-        payload: &[u8],
-        now: OffsetDateTime,
-    ) -> Result<AccessClaims, VerifyError> {
-        match self.validate(header, payload, now) {
-            Err(VerifyError::Expired) => {
-                let claims: AccessClaims = serde_json::from_slice(payload)
-                    .map_err(|e| VerifyError::Claims(e.to_string()))?;
-                let at_expiry = OffsetDateTime::from_unix_timestamp(claims.exp.saturating_sub(1))
-                    .map_err(|_| VerifyError::Expired)?;
-                self.check(&claims, at_expiry)?;
-                Ok(claims)
-            }
-            other => other,
-        }
     }
 
     /// The time and identity rules alone.
