@@ -320,6 +320,8 @@ async fn health_readiness_and_openapi() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/openapi.json", "get"),
+        ("/auth/token", "post"),
+        ("/.well-known/jwks.json", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

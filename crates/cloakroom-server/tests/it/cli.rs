@@ -236,3 +236,107 @@ async fn cli_config_show_merges_and_redacts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sesion_idle_secs"));
 }
+
+#[tokio::test]
+async fn cli_keys_rotate_reaches_a_running_server_and_token_inspect_audits() {
+    let t = TestServer::start().await;
+    let port = t.base.rsplit(':').next().unwrap().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--listen", listen.as_str()];
+        all.extend_from_slice(args);
+        cloakroom(&t, &all, stdin)
+    };
+    let out = cli(&["keys", "list", "--json"], None);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["status"], "active");
+    let old_kid = keys[0]["kid"].as_str().unwrap().to_string();
+
+    t.signup("cli-tok@example.com", PASSWORD).await;
+    let old_at = t.token_login("cli-tok@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // inspect: sound token, as an argument and from stdin; JSON; against a JWKS file.
+    let out = cli(&["token", "inspect", &old_at], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("the token is sound"));
+    let out = cli(&["token", "inspect", "-", "--json"], Some(&old_at));
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["claims"]["sub"].as_str().map(str::len), Some(36));
+    let jwks = t
+        .http
+        .get(t.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let jwks_file = t.dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    let out = cli(
+        &[
+            "token",
+            "inspect",
+            &old_at,
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // Unsound tokens exit 1 and say why.
+    let mut tampered = old_at.clone();
+    tampered.pop();
+    tampered.push(if old_at.ends_with('A') { 'B' } else { 'A' });
+    let out = cli(&["token", "inspect", &tampered, "--json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["check"] == "signature" && c["ok"] == false));
+    let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.";
+    assert_eq!(
+        cli(&["token", "inspect", none], None).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        cli(&["token", "inspect", "garbage"], None).status.code(),
+        Some(1)
+    );
+
+    // rotate: the running server signs with the new key within seconds.
+    let out = cli(&["keys", "rotate"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let at = t.token_login("cli-tok@example.com", PASSWORD).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = cli(&["token", "inspect", &at, "--json"], None);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if report["header"]["kid"] != old_kid.as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the server still signs with the old key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(t.bearer_status(&old_at).await, 200, "old tokens stay valid");
+    let out = cli(&["keys", "list"], None);
+    assert!(stdout(&out).contains("retired") && stdout(&out).contains("active"));
+}

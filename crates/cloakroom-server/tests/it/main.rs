@@ -7,6 +7,7 @@ mod attacks_http;
 mod attacks_jwt;
 mod attacks_login;
 mod cli;
+mod interop;
 mod lifecycle;
 mod support;
 mod tokens;

@@ -221,3 +221,10 @@ impl TestServer {
             .as_u16()
     }
 }
+
+/// Whether a test that needs an outside tool must fail instead of skipping when it is missing.
+pub fn services_required() -> bool {
+    ["CI", "CLOAKROOM_REQUIRE_SERVICES"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"))
+}

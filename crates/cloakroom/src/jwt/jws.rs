@@ -44,8 +44,16 @@ fn decode_part(part: &str) -> Result<Vec<u8>, VerifyError> {
     STRICT.decode(part).map_err(|_| VerifyError::Malformed)
 }
 
-/// Splits and decodes a token without verifying it: (header, payload, signing input, signature).
-fn split(token: &str) -> Result<(Header, Vec<u8>, &str, Vec<u8>), VerifyError> {
+/// A token split and decoded, not yet verified.
+struct Parts<'a> {
+    header: Header,
+    payload: Vec<u8>,
+    signing_input: &'a str,
+    signature: Vec<u8>,
+}
+
+/// Splits and decodes a token without verifying it.
+fn split(token: &str) -> Result<Parts<'_>, VerifyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::TooLarge);
     }
@@ -65,21 +73,25 @@ fn split(token: &str) -> Result<(Header, Vec<u8>, &str, Vec<u8>), VerifyError> {
     let sig = decode_part(s)?;
     let header: Header =
         serde_json::from_slice(&header_bytes).map_err(|e| VerifyError::Header(e.to_string()))?;
-    let signing_input = &token[..h.len() + 1 + p.len()];
-    Ok((header, payload, signing_input, sig))
+    Ok(Parts {
+        header,
+        payload,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature: sig,
+    })
 }
 
 /// Decodes header and payload without checking the signature: for `token inspect` only.
 pub fn decode_unverified(token: &str) -> Result<(Header, Vec<u8>), VerifyError> {
-    split(token).map(|(h, p, _, _)| (h, p))
+    split(token).map(|p| (p.header, p.payload))
 }
 
 /// Verifies against one key, whose algorithm the header must name.
 pub fn verify_with_key(token: &str, key: &VerifyKey) -> Result<(Header, Vec<u8>), VerifyError> {
-    let (header, payload, input, sig) = split(token)?;
-    check_alg(&header, key)?;
-    key.verify(input.as_bytes(), &sig)?;
-    Ok((header, payload))
+    let parts = split(token)?;
+    check_alg(&parts.header, key)?;
+    key.verify(parts.signing_input.as_bytes(), &parts.signature)?;
+    Ok((parts.header, parts.payload))
 }
 
 fn check_alg(header: &Header, key: &VerifyKey) -> Result<(), VerifyError> {
@@ -93,12 +105,12 @@ fn check_alg(header: &Header, key: &VerifyKey) -> Result<(), VerifyError> {
 
 /// Verifies against the ring: the key is the one named by `kid`, with its own algorithm.
 pub fn verify(token: &str, ring: &KeyRing) -> Result<(Header, Vec<u8>), VerifyError> {
-    let (header, payload, input, sig) = split(token)?;
-    let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
+    let parts = split(token)?;
+    let kid = parts.header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
     let key = ring.get(kid).ok_or(VerifyError::UnknownKey)?;
-    check_alg(&header, key)?;
-    key.verify(input.as_bytes(), &sig)?;
-    Ok((header, payload))
+    check_alg(&parts.header, key)?;
+    key.verify(parts.signing_input.as_bytes(), &parts.signature)?;
+    Ok((parts.header, parts.payload))
 }
 
 /// Signs `payload` (JSON bytes) with `key`, typed `typ`.
