@@ -232,6 +232,7 @@ pub struct Auth {
     sync: tokio::sync::Mutex<()>,
     pub(crate) keys: ArcSwap<KeyRing>,
     pub(crate) claims_policy: ClaimsPolicy,
+    pub(crate) verified: dashmap::DashMap<Box<str>, crate::tokens::VerifiedToken>,
     /// Event counters.
     pub metrics: AuthMetrics,
 }
@@ -282,6 +283,7 @@ impl Auth {
         Ok(Self {
             keys: ArcSwap::from_pointee(ring),
             claims_policy,
+            verified: dashmap::DashMap::new(),
             metrics: AuthMetrics::default(),
             store,
             throttle,
@@ -844,6 +846,9 @@ impl Auth {
     pub async fn sweep(&self) -> Result<u64, AuthError> {
         let now = self.now();
         self.live.sweep(now);
+        let leeway = self.claims_policy.leeway_secs;
+        self.verified
+            .retain(|_, v| v.expires_at().saturating_add(leeway) > now.unix_timestamp());
         let deleted = self
             .store
             .delete_expired(now, self.config.idle_grace)

@@ -13,7 +13,7 @@ use crate::jwt::{self, AccessClaims, Algorithm, Audience, ClaimsPolicy, KeyRing,
 use crate::secret::Secret;
 use crate::session::{Session, SessionId, SessionToken, Transport};
 use crate::store::{Rotation, Store};
-use crate::user::User;
+use crate::user::{User, UserId};
 
 /// The media type of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -187,7 +187,47 @@ pub(crate) async fn load_ring(
     Ok(KeyRing::new(signing, verify))
 }
 
+/// What the cache of verified tokens keeps about a token that passed every check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VerifiedToken {
+    sid: SessionId,
+    sub: UserId,
+    exp: i64,
+}
+
+impl VerifiedToken {
+    pub(crate) fn expires_at(&self) -> i64 {
+        self.exp
+    }
+}
+
+/// At most this many verified tokens are cached (about 40 MB at 400 bytes a token); when full,
+/// the cache starts over.
+const VERIFIED_CACHE_MAX: usize = 100_000;
+
 impl Auth {
+    fn verify_access_token(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedToken, AuthError> {
+        let ring = self.keys.load();
+        let refused = |e: jwt::VerifyError| {
+            tracing::debug!(error = %e, "bearer token refused");
+            AuthError::Unauthenticated
+        };
+        let (header, payload) = jwt::verify(token, &ring).map_err(refused)?;
+        let claims = self
+            .claims_policy
+            .validate(&header, &payload, now)
+            .map_err(refused)?;
+        Ok(VerifiedToken {
+            sid: claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?,
+            sub: claims.sub.parse().map_err(|_| AuthError::Unauthenticated)?,
+            exp: claims.exp,
+        })
+    }
+
     /// The public keys, as `/.well-known/jwks.json` serves them.
     pub fn jwks(&self) -> serde_json::Value {
         self.keys.load().jwks()
@@ -198,10 +238,15 @@ impl Auth {
         self.keys.load_full()
     }
 
-    /// Rereads the keys from the store (another process may have rotated them).
+    /// Rereads the keys from the store (another process may have rotated them). When a key
+    /// stops verifying, tokens verified with it are dropped from the cache of verified tokens.
     pub async fn reload_keys(&self) -> Result<(), AuthError> {
         let ring = load_ring(&*self.store, &self.config.jwt, self.now(), true).await?;
-        self.keys.store(Arc::new(ring));
+        let old = self.keys.swap(Arc::new(ring));
+        let current = self.keys.load();
+        if old.keys().iter().any(|k| current.get(k.kid()).is_none()) {
+            self.verified.clear();
+        }
         Ok(())
     }
 
@@ -347,18 +392,32 @@ impl Auth {
 
     /// Recognises an access JWT: signature by `kid` and the key's own algorithm, the RFC 9068
     /// claims, then the session it names, which must be live, unrevoked and the subject's.
+    ///
+    /// A token seen before is found in a bounded cache of verified tokens, keyed by its exact
+    /// bytes: only a token that passed every check gets in, and a different byte string is a
+    /// different key, so the cache cannot be fed a forgery. Expiry, revocation, the session and
+    /// the user are still checked on every use.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Authenticated, AuthError> {
-        let ring = self.keys.load();
-        let (header, payload) = jwt::verify(token, &ring).map_err(|e| {
-            tracing::debug!(error = %e, "bearer token refused");
-            AuthError::Unauthenticated
-        })?;
-        let claims = self.claims_policy.validate(&header, &payload, self.now());
-        let claims = claims.map_err(|e| {
-            tracing::debug!(error = %e, "bearer token refused");
-            AuthError::Unauthenticated
-        })?;
-        let sid: SessionId = claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?;
+        let now = self.now();
+        let cached = self.verified.get(token).map(|v| *v);
+        let verified = match cached {
+            Some(v) => {
+                if now.unix_timestamp() >= v.exp.saturating_add(self.claims_policy.leeway_secs) {
+                    self.verified.remove(token);
+                    return Err(AuthError::Unauthenticated);
+                }
+                v
+            }
+            None => {
+                let v = self.verify_access_token(token, now)?;
+                if self.verified.len() >= VERIFIED_CACHE_MAX {
+                    self.verified.clear();
+                }
+                self.verified.insert(token.into(), v);
+                v
+            }
+        };
+        let sid = verified.sid;
         if self.live.is_revoked(sid) {
             return Err(AuthError::Unauthenticated);
         }
@@ -375,7 +434,7 @@ impl Auth {
                     .ok_or(AuthError::Unauthenticated)?
             }
         };
-        if live.session.user_id.to_string() != claims.sub {
+        if live.session.user_id != verified.sub {
             return Err(AuthError::Unauthenticated);
         }
         self.check_live(&live).await

@@ -291,9 +291,9 @@ async fn cli_keys_rotate_reaches_a_running_server_and_token_inspect_audits() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     // Unsound tokens exit 1 and say why.
-    let mut tampered = old_at.clone();
-    tampered.pop();
-    tampered.push(if old_at.ends_with('A') { 'B' } else { 'A' });
+    let at = old_at.len() - 10;
+    let swap = if &old_at[at..at + 1] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swap}{}", &old_at[..at], &old_at[at + 1..]);
     let out = cli(&["token", "inspect", &tampered, "--json"], None);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
