@@ -509,3 +509,25 @@ async fn j20_jwks_and_key_rotation_with_a_running_server() {
     assert_eq!(kids, vec![new_kid.as_str()]);
     assert_eq!(t.bearer_status(&old_at).await, 401);
 }
+
+#[tokio::test]
+async fn a_cached_token_still_expires_and_still_needs_its_session() {
+    let t = TestServer::start().await;
+    t.signup("cache@example.com", PASSWORD).await;
+    let pair = t.token_login("cache@example.com", PASSWORD).await;
+    let at = pair["access_token"].as_str().unwrap().to_string();
+    assert_eq!(t.bearer_status(&at).await, 200);
+    assert_eq!(t.bearer_status(&at).await, 200, "second use, from the cache");
+    t.clock.advance(Duration::minutes(10) + Duration::seconds(59));
+    // Keep the session alive meanwhile so that only the token's own expiry counts.
+    assert_eq!(t.bearer_status(&at).await, 200, "inside the 60 s leeway");
+    t.clock.advance(Duration::seconds(2));
+    assert_eq!(t.bearer_status(&at).await, 401, "expired, cached or not");
+    let at = t.token_login("cache@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.bearer_status(&at).await, 200);
+    t.auth().set_disabled("cache@example.com", true).await.unwrap();
+    assert_eq!(t.bearer_status(&at).await, 401, "the user is checked on every use");
+}
