@@ -78,7 +78,7 @@ pub struct RawSettings {
     /// Signups allowed per client IP per hour [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
     pub signups_per_hour: Option<u32>,
-    /// JWT signing algorithm: EdDSA, ES256 or HS256 [default: EdDSA]
+    /// JWT signing algorithm: EdDSA, ES256, RS256 or HS256 [default: EdDSA]
     #[arg(long, global = true, env = "CLOAKROOM_JWT_ALG")]
     pub jwt_alg: Option<String>,
     /// HS256 secret (at least 32 random bytes); only with --jwt-alg HS256
@@ -320,29 +320,24 @@ impl Settings {
             None => Algorithm::EdDSA,
             Some(a) => a.parse::<Algorithm>().map_err(SettingsError)?,
         };
-        let hs256_secret =
-            match (algorithm, raw.hs256_secret) {
-                (Algorithm::HS256, Some(secret)) => {
-                    cloakroom::jwt::SigningKey::hs256(secret.as_bytes())
-                        .map_err(|e| SettingsError(format!("--hs256-secret: {e}")))?;
-                    Some(Secret::new(secret.into_bytes()))
-                }
-                (Algorithm::HS256, None) => {
-                    return Err(SettingsError(
-                        "--jwt-alg HS256 needs --hs256-secret (at least 32 random bytes)".into(),
-                    ))
-                }
-                (_, Some(_)) => {
-                    return Err(SettingsError(
-                        "--hs256-secret is only used with --jwt-alg HS256".into(),
-                    ))
-                }
-                (Algorithm::RS256, None) => return Err(SettingsError(
-                    "RS256 tokens are verified but not signed by this build; use EdDSA or ES256"
-                        .into(),
-                )),
-                (_, None) => None,
-            };
+        let hs256_secret = match (algorithm, raw.hs256_secret) {
+            (Algorithm::HS256, Some(secret)) => {
+                cloakroom::jwt::SigningKey::hs256(secret.as_bytes())
+                    .map_err(|e| SettingsError(format!("--hs256-secret: {e}")))?;
+                Some(Secret::new(secret.into_bytes()))
+            }
+            (Algorithm::HS256, None) => {
+                return Err(SettingsError(
+                    "--jwt-alg HS256 needs --hs256-secret (at least 32 random bytes)".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(SettingsError(
+                    "--hs256-secret is only used with --jwt-alg HS256".into(),
+                ))
+            }
+            (_, None) => None,
+        };
         let jwt = JwtConfig {
             access_ttl: secs(
                 "access_token_secs",

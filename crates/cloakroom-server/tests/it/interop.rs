@@ -28,7 +28,7 @@ async fn access_tokens_verify_in_pyjwt_from_the_jwks() {
         println!("SKIP access_tokens_verify_in_pyjwt_from_the_jwks: python3 -m pip install 'pyjwt[crypto]'");
         return;
     }
-    for alg in ["EdDSA", "ES256"] {
+    for alg in ["EdDSA", "ES256", "RS256"] {
         let t = TestServer::start_with(|r| r.jwt_alg = Some(alg.into())).await;
         t.signup("py@example.com", PASSWORD).await;
         let pair = t.token_login("py@example.com", PASSWORD).await;

@@ -517,8 +517,13 @@ async fn a_cached_token_still_expires_and_still_needs_its_session() {
     let pair = t.token_login("cache@example.com", PASSWORD).await;
     let at = pair["access_token"].as_str().unwrap().to_string();
     assert_eq!(t.bearer_status(&at).await, 200);
-    assert_eq!(t.bearer_status(&at).await, 200, "second use, from the cache");
-    t.clock.advance(Duration::minutes(10) + Duration::seconds(59));
+    assert_eq!(
+        t.bearer_status(&at).await,
+        200,
+        "second use, from the cache"
+    );
+    t.clock
+        .advance(Duration::minutes(10) + Duration::seconds(59));
     // Keep the session alive meanwhile so that only the token's own expiry counts.
     assert_eq!(t.bearer_status(&at).await, 200, "inside the 60 s leeway");
     t.clock.advance(Duration::seconds(2));
@@ -528,6 +533,57 @@ async fn a_cached_token_still_expires_and_still_needs_its_session() {
         .unwrap()
         .to_string();
     assert_eq!(t.bearer_status(&at).await, 200);
-    t.auth().set_disabled("cache@example.com", true).await.unwrap();
-    assert_eq!(t.bearer_status(&at).await, 401, "the user is checked on every use");
+    t.auth()
+        .set_disabled("cache@example.com", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.bearer_status(&at).await,
+        401,
+        "the user is checked on every use"
+    );
+}
+
+#[tokio::test]
+async fn hs256_only_with_an_explicit_secret_and_never_published() {
+    let t = TestServer::start_with(|r| {
+        r.jwt_alg = Some("HS256".into());
+        r.hs256_secret = Some("k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0-extra".into());
+    })
+    .await;
+    t.signup("hs@example.com", PASSWORD).await;
+    let at = t.token_login("hs@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.bearer_status(&at).await, 200);
+    let jwks: Value = t
+        .http
+        .get(t.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"],
+        json!([]),
+        "a shared secret is never published"
+    );
+    for (alg, secret) in [
+        ("HS256", None),
+        ("HS256", Some("too short")),
+        ("EdDSA", Some("k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0")),
+    ] {
+        let raw = cloakroom_server::settings::RawSettings {
+            jwt_alg: Some(alg.into()),
+            hs256_secret: secret.map(str::to_string),
+            ..Default::default()
+        };
+        assert!(
+            cloakroom_server::settings::Settings::resolve(raw).is_err(),
+            "{alg} {secret:?}"
+        );
+    }
 }

@@ -23,7 +23,7 @@ pub enum Algorithm {
     EdDSA,
     /// ECDSA P-256 with SHA-256, signature as r‖s.
     ES256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (verification only).
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (2048-bit keys).
     RS256,
     /// HMAC-SHA-256 with a configured secret.
     HS256,
@@ -249,6 +249,7 @@ impl VerifyKey {
 enum Private {
     Ed25519(Arc<Ed25519KeyPair>),
     Es256(Arc<EcdsaKeyPair>),
+    Rs256(Arc<signature::RsaKeyPair>),
     Hs256(hmac::Key),
 }
 
@@ -301,7 +302,7 @@ fn kid_for(alg: Algorithm, public: &[u8]) -> String {
 }
 
 impl SigningKey {
-    /// A fresh key pair for `alg` (EdDSA or ES256), returned with its stored form.
+    /// A fresh key pair for `alg` (EdDSA, ES256 or RS256), returned with its stored form.
     pub fn generate(alg: Algorithm, at: OffsetDateTime) -> Result<(Self, StoredKey), String> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
@@ -310,12 +311,35 @@ impl SigningKey {
                 EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                     .map_err(|e| e.to_string())?
             }
-            other => return Err(format!("cloakroom cannot generate {other} keys")),
+            Algorithm::RS256 => return Self::generate_rsa(at),
+            Algorithm::HS256 => return Err("HS256 keys come from the configured secret".into()),
         };
         let stored = StoredKey {
             kid: String::new(),
             alg,
             private_pkcs8: pkcs8.as_ref().to_vec(),
+            created_at: at,
+            retired_at: None,
+        };
+        let key = Self::from_stored(&stored)?;
+        let stored = StoredKey {
+            kid: key.public.kid.clone(),
+            ..stored
+        };
+        Ok((key, stored))
+    }
+
+    /// A fresh 2048-bit RSA key. The `rsa` crate only generates it (key generation is not an
+    /// online operation, so its timing cannot be probed); `ring` does all signing.
+    fn generate_rsa(at: OffsetDateTime) -> Result<(Self, StoredKey), String> {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key =
+            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
+        let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+        let stored = StoredKey {
+            kid: String::new(),
+            alg: Algorithm::RS256,
+            private_pkcs8: der.as_bytes().to_vec(),
             created_at: at,
             retired_at: None,
         };
@@ -348,12 +372,25 @@ impl SigningKey {
                 let (x, y) = (point[1..33].to_vec(), point[33..65].to_vec());
                 (Private::Es256(Arc::new(pair)), Public::Es256 { x, y })
             }
-            other => return Err(format!("{other} keys cannot be stored")),
+            Algorithm::RS256 => {
+                let pair = signature::RsaKeyPair::from_pkcs8(&stored.private_pkcs8)
+                    .map_err(|e| format!("bad RSA key: {e}"))?;
+                if pair.public().modulus_len() < 256 {
+                    return Err("RSA keys must have at least 2048 bits".into());
+                }
+                let c = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+                (
+                    Private::Rs256(Arc::new(pair)),
+                    Public::Rs256 { n: c.n, e: c.e },
+                )
+            }
+            Algorithm::HS256 => return Err("HS256 keys cannot be stored".into()),
         };
         let raw = match &public {
             Public::Ed25519(x) => x.clone(),
             Public::Es256 { x, y } => [x.as_slice(), y.as_slice()].concat(),
-            _ => Vec::new(),
+            Public::Rs256 { n, .. } => n.clone(),
+            Public::Hs256(_) => Vec::new(),
         };
         let kid = if stored.kid.is_empty() {
             kid_for(stored.alg, &raw)
@@ -398,6 +435,17 @@ impl SigningKey {
                 .sign(&SystemRandom::new(), message)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|e| e.to_string()),
+            Private::Rs256(pair) => {
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut sig,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(sig)
+            }
             Private::Hs256(key) => Ok(hmac::sign(key, message).as_ref().to_vec()),
         }
     }
@@ -460,5 +508,38 @@ impl KeyRing {
             .map(|k| VerifyKey::from_jwk(k, None, false))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(None, parsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_generated_key_signs_verifies_and_round_trips_through_storage() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+            let (key, stored) = SigningKey::generate(alg, OffsetDateTime::UNIX_EPOCH).unwrap();
+            let again = SigningKey::from_stored(&stored).unwrap();
+            assert_eq!(again.verify_key().kid(), key.verify_key().kid());
+            let sig = key.sign(b"message").unwrap();
+            assert!(again.verify_key().verify(b"message", &sig).is_ok(), "{alg}");
+            assert!(
+                again.verify_key().verify(b"massage", &sig).is_err(),
+                "{alg}"
+            );
+            let jwk = key.verify_key().to_jwk().unwrap();
+            let parsed = VerifyKey::from_jwk(&jwk, None, false).unwrap();
+            assert!(parsed.verify(b"message", &sig).is_ok(), "{alg} via its JWK");
+            assert_eq!(parsed.alg(), alg);
+        }
+    }
+
+    #[test]
+    fn j6_weak_hmac_secrets_are_refused() {
+        assert!(SigningKey::hs256(b"").is_err());
+        assert!(SigningKey::hs256(b"short secret").is_err());
+        assert!(SigningKey::hs256(&[0u8; 64]).is_err());
+        assert!(SigningKey::hs256(b"aaaaaaaaaabbbbbbbbbbccccccccccdddddddddd").is_err());
+        assert!(SigningKey::hs256(b"k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0").is_ok());
     }
 }
