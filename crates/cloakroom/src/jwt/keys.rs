@@ -306,40 +306,33 @@ impl SigningKey {
     pub fn generate(alg: Algorithm, at: OffsetDateTime) -> Result<(Self, StoredKey), String> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?,
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|e| e.to_string())?
+                .as_ref()
+                .to_vec(),
             Algorithm::ES256 => {
                 EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                     .map_err(|e| e.to_string())?
+                    .as_ref()
+                    .to_vec()
             }
-            Algorithm::RS256 => return Self::generate_rsa(at),
+            Algorithm::RS256 => {
+                // `ring` cannot make RSA keys: the `rsa` crate generates this one (generation is
+                // not an online operation, so its timing cannot be probed); `ring` does all
+                // signing with it.
+                use rsa::pkcs8::EncodePrivateKey;
+                rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                    .and_then(|k| k.to_pkcs8_der().map_err(rsa::Error::from))
+                    .map_err(|e| e.to_string())?
+                    .as_bytes()
+                    .to_vec()
+            }
             Algorithm::HS256 => return Err("HS256 keys come from the configured secret".into()),
         };
         let stored = StoredKey {
             kid: String::new(),
             alg,
-            private_pkcs8: pkcs8.as_ref().to_vec(),
-            created_at: at,
-            retired_at: None,
-        };
-        let key = Self::from_stored(&stored)?;
-        let stored = StoredKey {
-            kid: key.public.kid.clone(),
-            ..stored
-        };
-        Ok((key, stored))
-    }
-
-    /// A fresh 2048-bit RSA key. The `rsa` crate only generates it (key generation is not an
-    /// online operation, so its timing cannot be probed); `ring` does all signing.
-    fn generate_rsa(at: OffsetDateTime) -> Result<(Self, StoredKey), String> {
-        use rsa::pkcs8::EncodePrivateKey;
-        let key =
-            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
-        let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
-        let stored = StoredKey {
-            kid: String::new(),
-            alg: Algorithm::RS256,
-            private_pkcs8: der.as_bytes().to_vec(),
+            private_pkcs8: pkcs8,
             created_at: at,
             retired_at: None,
         };
