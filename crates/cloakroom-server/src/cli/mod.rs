@@ -150,6 +150,7 @@ fn init_tracing(settings: &Settings, serving: bool) {
     let filter = EnvFilter::try_new(default).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
