@@ -40,3 +40,74 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let t = t.restart().await;
     t.login("inflight@example.com", PASSWORD).await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_cleanly_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("CLOAKROOM_DATA_DIR", dir.path())
+            .env("CLOAKROOM_ARGON2_MEMORY_KIB", "64")
+            .env("CLOAKROOM_ARGON2_ITERATIONS", "1")
+            .env("CLOAKROOM_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = || async {
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server did not start");
+    };
+    let mut child = spawn();
+    ready().await;
+    let origin = format!("http://localhost:{port}");
+    let creds = serde_json::json!({"email": "term@example.com", "password": PASSWORD});
+    let res = http
+        .post(format!("{base}/auth/signup"))
+        .header("origin", &origin)
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = http
+        .post(format!("{base}/auth/login"))
+        .header("origin", &origin)
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    let token = session_token(res.headers()).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status after SIGTERM: {exit:?}");
+    let mut child = spawn();
+    ready().await;
+    let res = http
+        .get(format!("{base}/auth/whoami"))
+        .header("cookie", format!("cloakroom_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the session survived the restart");
+    let _ = child.kill();
+    let _ = child.wait();
+}
