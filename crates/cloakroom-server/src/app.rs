@@ -3,7 +3,7 @@
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use cloakroom::{Auth, Clock, SqliteStore, Store};
+use cloakroom::{Auth, Clock, PostgresStore, SqliteStore, Store};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -47,9 +47,12 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
 }
 
-/// Opens the store the settings name, creating the data directory for the default one.
-pub async fn open_store(settings: &Settings) -> Result<Arc<SqliteStore>, StartError> {
+/// Opens the store the settings name, creating the data directory for an SQLite file.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     let url = settings.database_url.expose();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+    }
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(dir) = std::path::Path::new(path).parent() {
@@ -68,7 +71,7 @@ pub async fn engine(
     clock: Arc<dyn Clock>,
     port: u16,
 ) -> Result<Arc<Auth>, StartError> {
-    let store: Arc<dyn Store> = open_store(settings).await?;
+    let store = open_store(settings).await?;
     Ok(Arc::new(
         Auth::new(store, settings.auth_config(port), clock).await?,
     ))

@@ -21,7 +21,7 @@ pub struct RawSettings {
     /// Directory of the embedded database [default: ./cloakroom-data]
     #[arg(long, global = true, env = "CLOAKROOM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL (sqlite://…); default: an SQLite file in the data directory
+    /// Database URL (sqlite://… or postgres://…); default: an SQLite file in the data directory
     #[arg(long, global = true, env = "CLOAKROOM_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Redis URL for sessions, revocations and throttling shared by many instances
@@ -210,16 +210,10 @@ impl Settings {
         let database_url = match raw.database_url {
             None => format!("sqlite://{}", data_dir.join("cloakroom.db").display()),
             Some(u) if u.starts_with("sqlite:") => u,
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                return Err(SettingsError(
-                    "PostgreSQL is not supported by this build yet; use the default SQLite \
-                     database (leave --database-url unset) or an sqlite:// URL"
-                        .into(),
-                ))
-            }
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
             Some(_) => {
                 return Err(SettingsError(
-                    "--database-url must start with sqlite: (or postgres://)".into(),
+                    "--database-url must start with sqlite: or postgres://".into(),
                 ))
             }
         };

@@ -49,7 +49,8 @@ pub use password::{
 pub use secret::Secret;
 pub use session::{Lifetime, Session, SessionId, SessionToken, TokenHash, Transport};
 pub use store::{
-    Change, ChangeFeed, KeyStore, Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,
+    Change, ChangeFeed, KeyStore, PostgresStore, Rotation, SessionStore, SqliteStore, Store,
+    StoreError, UserStore,
 };
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 pub use tokens::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};

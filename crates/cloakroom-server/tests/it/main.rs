@@ -9,5 +9,6 @@ mod attacks_login;
 mod cli;
 mod interop;
 mod lifecycle;
+mod postgres;
 mod support;
 mod tokens;

@@ -76,6 +76,8 @@ impl TestServer {
     /// Stops this server and starts a new one on the same data and clock.
     pub async fn restart(mut self) -> Self {
         if let Some(s) = self.server.take() {
+            // Same address, so the same origin and token issuer.
+            self.raw.listen = Some(s.addr);
             s.shutdown().await;
         }
         Self::boot(
@@ -227,4 +229,49 @@ pub fn services_required() -> bool {
     ["CI", "CLOAKROOM_REQUIRE_SERVICES"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"))
+}
+
+/// A PostgreSQL schema of its own for one test; `None` (after a SKIP line) when PostgreSQL is
+/// not reachable and not required. Drop it with [`PgSchema::drop`].
+pub struct PgSchema {
+    admin: sqlx::PgPool,
+    name: String,
+    pub url: String,
+}
+
+impl PgSchema {
+    pub async fn create(test: &str) -> Option<Self> {
+        let base = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let admin = match sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect(&base)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(e) => {
+                assert!(
+                    !services_required(),
+                    "PostgreSQL is required here but unreachable: {e}"
+                );
+                println!("SKIP {test}: PostgreSQL not reachable at {base} ({e})");
+                return None;
+            }
+        };
+        let name = format!("cloakroom_t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        Some(Self { admin, name, url })
+    }
+
+    pub async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(&self.admin)
+            .await;
+    }
 }

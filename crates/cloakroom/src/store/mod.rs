@@ -11,7 +11,11 @@ use crate::jwt::StoredKey;
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
+mod postgres;
+mod rows;
+mod sql;
 mod sqlite;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Messages never carry SQL or data values.

@@ -1,0 +1,488 @@
+//! The store traits implemented once in SQL for both SQL backends. `sql_store!` expands the same
+//! queries for SQLite and PostgreSQL; the only dialect differences are passed in: the expression
+//! for "now" in seconds and the two-argument maximum. Placeholders are `$N`, which both accept.
+
+/// How long a user change stays in the log for followers that were briefly away.
+pub(super) const USER_CHANGE_TTL_SECS: i64 = 24 * 3600;
+
+pub(super) fn map_err(e: sqlx::Error) -> super::StoreError {
+    use super::StoreError;
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
+        _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+macro_rules! sql_store {
+    ($store:ty, $conn:ty, now = $now:literal, max = $max:literal) => {
+        use async_trait::async_trait;
+        use time::{Duration, OffsetDateTime};
+
+        use super::rows::{self, from_ts, roles_json, RowExt, SESSION_COLUMNS};
+        use super::sql::{map_err, USER_CHANGE_TTL_SECS};
+        use super::{
+            Change, ChangeFeed, KeyStore, Rotation, SessionStore, Store, StoreError, UserStore,
+        };
+        use crate::jwt::StoredKey;
+        use crate::session::{Session, SessionId, TokenHash};
+        use crate::user::{Email, Role, User, UserId};
+
+        fn ts(t: OffsetDateTime) -> i64 {
+            t.unix_timestamp()
+        }
+
+        async fn record_user_change(tx: &mut $conn, id: UserId) -> Result<(), StoreError> {
+            sqlx::query(concat!(
+                "INSERT INTO changes (kind, subject, expires_at, created_at) \
+                 VALUES ('user_changed', $1, ", $now, " + $2, ", $now, ")"
+            ))
+            .bind(id.to_string())
+            .bind(USER_CHANGE_TTL_SECS)
+            .execute(tx)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
+        async fn record_revocation(
+            tx: &mut $conn,
+            id: &str,
+            expires_at: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query(concat!(
+                "INSERT INTO changes (kind, subject, expires_at, created_at) \
+                 VALUES ('session_revoked', $1, $2, ", $now, ")"
+            ))
+            .bind(id)
+            .bind(expires_at)
+            .execute(tx)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
+        /// One change to a user row.
+        enum UserUpdate {
+            Password(String),
+            Disabled(bool),
+            Roles(String),
+        }
+
+        impl $store {
+            async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let q = match update {
+                    UserUpdate::Password(h) => sqlx::query(concat!(
+                        "UPDATE users SET password_hash = $1, updated_at = ", $now, " WHERE id = $2"
+                    ))
+                    .bind(h),
+                    UserUpdate::Disabled(d) => sqlx::query(concat!(
+                        "UPDATE users SET disabled = $1, updated_at = ", $now, " WHERE id = $2"
+                    ))
+                    .bind(d),
+                    UserUpdate::Roles(r) => sqlx::query(concat!(
+                        "UPDATE users SET roles = $1, updated_at = ", $now, " WHERE id = $2"
+                    ))
+                    .bind(r),
+                };
+                let changed = q
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected()
+                    > 0;
+                if changed {
+                    record_user_change(&mut tx, id).await?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(changed)
+            }
+        }
+
+        #[async_trait]
+        impl UserStore for $store {
+            async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, \
+                     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(user.id.to_string())
+                .bind(user.email.as_str())
+                .bind(password_hash)
+                .bind(roles_json(&user.roles)?)
+                .bind(user.disabled)
+                .bind(ts(user.created_at))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_user_by_email(
+                &self,
+                email: &Email,
+            ) -> Result<Option<(User, String)>, StoreError> {
+                let row = sqlx::query("SELECT * FROM users WHERE email = $1")
+                    .bind(email.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|r| Ok((rows::user(&r)?, r.text("password_hash")?)))
+                    .transpose()
+            }
+
+            async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+                let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|r| rows::user(&r)).transpose()
+            }
+
+            async fn password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
+                sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn set_password(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
+                self.update_user(id, UserUpdate::Password(hash.to_string())).await
+            }
+
+            async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
+                self.update_user(id, UserUpdate::Disabled(disabled)).await
+            }
+
+            async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError> {
+                self.update_user(id, UserUpdate::Roles(roles_json(roles)?)).await
+            }
+
+            async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, email")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter().map(rows::user).collect()
+            }
+        }
+
+        #[async_trait]
+        impl SessionStore for $store {
+            async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, transport, secret_hash, remember, \
+                     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, \
+                     ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(s.id.to_string())
+                .bind(s.user_id.to_string())
+                .bind(s.transport.as_str())
+                .bind(&s.secret_hash.0[..])
+                .bind(s.remember)
+                .bind(ts(s.created_at))
+                .bind(ts(s.authenticated_at))
+                .bind(ts(s.last_seen_at))
+                .bind(s.idle_timeout.whole_seconds())
+                .bind(ts(s.absolute_expires_at))
+                .bind(&s.ip)
+                .bind(&s.user_agent)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_by_token(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = $1");
+                let row = sqlx::query(&sql)
+                    .bind(&hash.0[..])
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|r| rows::session(&r)).transpose()
+            }
+
+            async fn find_session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+                let row = sqlx::query(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|r| rows::session(&r)).transpose()
+            }
+
+            async fn touch(&self, seen: &[(SessionId, OffsetDateTime)]) -> Result<(), StoreError> {
+                if seen.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                for (id, at) in seen {
+                    sqlx::query(
+                        "UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1",
+                    )
+                    .bind(ts(*at))
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn list_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 \
+                     ORDER BY created_at DESC, id"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(user.to_string())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter().map(rows::session).collect()
+            }
+
+            async fn replace_secret(
+                &self,
+                id: SessionId,
+                old: &TokenHash,
+                new: &TokenHash,
+                at: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET secret_hash = $1, previous_hash = $2, rotated_at = $3 \
+                     WHERE id = $4 AND secret_hash = $2",
+                )
+                .bind(&new.0[..])
+                .bind(&old.0[..])
+                .bind(ts(at))
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn rotate_refresh(
+                &self,
+                presented: &TokenHash,
+                next: &TokenHash,
+                sealed_next: &[u8],
+                at: OffsetDateTime,
+            ) -> Result<Rotation, StoreError> {
+                let sql = format!(
+                    "UPDATE sessions SET previous_hash = secret_hash, secret_hash = $1, \
+                     successor_box = $2, rotated_at = $3, last_seen_at = {}(last_seen_at, $3) \
+                     WHERE secret_hash = $4 AND transport = 'token' \
+                     AND absolute_expires_at > $3 AND last_seen_at + idle_secs > $3 \
+                     RETURNING {SESSION_COLUMNS}",
+                    $max
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&next.0[..])
+                    .bind(sealed_next)
+                    .bind(ts(at))
+                    .bind(&presented.0[..])
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                if let Some(row) = row {
+                    return Ok(Rotation::Rotated(rows::session(&row)?));
+                }
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS}, rotated_at, successor_box FROM sessions \
+                     WHERE previous_hash = $1 AND transport = 'token'"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&presented.0[..])
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                match row {
+                    None => Ok(Rotation::Unknown),
+                    Some(row) => Ok(Rotation::Spent {
+                        session: rows::session(&row)?,
+                        rotated_at: from_ts(row.opt_int("rotated_at")?.unwrap_or_default())?,
+                        sealed_next: row.opt_bytes("successor_box")?.unwrap_or_default(),
+                    }),
+                }
+            }
+
+            async fn revoke(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let sql = format!("DELETE FROM sessions WHERE id = $1 RETURNING {SESSION_COLUMNS}");
+                let row = sqlx::query(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let session = row.map(|r| rows::session(&r)).transpose()?;
+                if let Some(s) = &session {
+                    record_revocation(&mut tx, &s.id.to_string(), ts(s.absolute_expires_at))
+                        .await?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(session)
+            }
+
+            async fn revoke_all(
+                &self,
+                user: UserId,
+                keep: Option<SessionId>,
+            ) -> Result<Vec<SessionId>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let rows = sqlx::query(
+                    "DELETE FROM sessions WHERE user_id = $1 AND id <> $2 \
+                     RETURNING id, absolute_expires_at",
+                )
+                .bind(user.to_string())
+                .bind(keep.map(|k| k.to_string()).unwrap_or_default())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let mut ended = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let id = row.text("id")?;
+                    record_revocation(&mut tx, &id, row.int("absolute_expires_at")?).await?;
+                    ended.push(rows::session_id(&row, "id")?);
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(ended)
+            }
+
+            async fn delete_expired(
+                &self,
+                at: OffsetDateTime,
+                idle_grace: Duration,
+            ) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM sessions WHERE absolute_expires_at <= $1 \
+                     OR last_seen_at + idle_secs + $2 <= $1",
+                )
+                .bind(ts(at))
+                .bind(idle_grace.whole_seconds())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl ChangeFeed for $store {
+            async fn changes_since(&self, cursor: i64) -> Result<Vec<(i64, Change)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT seq, kind, subject, expires_at FROM changes WHERE seq > $1 \
+                     ORDER BY seq LIMIT 10000",
+                )
+                .bind(cursor)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter().map(rows::change).collect()
+            }
+
+            async fn change_head(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM changes")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.int("head")
+            }
+
+            async fn revoked_sessions(
+                &self,
+                at: OffsetDateTime,
+            ) -> Result<Vec<(SessionId, OffsetDateTime)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT subject, expires_at FROM changes \
+                     WHERE kind = 'session_revoked' AND expires_at > $1",
+                )
+                .bind(ts(at))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter()
+                    .map(|r| Ok((rows::session_id(r, "subject")?, from_ts(r.int("expires_at")?)?)))
+                    .collect()
+            }
+
+            async fn prune_changes(&self, at: OffsetDateTime) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM changes WHERE expires_at <= $1")
+                    .bind(ts(at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl KeyStore for $store {
+            async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter().map(rows::key).collect()
+            }
+
+            async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                    .bind(ts(key.created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, retired_at) \
+                     VALUES ($1, $2, $3, $4, NULL)",
+                )
+                .bind(&key.kid)
+                .bind(key.alg.as_str())
+                .bind(&key.private_pkcs8)
+                .bind(ts(key.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn delete_keys_retired_before(
+                &self,
+                before: OffsetDateTime,
+            ) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1",
+                )
+                .bind(ts(before))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;
