@@ -19,7 +19,8 @@ use tower::ServiceExt;
 use crate::http::{self, AppState, StateInner};
 use crate::settings::Settings;
 
-/// How often the change log is read (CLI revocations show up within this, plus a query).
+/// How often the change log is read when nothing pushes notifications (SQLite; CLI revocations
+/// show up within this, plus a query). PostgreSQL notifies at once and this is the safety net.
 pub const CHANGE_POLL: Duration = Duration::from_millis(250);
 /// How often last-seen times are written to the store.
 pub const ACTIVITY_FLUSH: Duration = Duration::from_secs(5);
@@ -230,9 +231,30 @@ async fn background(auth: Arc<Auth>, stop: watch::Receiver<bool>) {
     for i in [&mut changes, &mut flush, &mut sweep, &mut keys] {
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
+    let mut pushed = match auth.watch_changes().await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(error = %e, "no change notifications; polling only");
+            None
+        }
+    };
     let mut stop_signal = std::pin::pin!(stopped(stop));
     loop {
+        let notified = async {
+            match pushed.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            signal = notified => {
+                if signal.is_none() {
+                    pushed = None;
+                }
+                if let Err(e) = auth.apply_changes().await {
+                    tracing::warn!(error = %e, "reading the change log failed");
+                }
+            }
             _ = changes.tick() => {
                 if let Err(e) = auth.apply_changes().await {
                     tracing::warn!(error = %e, "reading the change log failed");

@@ -828,6 +828,14 @@ impl Auth {
         Ok(count)
     }
 
+    /// A signal whenever the store's change log may have grown, when the store can push one
+    /// (PostgreSQL); call [`Auth::apply_changes`] on each. `None`: rely on polling.
+    pub async fn watch_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, AuthError> {
+        Ok(self.store.watch().await?)
+    }
+
     /// Writes last-seen times gathered in memory to the store, in one batch.
     pub async fn flush_activity(&self) -> Result<usize, AuthError> {
         let pending = self.live.unflushed();

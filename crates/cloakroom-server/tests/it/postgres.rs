@@ -50,3 +50,83 @@ async fn the_journey_on_postgresql() {
         resume_unwind(panic)
     }
 }
+
+/// Two instances on one PostgreSQL schema, as behind a load balancer.
+async fn pair(url: &str) -> (TestServer, TestServer) {
+    let raw = |r: &mut cloakroom_server::settings::RawSettings| {
+        r.database_url = Some(url.to_string());
+        r.public_url = Some("http://localhost:7443".into());
+    };
+    let a = TestServer::start_with(raw).await;
+    let b = TestServer::start_with(raw).await;
+    (a, b)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn two_instances(url: String) {
+    let (a, b) = pair(&url).await;
+    b.signup("two@example.com", PASSWORD).await;
+    // A session made on A works on B, cookie and bearer.
+    let cookie = a.login("two@example.com", PASSWORD).await;
+    assert_eq!(b.whoami_status(&cookie).await, 200);
+    let pair_a = a.token_login("two@example.com", PASSWORD).await;
+    let at = pair_a["access_token"].as_str().unwrap();
+    assert_eq!(b.bearer_status(at).await, 200);
+
+    // Concurrent refreshes of one token on both instances mint one successor.
+    let rt = pair_a["refresh_token"].as_str().unwrap().to_string();
+    let (ra, rb) = tokio::join!(a.refresh(&rt), b.refresh(&rt));
+    let (va, vb): (Value, Value) = (ra.json().await.unwrap(), rb.json().await.unwrap());
+    assert_eq!(va["refresh_token"], vb["refresh_token"]);
+
+    // A logout on B is refused on A at once: measure it, cookie and bearer alternately.
+    let mut times = Vec::new();
+    for i in 0..100 {
+        let bearer = i % 2 == 1;
+        let (token, logout) = if bearer {
+            let t = a.token_login("two@example.com", PASSWORD).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(a.bearer_status(&t).await, 200);
+            let logout = b.bearer(Method::POST, "/auth/logout", &t).await;
+            (t, logout)
+        } else {
+            let t = a.login("two@example.com", PASSWORD).await;
+            assert_eq!(a.whoami_status(&t).await, 200);
+            let logout = b.post("/auth/logout", &t, None).await;
+            (t, logout)
+        };
+        assert_eq!(logout.status(), 204);
+        let start = std::time::Instant::now();
+        loop {
+            let status = if bearer { a.bearer_status(&token).await } else { a.whoami_status(&token).await };
+            if status == 401 {
+                break;
+            }
+            assert!(start.elapsed().as_secs() < 2, "A still accepts a session ended on B");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median = percentile(&mut times, 0.5);
+    let worst = percentile(&mut times, 1.0);
+    println!("revocation propagation B -> A over PostgreSQL NOTIFY: median {median:.2} ms, worst {worst:.2} ms (100 tries)");
+    assert!(median < 100.0, "median {median:.1} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_postgresql_act_as_one() {
+    let Some(schema) = PgSchema::create("two_instances_on_one_postgresql_act_as_one").await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(two_instances(schema.url.clone())).catch_unwind().await;
+    schema.drop().await;
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}

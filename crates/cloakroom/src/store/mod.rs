@@ -174,4 +174,10 @@ pub trait ChangeFeed: Send + Sync + 'static {
 pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A signal each time the change log may have grown, for backends that can push (PostgreSQL
+    /// LISTEN/NOTIFY). `None`: poll [`ChangeFeed::changes_since`] instead.
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError> {
+        Ok(None)
+    }
 }

@@ -46,5 +46,46 @@ super::sql::sql_store!(
     PostgresStore,
     sqlx::PgConnection,
     now = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
-    max = "GREATEST"
+    max = "GREATEST",
+    notify = Some("SELECT pg_notify('cloakroom_changes', '')")
 );
+
+#[async_trait]
+impl super::Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// LISTEN on the change channel. Each notification, and each reconnection after the
+    /// connection was lost (events may have been missed meanwhile), yields a signal; the caller
+    /// then reads the change log, so nothing is missed for good.
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(map_err)?;
+        listener.listen("cloakroom_changes").await.map_err(map_err)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let signal = match listener.try_recv().await {
+                    Ok(Some(_)) => true,
+                    // The connection dropped; the next call reconnects. Resynchronise.
+                    Ok(None) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change notifications interrupted");
+                        tokio::time::sleep(StdDuration::from_millis(500)).await;
+                        true
+                    }
+                };
+                if signal && tx.try_send(()).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}

@@ -19,21 +19,28 @@ pub(super) fn map_err(e: sqlx::Error) -> super::StoreError {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $conn:ty, now = $now:literal, max = $max:literal) => {
+    ($store:ty, $conn:ty, now = $now:literal, max = $max:literal, notify = $notify:expr) => {
         use async_trait::async_trait;
         use time::{Duration, OffsetDateTime};
 
         use super::rows::{self, from_ts, roles_json, RowExt, SESSION_COLUMNS};
         use super::sql::{map_err, USER_CHANGE_TTL_SECS};
-        use super::{
-            Change, ChangeFeed, KeyStore, Rotation, SessionStore, Store, StoreError, UserStore,
-        };
+        use super::{Change, ChangeFeed, KeyStore, Rotation, SessionStore, StoreError, UserStore};
         use crate::jwt::StoredKey;
         use crate::session::{Session, SessionId, TokenHash};
         use crate::user::{Email, Role, User, UserId};
 
         fn ts(t: OffsetDateTime) -> i64 {
             t.unix_timestamp()
+        }
+
+        /// Tells other processes that the change log grew (delivered at commit).
+        async fn notify(tx: &mut $conn) -> Result<(), StoreError> {
+            let statement: Option<&str> = $notify;
+            if let Some(sql) = statement {
+                sqlx::query(sql).execute(tx).await.map_err(map_err)?;
+            }
+            Ok(())
         }
 
         async fn record_user_change(tx: &mut $conn, id: UserId) -> Result<(), StoreError> {
@@ -43,10 +50,10 @@ macro_rules! sql_store {
             ))
             .bind(id.to_string())
             .bind(USER_CHANGE_TTL_SECS)
-            .execute(tx)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-            Ok(())
+            notify(tx).await
         }
 
         async fn record_revocation(
@@ -60,10 +67,10 @@ macro_rules! sql_store {
             ))
             .bind(id)
             .bind(expires_at)
-            .execute(tx)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-            Ok(())
+            notify(tx).await
         }
 
         /// One change to a user row.
@@ -475,13 +482,6 @@ macro_rules! sql_store {
             }
         }
 
-        #[async_trait]
-        impl Store for $store {
-            async fn ping(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
-                Ok(())
-            }
-        }
     };
 }
 

@@ -65,5 +65,17 @@ super::sql::sql_store!(
     SqliteStore,
     sqlx::SqliteConnection,
     now = "unixepoch()",
-    max = "MAX"
+    max = "MAX",
+    notify = None
 );
+
+#[async_trait]
+impl super::Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
