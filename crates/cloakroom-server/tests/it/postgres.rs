@@ -130,3 +130,93 @@ async fn two_instances_on_one_postgresql_act_as_one() {
         resume_unwind(panic)
     }
 }
+
+/// A TCP proxy to PostgreSQL that the test can cut and restore, to play an outage.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cuttable {
+    async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, links2, target) = (up.clone(), links.clone(), target.to_string());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: connection refused, in effect
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { addr, up, links }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn outage(schema_url: String) {
+    let proxy = Cuttable::start("127.0.0.1:5432").await;
+    let url = schema_url.replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    let t = TestServer::start_with(|r| r.database_url = Some(url.clone())).await;
+    t.signup("down@example.com", PASSWORD).await;
+    let token = t.login("down@example.com", PASSWORD).await;
+    proxy.cut();
+    let start = std::time::Instant::now();
+    let res = t.login_raw(serde_json::json!({"email": "down@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), 503, "fail closed, never let anyone in");
+    assert!(res.headers().contains_key("retry-after"));
+    let res = t.signup("new@example.com", PASSWORD).await;
+    assert_eq!(res.status(), 503);
+    let res = t.http.get(t.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let res = t.post("/auth/logout", &token, None).await;
+    assert_eq!(res.status(), 503, "a logout that cannot be stored is not acknowledged");
+    assert!(start.elapsed().as_secs() < 30, "bounded: {:?}", start.elapsed());
+    // A forged token is never let in, whatever the store does.
+    let forged = format!("{}A", "Z".repeat(42));
+    assert_eq!(t.whoami_status(&forged).await, 503, "unknown to memory, the store is needed");
+    proxy.restore();
+    let start = std::time::Instant::now();
+    loop {
+        if t.http.get(t.url("/readyz")).send().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 20, "no recovery");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(t.post("/auth/logout", &token, None).await.status(), 204);
+    assert_eq!(t.whoami_status(&token).await, 401);
+    t.login("down@example.com", PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_outage_fails_closed_and_recovers() {
+    let Some(schema) = PgSchema::create("a_postgresql_outage_fails_closed_and_recovers").await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(outage(schema.url.clone())).catch_unwind().await;
+    schema.drop().await;
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}
