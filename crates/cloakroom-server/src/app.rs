@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+use crate::http::metrics::Metrics;
 use crate::http::{self, AppState, StateInner};
 use crate::settings::Settings;
 
@@ -93,8 +94,13 @@ fn origins(settings: &Settings, bound: SocketAddr) -> Vec<String> {
     }
 }
 
-/// The router for `auth`, as served on `bound`.
-pub fn router(settings: &Settings, auth: Arc<Auth>, bound: SocketAddr) -> Router {
+/// The router for `auth`, as served on `bound`, counting into `metrics`.
+pub fn router(
+    settings: &Settings,
+    auth: Arc<Auth>,
+    bound: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Router {
     let cookie = settings.cookie_policy();
     http::router(AppState::new(StateInner {
         auth,
@@ -102,6 +108,7 @@ pub fn router(settings: &Settings, auth: Arc<Auth>, bound: SocketAddr) -> Router
         origins: origins(settings, bound),
         trusted_proxies: settings.trusted_proxies.clone(),
         hsts: cookie.is_secure(),
+        metrics,
     }))
 }
 
@@ -132,12 +139,14 @@ impl Server {
                  prefer EdDSA"
             );
         }
-        let router = router(settings, Arc::clone(&auth), addr);
+        let metrics = Arc::new(Metrics::default());
+        let router = router(settings, Arc::clone(&auth), addr, Arc::clone(&metrics));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(
             listener,
             router,
             Arc::clone(&auth),
+            metrics,
             settings.header_timeout,
             stopped,
         ));
@@ -171,10 +180,11 @@ async fn run(
     listener: TcpListener,
     router: Router,
     auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
     header_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
-    let background = tokio::spawn(background(Arc::clone(&auth), stop.clone()));
+    let background = tokio::spawn(background(Arc::clone(&auth), metrics, stop.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -223,7 +233,7 @@ async fn run(
 }
 
 /// Keeps the in-memory state and the store in step until told to stop.
-async fn background(auth: Arc<Auth>, stop: watch::Receiver<bool>) {
+async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
     let mut changes = tokio::time::interval(CHANGE_POLL);
     let mut flush = tokio::time::interval(ACTIVITY_FLUSH);
     let mut sweep = tokio::time::interval(SWEEP);
@@ -248,11 +258,20 @@ async fn background(auth: Arc<Auth>, stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             signal = notified => {
+                match auth.apply_changes().await {
+                    Ok(_) => {
+                        if let Some(Some(sent_ms)) = signal {
+                            // Wall-clock time, as PostgreSQL stamped the notification.
+                            let now_ms = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as i64);
+                            metrics.observe_propagation((now_ms - sent_ms) as f64 / 1000.0);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the change log failed"),
+                }
                 if signal.is_none() {
                     pushed = None;
-                }
-                if let Err(e) = auth.apply_changes().await {
-                    tracing::warn!(error = %e, "reading the change log failed");
                 }
             }
             _ = changes.tick() => {

@@ -217,6 +217,14 @@ pub enum Reauth {
 pub struct AuthMetrics {
     /// Spent refresh tokens presented after the grace window.
     pub refresh_reuse: std::sync::atomic::AtomicU64,
+    /// Successful logins (both transports).
+    pub logins_ok: std::sync::atomic::AtomicU64,
+    /// Logins refused for wrong credentials.
+    pub logins_failed: std::sync::atomic::AtomicU64,
+    /// Logins held back by throttling.
+    pub logins_throttled: std::sync::atomic::AtomicU64,
+    /// Logins refused because hashing was saturated.
+    pub logins_overloaded: std::sync::atomic::AtomicU64,
 }
 
 /// The authentication engine.
@@ -424,6 +432,20 @@ impl Auth {
     /// Checks a password and starts a new session. Unknown email, wrong password and disabled
     /// account get the same error after the same work; throttled callers do no hashing.
     pub async fn login(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = self.login_inner(req).await;
+        let counter = match &result {
+            Ok(_) => &self.metrics.logins_ok,
+            Err(AuthError::InvalidCredentials) => &self.metrics.logins_failed,
+            Err(AuthError::TooManyAttempts { .. }) => &self.metrics.logins_throttled,
+            Err(AuthError::Overloaded { .. }) => &self.metrics.logins_overloaded,
+            Err(_) => return result,
+        };
+        counter.fetch_add(1, Relaxed);
+        result
+    }
+
+    async fn login_inner(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
         let now = self.now();
         let email = Email::parse(&req.email).ok();
         let acct = email.as_ref().map(account_key);
@@ -832,7 +854,7 @@ impl Auth {
     /// (PostgreSQL); call [`Auth::apply_changes`] on each. `None`: rely on polling.
     pub async fn watch_changes(
         &self,
-    ) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, AuthError> {
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<Option<i64>>>, AuthError> {
         Ok(self.store.watch().await?)
     }
 

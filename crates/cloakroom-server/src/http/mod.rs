@@ -4,6 +4,7 @@ pub mod api;
 pub mod csrf;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -40,6 +41,8 @@ pub struct StateInner {
     pub trusted_proxies: Vec<IpAddr>,
     /// Send HSTS (the public URL is https).
     pub hsts: bool,
+    /// Request and propagation counters.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,10 +66,15 @@ pub fn router(state: AppState) -> Router {
         .merge(api::sessions::router())
         .merge(api::health::router())
         .merge(api::token::router())
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .with_state(state)
 }
 

@@ -329,3 +329,35 @@ async fn health_readiness_and_openapi() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_and_login_outcomes() {
+    let t = TestServer::start().await;
+    t.signup("m@example.com", PASSWORD).await;
+    t.login("m@example.com", PASSWORD).await;
+    let res = t
+        .login_raw(json!({"email": "m@example.com", "password": "wrong password"}))
+        .await;
+    assert_eq!(res.status(), 401);
+    t.http.get(t.url("/no/such/path")).send().await.unwrap();
+    let res = t.http.get(t.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    for line in [
+        "cloakroom_http_requests_total{route=\"/auth/login\",status=\"200\"} 1",
+        "cloakroom_http_requests_total{route=\"/auth/login\",status=\"401\"} 1",
+        "cloakroom_http_requests_total{route=\"other\",status=\"404\"} 1",
+        "cloakroom_logins_total{outcome=\"success\"} 1",
+        "cloakroom_logins_total{outcome=\"invalid_credentials\"} 1",
+        "cloakroom_logins_throttled_total 0",
+        "cloakroom_refresh_reuse_total 0",
+        "cloakroom_hash_queue 0",
+        "cloakroom_revocation_propagation_seconds_count 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}

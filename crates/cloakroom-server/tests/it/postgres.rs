@@ -104,11 +104,18 @@ async fn two_instances(url: String) {
         assert_eq!(logout.status(), 204);
         let start = std::time::Instant::now();
         loop {
-            let status = if bearer { a.bearer_status(&token).await } else { a.whoami_status(&token).await };
+            let status = if bearer {
+                a.bearer_status(&token).await
+            } else {
+                a.whoami_status(&token).await
+            };
             if status == 401 {
                 break;
             }
-            assert!(start.elapsed().as_secs() < 2, "A still accepts a session ended on B");
+            assert!(
+                start.elapsed().as_secs() < 2,
+                "A still accepts a session ended on B"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         times.push(start.elapsed().as_secs_f64() * 1000.0);
@@ -124,7 +131,9 @@ async fn two_instances_on_one_postgresql_act_as_one() {
     let Some(schema) = PgSchema::create("two_instances_on_one_postgresql_act_as_one").await else {
         return;
     };
-    let outcome = AssertUnwindSafe(two_instances(schema.url.clone())).catch_unwind().await;
+    let outcome = AssertUnwindSafe(two_instances(schema.url.clone()))
+        .catch_unwind()
+        .await;
     schema.drop().await;
     if let Err(panic) = outcome {
         resume_unwind(panic)
@@ -182,7 +191,9 @@ async fn outage(schema_url: String) {
     let token = t.login("down@example.com", PASSWORD).await;
     proxy.cut();
     let start = std::time::Instant::now();
-    let res = t.login_raw(serde_json::json!({"email": "down@example.com", "password": PASSWORD})).await;
+    let res = t
+        .login_raw(serde_json::json!({"email": "down@example.com", "password": PASSWORD}))
+        .await;
     assert_eq!(res.status(), 503, "fail closed, never let anyone in");
     assert!(res.headers().contains_key("retry-after"));
     let res = t.signup("new@example.com", PASSWORD).await;
@@ -190,11 +201,23 @@ async fn outage(schema_url: String) {
     let res = t.http.get(t.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let res = t.post("/auth/logout", &token, None).await;
-    assert_eq!(res.status(), 503, "a logout that cannot be stored is not acknowledged");
-    assert!(start.elapsed().as_secs() < 30, "bounded: {:?}", start.elapsed());
+    assert_eq!(
+        res.status(),
+        503,
+        "a logout that cannot be stored is not acknowledged"
+    );
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "bounded: {:?}",
+        start.elapsed()
+    );
     // A forged token is never let in, whatever the store does.
     let forged = format!("{}A", "Z".repeat(42));
-    assert_eq!(t.whoami_status(&forged).await, 503, "unknown to memory, the store is needed");
+    assert_eq!(
+        t.whoami_status(&forged).await,
+        503,
+        "unknown to memory, the store is needed"
+    );
     proxy.restore();
     let start = std::time::Instant::now();
     loop {
@@ -211,10 +234,13 @@ async fn outage(schema_url: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_outage_fails_closed_and_recovers() {
-    let Some(schema) = PgSchema::create("a_postgresql_outage_fails_closed_and_recovers").await else {
+    let Some(schema) = PgSchema::create("a_postgresql_outage_fails_closed_and_recovers").await
+    else {
         return;
     };
-    let outcome = AssertUnwindSafe(outage(schema.url.clone())).catch_unwind().await;
+    let outcome = AssertUnwindSafe(outage(schema.url.clone()))
+        .catch_unwind()
+        .await;
     schema.drop().await;
     if let Err(panic) = outcome {
         resume_unwind(panic)

@@ -176,8 +176,9 @@ pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// A signal each time the change log may have grown, for backends that can push (PostgreSQL
-    /// LISTEN/NOTIFY). `None`: poll [`ChangeFeed::changes_since`] instead.
-    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError> {
+    /// LISTEN/NOTIFY), with the time it was sent (ms since the epoch) when known. `None`: poll
+    /// [`ChangeFeed::changes_since`] instead.
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Option<i64>>>, StoreError> {
         Ok(None)
     }
 }

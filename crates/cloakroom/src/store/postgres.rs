@@ -47,7 +47,10 @@ super::sql::sql_store!(
     sqlx::PgConnection,
     now = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
     max = "GREATEST",
-    notify = Some("SELECT pg_notify('cloakroom_changes', '')")
+    notify = Some(
+        "SELECT pg_notify('cloakroom_changes', \
+         CAST(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS TEXT))"
+    )
 );
 
 #[async_trait]
@@ -60,28 +63,32 @@ impl super::Store for PostgresStore {
         Ok(())
     }
 
-    /// LISTEN on the change channel. Each notification, and each reconnection after the
-    /// connection was lost (events may have been missed meanwhile), yields a signal; the caller
-    /// then reads the change log, so nothing is missed for good.
-    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError> {
+    /// LISTEN on the change channel. Each notification (carrying the time it was sent, in ms
+    /// since the epoch) and each reconnection after the connection was lost (events may have been
+    /// missed meanwhile; no time) yields a signal; the caller then reads the change log, so
+    /// nothing is missed for good.
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Option<i64>>>, StoreError> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
             .await
             .map_err(map_err)?;
-        listener.listen("cloakroom_changes").await.map_err(map_err)?;
+        listener
+            .listen("cloakroom_changes")
+            .await
+            .map_err(map_err)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             loop {
                 let signal = match listener.try_recv().await {
-                    Ok(Some(_)) => true,
+                    Ok(Some(n)) => n.payload().parse::<i64>().ok(),
                     // The connection dropped; the next call reconnects. Resynchronise.
-                    Ok(None) => true,
+                    Ok(None) => None,
                     Err(e) => {
                         tracing::warn!(error = %e, "change notifications interrupted");
                         tokio::time::sleep(StdDuration::from_millis(500)).await;
-                        true
+                        None
                     }
                 };
-                if signal && tx.try_send(()).is_err() && tx.is_closed() {
+                if tx.try_send(signal).is_err() && tx.is_closed() {
                     return;
                 }
             }
