@@ -322,6 +322,7 @@ async fn health_readiness_and_openapi() {
         ("/openapi.json", "get"),
         ("/auth/token", "post"),
         ("/.well-known/jwks.json", "get"),
+        ("/metrics", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
