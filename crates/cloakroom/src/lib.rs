@@ -32,6 +32,8 @@ mod password;
 mod secret;
 mod session;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod throttle;
 mod tokens;
 mod user;

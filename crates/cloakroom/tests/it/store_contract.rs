@@ -308,66 +308,11 @@ contract!(sqlite:
     delete_expired_respects_grace;
     concurrent_replace_secret_has_one_winner);
 
-/// The PostgreSQL database for tests: `CLOAKROOM_TEST_POSTGRES_URL`, or the local default.
-fn postgres_url() -> String {
-    std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn services_required() -> bool {
-    ["CI", "CLOAKROOM_REQUIRE_SERVICES"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"))
-}
-
-/// A schema of its own for one test, dropped by [`PgSchema::drop`].
-pub struct PgSchema {
-    admin: sqlx::PgPool,
-    name: String,
-}
-
-impl PgSchema {
-    /// A fresh schema and a store URL that uses it; `None` (after a SKIP line) when PostgreSQL
-    /// is not reachable and not required.
-    pub async fn create(test: &str) -> Option<(Self, String)> {
-        let base = postgres_url();
-        let admin = match sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(std::time::Duration::from_secs(3))
-            .connect(&base)
-            .await
-        {
-            Ok(pool) => pool,
-            Err(e) => {
-                assert!(
-                    !services_required(),
-                    "PostgreSQL is required here but unreachable: {e}"
-                );
-                println!("SKIP {test}: PostgreSQL not reachable at {base} ({e})");
-                return None;
-            }
-        };
-        let name = format!("cloakroom_t_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
-        Some((Self { admin, name }, url))
-    }
-
-    /// Drops the schema and everything in it.
-    pub async fn drop(self) {
-        let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .execute(&self.admin)
-            .await;
-    }
-}
+use cloakroom::testing::PgSchema;
 
 async fn postgres(test: &str) -> Option<(Arc<dyn Store>, PgSchema)> {
-    let (schema, url) = PgSchema::create(test).await?;
-    let store = cloakroom::PostgresStore::open(&url).await.unwrap();
+    let schema = PgSchema::create(test).await?;
+    let store = cloakroom::PostgresStore::open(&schema.url).await.unwrap();
     Some((Arc::new(store), schema))
 }
 

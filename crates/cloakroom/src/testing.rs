@@ -1,0 +1,69 @@
+//! Helpers for tests that need real services (feature `testing`): the rule for skipping when a
+//! service is absent, and a PostgreSQL schema per test.
+
+// A helper for tests: failing loudly is its job.
+#![allow(clippy::panic)]
+
+/// Whether a missing service must fail the test rather than skip it: under `CI` or
+/// `CLOAKROOM_REQUIRE_SERVICES`.
+pub fn services_required() -> bool {
+    ["CI", "CLOAKROOM_REQUIRE_SERVICES"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"))
+}
+
+/// The PostgreSQL database tests use: `CLOAKROOM_TEST_POSTGRES_URL`, or the local default.
+pub fn postgres_url() -> String {
+    std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A PostgreSQL schema of one test's own; drop it with [`PgSchema::drop`].
+#[derive(Debug)]
+pub struct PgSchema {
+    admin: sqlx::PgPool,
+    name: String,
+    /// A database URL whose `search_path` is this schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    /// Creates a fresh schema. `None`, after printing a SKIP line for `test`, when PostgreSQL is
+    /// unreachable and not required; a panic when it is required.
+    pub async fn create(test: &str) -> Option<Self> {
+        let base = postgres_url();
+        let admin = match sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect(&base)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(e) => {
+                assert!(
+                    !services_required(),
+                    "PostgreSQL is required here but unreachable: {e}"
+                );
+                println!("SKIP {test}: PostgreSQL not reachable at {base} ({e})");
+                return None;
+            }
+        };
+        let name = format!("cloakroom_t_{}", uuid::Uuid::new_v4().simple());
+        if let Err(e) = sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+        {
+            panic!("cannot create the test schema: {e}");
+        }
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        Some(Self { admin, name, url })
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(&self.admin)
+            .await;
+    }
+}
