@@ -35,11 +35,6 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(Self { pool })
     }
-
-    /// Closes the connections.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 super::sql::sql_store!(
@@ -56,11 +51,7 @@ super::sql::sql_store!(
 #[async_trait]
 impl super::Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.ping_pool().await
     }
 
     /// LISTEN on the change channel. Each notification (carrying the time it was sent, in ms

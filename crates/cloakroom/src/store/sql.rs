@@ -81,6 +81,19 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// Closes the connections.
+            pub async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            async fn ping_pool(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
             async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let q = match update {

@@ -50,11 +50,6 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(Self { pool })
     }
-
-    /// Closes the connections (after writing what is pending).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -72,10 +67,6 @@ super::sql::sql_store!(
 #[async_trait]
 impl super::Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.ping_pool().await
     }
 }
