@@ -3,7 +3,7 @@
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use cloakroom::{Auth, Clock, PostgresStore, SqliteStore, Store};
+use cloakroom::{Auth, Clock, PostgresStore, RedisStore, SqliteStore, Store, Throttle};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -49,7 +49,29 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
 }
 
-/// Opens the store the settings name, creating the data directory for an SQLite file.
+/// Opens the stores the settings name: the database, and Redis in front of it for sessions and
+/// throttle counters when configured.
+pub async fn open_stores(
+    settings: &Settings,
+) -> Result<(Arc<dyn Store>, Option<Arc<dyn Throttle>>), StartError> {
+    let sql = open_store(settings).await?;
+    match &settings.redis_url {
+        None => Ok((sql, None)),
+        Some(url) => {
+            let redis = RedisStore::open(
+                url.expose(),
+                &settings.redis_prefix,
+                sql,
+                settings.auth.idle_grace,
+            )
+            .await?;
+            let throttle = Arc::new(redis.throttle());
+            Ok((Arc::new(redis), Some(throttle)))
+        }
+    }
+}
+
+/// Opens the database the settings name, creating the data directory for an SQLite file.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     let url = settings.database_url.expose();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -73,10 +95,12 @@ pub async fn engine(
     clock: Arc<dyn Clock>,
     port: u16,
 ) -> Result<Arc<Auth>, StartError> {
-    let store = open_store(settings).await?;
-    Ok(Arc::new(
-        Auth::new(store, settings.auth_config(port), clock).await?,
-    ))
+    let config = settings.auth_config(port);
+    let auth = match open_stores(settings).await? {
+        (store, None) => Auth::new(store, config, clock).await?,
+        (store, Some(throttle)) => Auth::with_throttle(store, throttle, config, clock).await?,
+    };
+    Ok(Arc::new(auth))
 }
 
 /// The origins whose requests count as this site's.
@@ -232,6 +256,13 @@ async fn run(
     }
 }
 
+/// Wall-clock milliseconds, to compare with the time a notification was stamped with.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Keeps the in-memory state and the store in step until told to stop.
 async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
     let mut changes = tokio::time::interval(CHANGE_POLL);
@@ -248,6 +279,13 @@ async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receive
             None
         }
     };
+    let mut revocations = match auth.revocation_events().await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(error = %e, "no revocation feed");
+            None
+        }
+    };
     let mut stop_signal = std::pin::pin!(stopped(stop));
     loop {
         let notified = async {
@@ -256,16 +294,27 @@ async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receive
                 None => std::future::pending().await,
             }
         };
+        let revoked = async {
+            match revocations.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            event = revoked => match event {
+                Some(event) => {
+                    if let cloakroom::RevocationEvent::Revoked { sent_ms: Some(sent_ms), .. } = event {
+                        metrics.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0);
+                    }
+                    auth.apply_revocation(event);
+                }
+                None => revocations = None,
+            },
             signal = notified => {
                 match auth.apply_changes().await {
                     Ok(_) => {
                         if let Some(Some(sent_ms)) = signal {
-                            // Wall-clock time, as PostgreSQL stamped the notification.
-                            let now_ms = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_millis() as i64);
-                            metrics.observe_propagation((now_ms - sent_ms) as f64 / 1000.0);
+                            metrics.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the change log failed"),

@@ -27,6 +27,9 @@ pub struct RawSettings {
     /// Redis URL for sessions, revocations and throttling shared by many instances
     #[arg(long, global = true, env = "CLOAKROOM_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis [default: cloakroom]
+    #[arg(long, global = true, env = "CLOAKROOM_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// The public origin clients use, such as `https://auth.example.com`
     #[arg(long, global = true, env = "CLOAKROOM_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -125,6 +128,7 @@ impl RawSettings {
             data_dir,
             database_url,
             redis_url,
+            redis_prefix,
             public_url,
             insecure_dev,
             trusted_proxies,
@@ -165,6 +169,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Where users and sessions are stored.
     pub database_url: Secret<String>,
+    /// Where sessions, revocations and throttle counters are shared, if anywhere.
+    pub redis_url: Option<Secret<String>>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
     /// The public origin, if configured; otherwise derived from the bound address.
     pub public_url: Option<Url>,
     /// Plain http allowed beyond localhost.
@@ -217,9 +225,33 @@ impl Settings {
                 ))
             }
         };
-        if raw.redis_url.is_some() {
+        let redis_url = match raw.redis_url {
+            None => None,
+            Some(u)
+                if u.starts_with("redis://")
+                    || u.starts_with("redis+unix://")
+                    || u.starts_with("unix://") =>
+            {
+                Some(Secret::new(u))
+            }
+            Some(_) => {
+                return Err(SettingsError(
+                    "--redis-url must start with redis://, redis+unix:// or unix:// \
+                     (TLS to Redis is not built in: reach it over a private network or a \
+                     local TLS tunnel)"
+                        .into(),
+                ))
+            }
+        };
+        let redis_prefix = raw.redis_prefix.unwrap_or_else(|| "cloakroom".into());
+        if redis_prefix.is_empty()
+            || redis_prefix.len() > 64
+            || !redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
             return Err(SettingsError(
-                "Redis is not supported by this build yet; leave --redis-url unset".into(),
+                "--redis-prefix must be 1 to 64 letters, digits or _-.:".into(),
             ));
         }
         let insecure_dev = raw.insecure_dev.unwrap_or(false);
@@ -363,6 +395,8 @@ impl Settings {
             listen,
             data_dir,
             database_url: Secret::new(database_url),
+            redis_url,
+            redis_prefix,
             public_url,
             insecure_dev,
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
@@ -413,6 +447,8 @@ impl Settings {
             listen: String,
             data_dir: String,
             database_url: String,
+            redis_url: Option<String>,
+            redis_prefix: &'a str,
             public_url: String,
             insecure_dev: bool,
             trusted_proxies: Vec<String>,
@@ -440,6 +476,8 @@ impl Settings {
             listen: self.listen.to_string(),
             data_dir: self.data_dir.display().to_string(),
             database_url: redact_url(self.database_url.expose()),
+            redis_url: self.redis_url.as_ref().map(|u| redact_url(u.expose())),
+            redis_prefix: &self.redis_prefix,
             public_url: self.public_url.as_ref().map_or_else(
                 || format!("http://localhost:{} (derived)", self.listen.port()),
                 |u| u.to_string(),

@@ -8,7 +8,7 @@
 //! expired sessions.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
@@ -19,7 +19,7 @@ use crate::jwt::{ClaimsPolicy, KeyRing};
 use crate::live::{LiveSession, LiveSessions};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
 use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, RevocationEvent, Store, StoreError};
 use crate::throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 use crate::tokens::{load_ring, JwtConfig};
 use crate::user::{Email, EmailError, Role, RoleError, User, UserId};
@@ -237,6 +237,8 @@ pub struct Auth {
     clock: Arc<dyn Clock>,
     pub(crate) live: LiveSessions,
     cursor: AtomicI64,
+    /// Set while a store that pushes revocations cannot: sessions in memory are not trusted.
+    feed_down: AtomicBool,
     sync: tokio::sync::Mutex<()>,
     pub(crate) keys: ArcSwap<KeyRing>,
     pub(crate) claims_policy: ClaimsPolicy,
@@ -301,6 +303,7 @@ impl Auth {
             clock,
             live,
             cursor: AtomicI64::new(head),
+            feed_down: AtomicBool::new(false),
             sync: tokio::sync::Mutex::new(()),
         })
     }
@@ -326,9 +329,19 @@ impl Auth {
         self.live.len()
     }
 
-    /// Whether the store answers.
+    /// Whether the store answers and revocations reach this process.
     pub async fn ready(&self) -> Result<(), AuthError> {
+        self.feed_ok()?;
         Ok(self.store.ping().await?)
+    }
+
+    fn feed_ok(&self) -> Result<(), AuthError> {
+        if self.feed_down.load(Ordering::Acquire) {
+            return Err(AuthError::Store(StoreError::Unavailable(
+                "revocations cannot reach this process".into(),
+            )));
+        }
+        Ok(())
     }
 
     // ----- accounts -------------------------------------------------------------------------
@@ -583,6 +596,8 @@ impl Auth {
         &self,
         live: &Arc<LiveSession>,
     ) -> Result<Authenticated, AuthError> {
+        // Fail closed: while revocations may be missed, no session is trusted.
+        self.feed_ok()?;
         let session = &live.session;
         if self.live.is_revoked(session.id) {
             self.live.remove(session.id);
@@ -856,6 +871,29 @@ impl Auth {
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<Option<i64>>>, AuthError> {
         Ok(self.store.watch().await?)
+    }
+
+    /// Revocations pushed by the store as they happen (Redis); feed each to
+    /// [`Auth::apply_revocation`]. `None`: the change log carries them.
+    pub async fn revocation_events(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<RevocationEvent>>, AuthError> {
+        Ok(self.store.revocations().await?)
+    }
+
+    /// Applies one pushed revocation event: a revoked session is refused from now on; while
+    /// the feed is lost every session is refused (503), since a revocation could be missed; a
+    /// store that lost its data makes this process forget every session it holds.
+    pub fn apply_revocation(&self, event: RevocationEvent) {
+        match event {
+            RevocationEvent::Revoked { id, expires_at, .. } => self.live.revoke(id, expires_at),
+            RevocationEvent::Lost => self.feed_down.store(true, Ordering::Release),
+            RevocationEvent::Resynced => self.feed_down.store(false, Ordering::Release),
+            RevocationEvent::Reset => {
+                self.live.clear_sessions();
+                self.verified.clear();
+            }
+        }
     }
 
     /// Writes last-seen times gathered in memory to the store, in one batch.

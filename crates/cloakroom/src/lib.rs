@@ -51,8 +51,8 @@ pub use password::{
 pub use secret::Secret;
 pub use session::{Lifetime, Session, SessionId, SessionToken, TokenHash, Transport};
 pub use store::{
-    Change, ChangeFeed, KeyStore, PostgresStore, Rotation, SessionStore, SqliteStore, Store,
-    StoreError, UserStore,
+    Change, ChangeFeed, KeyStore, PostgresStore, RedisStore, RedisThrottle, RevocationEvent,
+    Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,
 };
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 pub use tokens::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};

@@ -94,6 +94,12 @@ impl LiveSessions {
         self.remove(id);
     }
 
+    /// Forgets every session held, keeping the revocations (the store lost its sessions).
+    pub(crate) fn clear_sessions(&self) {
+        self.by_hash.clear();
+        self.by_id.clear();
+    }
+
     pub(crate) fn is_revoked(&self, id: SessionId) -> bool {
         self.revoked.contains_key(&id)
     }

@@ -67,3 +67,79 @@ impl PgSchema {
             .await;
     }
 }
+
+/// The Redis tests use: `CLOAKROOM_TEST_REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("CLOAKROOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis key prefix of one test's own; delete its keys with [`RedisPrefix::drop`].
+#[derive(Debug)]
+pub struct RedisPrefix {
+    /// The Redis URL.
+    pub url: String,
+    /// The prefix (`cloakroom-t-<random>`).
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    /// A fresh prefix. `None`, after printing a SKIP line for `test`, when Redis is unreachable
+    /// and not required; a panic when it is required.
+    pub async fn create(test: &str) -> Option<Self> {
+        let url = redis_url();
+        let reachable = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(3), reachable).await {
+            Ok(Ok(_)) => {}
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                assert!(
+                    !services_required(),
+                    "Redis is required here but unreachable: {why}"
+                );
+                println!("SKIP {test}: Redis not reachable at {url} ({why})");
+                return None;
+            }
+        }
+        let prefix = format!("cloakroom-t-{}", uuid::Uuid::new_v4().simple());
+        Some(Self { url, prefix })
+    }
+
+    /// Deletes every key under the prefix.
+    pub async fn drop(self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+}

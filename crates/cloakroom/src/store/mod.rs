@@ -12,10 +12,12 @@ use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
 mod postgres;
+mod redis;
 mod rows;
 mod sql;
 mod sqlite;
 pub use postgres::PostgresStore;
+pub use redis::{RedisStore, RedisThrottle};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Messages never carry SQL or data values.
@@ -48,6 +50,28 @@ pub enum Change {
     },
     /// A user's roles, status or password changed.
     UserChanged(UserId),
+}
+
+/// What a store that keeps sessions apart from the change log (Redis) pushes about revocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationEvent {
+    /// A session was ended somewhere.
+    Revoked {
+        /// The ended session.
+        id: SessionId,
+        /// When it would have expired anyway.
+        expires_at: OffsetDateTime,
+        /// When the revocation was published (ms since the epoch), when known.
+        sent_ms: Option<i64>,
+    },
+    /// The feed is down: revocations made elsewhere may be missed until [`Self::Resynced`], so
+    /// sessions held in memory must not be trusted meanwhile.
+    Lost,
+    /// The feed is back, and every revocation made while it was down has been delivered.
+    Resynced,
+    /// The store lost its data (a restart without persistence): every session held in memory
+    /// is gone from the store and must be forgotten.
+    Reset,
 }
 
 /// Accounts.
@@ -179,6 +203,14 @@ pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
     /// LISTEN/NOTIFY), with the time it was sent (ms since the epoch) when known. `None`: poll
     /// [`ChangeFeed::changes_since`] instead.
     async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Option<i64>>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Revocations pushed as they happen, for backends whose sessions live outside the change
+    /// log (Redis). `None`: revocations arrive through [`ChangeFeed::changes_since`].
+    async fn revocations(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<RevocationEvent>>, StoreError> {
         Ok(None)
     }
 }

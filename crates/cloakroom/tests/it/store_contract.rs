@@ -2,8 +2,8 @@
 //! plain async function over `&dyn Store`, instantiated per backend by `contract!`.
 
 use cloakroom::{
-    Change, Email, Role, Session, SessionId, SessionToken, SqliteStore, Store, StoreError,
-    Transport, User, UserId,
+    Change, Email, RedisStore, Role, Rotation, Session, SessionId, SessionToken, SqliteStore,
+    Store, StoreError, Transport, User, UserId,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -128,22 +128,42 @@ async fn sessions_find_touch_list(store: &dyn Store) {
         .is_empty());
 }
 
-async fn revoke_publishes_and_touch_never_resurrects(store: &dyn Store) {
+async fn revoke_is_remembered_and_touch_never_resurrects(store: &dyn Store) {
     let u = user("r@example.com");
     store.insert_user(&u, "h").await.unwrap();
     let (s, token) = session(u.id, t0());
     store.insert_session(&s).await.unwrap();
-    let head = store.change_head().await.unwrap();
     assert_eq!(store.revoke(s.id).await.unwrap().map(|x| x.id), Some(s.id));
     assert!(
         store.revoke(s.id).await.unwrap().is_none(),
         "second revoke is a no-op"
     );
+    assert!(store.revoke(SessionId::random()).await.unwrap().is_none());
     store
         .touch(&[(s.id, t0() + Duration::minutes(1))])
         .await
         .unwrap();
     assert!(store.find_by_token(&token.hash()).await.unwrap().is_none());
+    assert!(store.find_session(s.id).await.unwrap().is_none());
+    let revoked = store.revoked_sessions(t0()).await.unwrap();
+    assert_eq!(revoked, vec![(s.id, s.absolute_expires_at)]);
+    assert!(store
+        .revoked_sessions(s.absolute_expires_at)
+        .await
+        .unwrap()
+        .is_empty());
+    store.prune_changes(s.absolute_expires_at).await.unwrap();
+    assert!(store.revoked_sessions(t0()).await.unwrap().is_empty());
+}
+
+/// SQL backends carry revocations in the change log (Redis pushes them; see redis_store).
+async fn revoke_is_in_the_change_log(store: &dyn Store) {
+    let u = user("log@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (s, _) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    let head = store.change_head().await.unwrap();
+    store.revoke(s.id).await.unwrap();
     let changes = store.changes_since(head).await.unwrap();
     assert_eq!(
         changes.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(),
@@ -152,13 +172,6 @@ async fn revoke_publishes_and_touch_never_resurrects(store: &dyn Store) {
             expires_at: s.absolute_expires_at
         }]
     );
-    let revoked = store.revoked_sessions(t0()).await.unwrap();
-    assert_eq!(revoked, vec![(s.id, s.absolute_expires_at)]);
-    assert!(store
-        .revoked_sessions(s.absolute_expires_at)
-        .await
-        .unwrap()
-        .is_empty());
     store.prune_changes(s.absolute_expires_at).await.unwrap();
     assert!(store.changes_since(head).await.unwrap().is_empty());
 }
@@ -243,6 +256,134 @@ async fn concurrent_replace_secret_has_one_winner(store: Arc<dyn Store>) {
     assert_eq!(wins, 1);
 }
 
+async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
+    let u = user("rot@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (mut s, presented) = session(u.id, t0());
+    s.transport = Transport::Token;
+    store.insert_session(&s).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let store = Arc::clone(&store);
+        let presented = presented.hash();
+        tasks.push(tokio::spawn(async move {
+            let next = SessionToken::generate();
+            let rotation = store
+                .rotate_refresh(
+                    &presented,
+                    &next.hash(),
+                    &[i; 8],
+                    t0() + Duration::seconds(1),
+                )
+                .await
+                .unwrap();
+            (rotation, next, i)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut sealed_seen = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (Rotation::Rotated(r), next, i) => {
+                assert_eq!(r.id, s.id);
+                assert_eq!(r.secret_hash, next.hash());
+                winners.push((next, i));
+            }
+            (
+                Rotation::Spent {
+                    sealed_next,
+                    session,
+                    ..
+                },
+                _,
+                _,
+            ) => {
+                assert_eq!(session.id, s.id);
+                sealed_seen.push(sealed_next);
+            }
+            (Rotation::Unknown, _, _) => panic!("a racing rotation lost the session"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one successor");
+    let (next, i) = &winners[0];
+    assert!(
+        sealed_seen.iter().all(|b| *b == vec![*i; 8]),
+        "every loser sees the winner's"
+    );
+    let found = store.find_by_token(&next.hash()).await.unwrap().unwrap();
+    assert_eq!(found.id, s.id);
+    assert!(store
+        .find_by_token(&presented.hash())
+        .await
+        .unwrap()
+        .is_none());
+    // A token two rotations old is unknown; the presented one is spent.
+    let third = SessionToken::generate();
+    assert!(matches!(
+        store
+            .rotate_refresh(
+                &next.hash(),
+                &third.hash(),
+                b"x",
+                t0() + Duration::seconds(2)
+            )
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        store
+            .rotate_refresh(
+                &presented.hash(),
+                &SessionToken::generate().hash(),
+                b"y",
+                t0()
+            )
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh(&next.hash(), &SessionToken::generate().hash(), b"z", t0())
+            .await
+            .unwrap(),
+        Rotation::Spent { .. }
+    ));
+    // A cookie session is never rotated as a refresh token.
+    let (c, cookie) = session(u.id, t0());
+    store.insert_session(&c).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh(&cookie.hash(), &SessionToken::generate().hash(), b"c", t0())
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+}
+
+async fn concurrent_revoke_all_ends_each_session_once(store: Arc<dyn Store>) {
+    let u = user("everywhere@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let ids = futures_ids(&*store, u.id, 20).await;
+    let (a, b) = tokio::join!(store.revoke_all(u.id, None), store.revoke_all(u.id, None));
+    let mut ended = a.unwrap();
+    ended.extend(b.unwrap());
+    ended.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(ended, expected, "each session ended exactly once");
+    assert!(store.list_for_user(u.id).await.unwrap().is_empty());
+    let revoked: Vec<SessionId> = store
+        .revoked_sessions(t0())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(ids.iter().all(|id| revoked.contains(id)));
+}
+
 async fn delete_expired_respects_grace(store: &dyn Store) {
     let u = user("exp@example.com");
     store.insert_user(&u, "h").await.unwrap();
@@ -302,11 +443,14 @@ macro_rules! contract {
 contract!(sqlite:
     users_round_trip_and_unique_email,
     sessions_find_touch_list,
-    revoke_publishes_and_touch_never_resurrects,
+    revoke_is_remembered_and_touch_never_resurrects,
+    revoke_is_in_the_change_log,
     revoke_all_keeps_one,
     replace_secret_is_compare_and_set,
     delete_expired_respects_grace;
-    concurrent_replace_secret_has_one_winner);
+    concurrent_replace_secret_has_one_winner,
+    concurrent_rotations_mint_one_successor,
+    concurrent_revoke_all_ends_each_session_once);
 
 use cloakroom::testing::PgSchema;
 
@@ -346,8 +490,62 @@ macro_rules! contract_pg {
 contract_pg!(
     users_round_trip_and_unique_email,
     sessions_find_touch_list,
-    revoke_publishes_and_touch_never_resurrects,
+    revoke_is_remembered_and_touch_never_resurrects,
+    revoke_is_in_the_change_log,
     revoke_all_keeps_one,
     replace_secret_is_compare_and_set,
     delete_expired_respects_grace;
-    concurrent_replace_secret_has_one_winner);
+    concurrent_replace_secret_has_one_winner,
+    concurrent_rotations_mint_one_successor,
+    concurrent_revoke_all_ends_each_session_once);
+
+use cloakroom::testing::RedisPrefix;
+
+/// Redis for sessions in front of SQLite for users (PostgreSQL with Redis runs in the server's
+/// tests).
+pub(crate) async fn redis(test: &str) -> Option<(Arc<dyn Store>, RedisPrefix, tempfile::TempDir)> {
+    let prefix = RedisPrefix::create(test).await?;
+    let (sql, dir) = sqlite().await;
+    let store = RedisStore::open(&prefix.url, &prefix.prefix, sql, Duration::minutes(10))
+        .await
+        .unwrap();
+    Some((Arc::new(store), prefix, dir))
+}
+
+macro_rules! contract_redis {
+    ($($case:ident),* ; $($shared:ident),*) => {
+        mod redis {
+            use futures::FutureExt;
+            use std::panic::{resume_unwind, AssertUnwindSafe};
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some((store, prefix, _dir)) = super::redis(stringify!($case)).await else { return };
+                    let outcome = AssertUnwindSafe(super::$case(&*store)).catch_unwind().await;
+                    prefix.drop().await;
+                    if let Err(panic) = outcome { resume_unwind(panic) }
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let Some((store, prefix, _dir)) = super::redis(stringify!($shared)).await else { return };
+                    let outcome = AssertUnwindSafe(super::$shared(store)).catch_unwind().await;
+                    prefix.drop().await;
+                    if let Err(panic) = outcome { resume_unwind(panic) }
+                }
+            )*
+        }
+    };
+}
+
+contract_redis!(
+    users_round_trip_and_unique_email,
+    sessions_find_touch_list,
+    revoke_is_remembered_and_touch_never_resurrects,
+    revoke_all_keeps_one,
+    replace_secret_is_compare_and_set,
+    delete_expired_respects_grace;
+    concurrent_replace_secret_has_one_winner,
+    concurrent_rotations_mint_one_successor,
+    concurrent_revoke_all_ends_each_session_once);

@@ -1,0 +1,282 @@
+//! Sessions, revocations and throttle counters in Redis, beside an SQL store that keeps users,
+//! signing keys and user changes: the part many instances share.
+//!
+//! Key layout, under a configurable prefix `P`:
+//!
+//! | key | type | holds |
+//! |-----|------|-------|
+//! | `P:{u:<user>}:s:<session>` | hash | one session; expires on its own (idle and absolute) |
+//! | `P:{u:<user>}:sessions` | sorted set | the user's session ids, by creation time |
+//! | `P:tok:<sha256 hex>` | string | `<user> <session>` for a current or previous secret |
+//! | `P:sid:<session>` | string | `<user>`, to find a session by id |
+//! | `P:expiry` | sorted set | `<user> <session>` by logical deadline, for the sweep |
+//! | `P:{rev}:set` | sorted set | revoked session ids, by the time they would have expired |
+//! | `P:{rev}:log` | sorted set | `<seq> <session> <expiry>`, the recent revocations in order |
+//! | `P:{rev}:seq`, `P:{rev}:epoch` | strings | the log's position, and a random mark of this data set |
+//! | `P:th:<key>` | hash | throttle counters |
+//!
+//! Redis Cluster: the keys one script or transaction touches share a hash tag (`{u:<user>}` for
+//! a user's sessions and index, `{rev}` for the revocation log), so no command spans two slots.
+//! The pointers (`tok`, `sid`, `expiry`) are read or written by separate commands.
+//!
+//! What makes a failure half-way safe is the order of writes: a pointer is written before the
+//! session it points to (a dangling pointer finds nothing), and a revocation is logged and
+//! published before the session is deleted (a session that survives is one every instance
+//! refuses). Refresh rotation and the deletion of a user's sessions are single Lua scripts.
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+use time::OffsetDateTime;
+
+use super::{Change, ChangeFeed, KeyStore, RevocationEvent, Store, StoreError, UserStore};
+use crate::jwt::StoredKey;
+use crate::session::{SessionId, TokenHash};
+use crate::user::{Email, Role, User, UserId};
+
+mod feed;
+mod sessions;
+mod throttle;
+pub use throttle::RedisThrottle;
+
+/// How long one Redis command may take before the request that needed it fails (503).
+const RESPONSE_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+
+/// Users, keys and user changes in an SQL store; sessions, revocations and their events in
+/// Redis.
+pub struct RedisStore {
+    sql: Arc<dyn Store>,
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Seconds a session outlives its logical deadline in Redis (activity is written late).
+    grace_secs: i64,
+    /// The mark of the data set seen at start.
+    epoch: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Names of the keys, under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn session(&self, user: &str, id: &str) -> String {
+        format!("{}:{{u:{user}}}:s:{id}", self.prefix)
+    }
+    fn index(&self, user: &str) -> String {
+        format!("{}:{{u:{user}}}:sessions", self.prefix)
+    }
+    fn token(&self, hash: &TokenHash) -> String {
+        format!("{}:tok:{}", self.prefix, hex(&hash.0))
+    }
+    fn by_id(&self, id: SessionId) -> String {
+        format!("{}:sid:{id}", self.prefix)
+    }
+    fn expiry(&self) -> String {
+        format!("{}:expiry", self.prefix)
+    }
+    fn revoked(&self) -> String {
+        format!("{}:{{rev}}:set", self.prefix)
+    }
+    fn log(&self) -> String {
+        format!("{}:{{rev}}:log", self.prefix)
+    }
+    fn seq(&self) -> String {
+        format!("{}:{{rev}}:seq", self.prefix)
+    }
+    fn epoch(&self) -> String {
+        format!("{}:{{rev}}:epoch", self.prefix)
+    }
+    fn channel(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
+    fn throttle(&self, key: &str) -> String {
+        format!("{}:th:{key}", self.prefix)
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Connection failures and timeouts mean "unavailable" (503); anything else is a backend error.
+pub(crate) fn map_err(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// Checks a key prefix: letters, digits and `_-.:` only, so no prefix can forge a hash tag or
+/// run into another prefix's keys.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+/// Opens a connection manager with bounded timeouts that reconnects by itself.
+pub(crate) async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), StoreError> {
+    let client = redis::Client::open(url).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(StdDuration::from_millis(500));
+    let conn = tokio::time::timeout(
+        RESPONSE_TIMEOUT + CONNECT_TIMEOUT,
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+    .map_err(map_err)?;
+    Ok((client, conn))
+}
+
+impl RedisStore {
+    /// Keeps sessions in Redis at `url` under `prefix`, and everything else in `sql`. Sessions
+    /// stay in Redis `idle_grace` past their logical deadline, as activity is written late.
+    pub async fn open(
+        url: &str,
+        prefix: &str,
+        sql: Arc<dyn Store>,
+        idle_grace: time::Duration,
+    ) -> Result<Self, StoreError> {
+        if !valid_prefix(prefix) {
+            return Err(StoreError::Backend(
+                "the Redis key prefix may hold only letters, digits and _-.:".into(),
+            ));
+        }
+        let (client, mut conn) = connect(url).await?;
+        let keys = Keys {
+            prefix: prefix.to_string(),
+        };
+        let epoch = feed::ensure_epoch(&mut conn, &keys).await?;
+        Ok(Self {
+            sql,
+            client,
+            conn,
+            keys,
+            grace_secs: idle_grace.whole_seconds().max(0),
+            epoch,
+        })
+    }
+
+    /// Throttle counters in the same Redis, under the same prefix.
+    pub fn throttle(&self) -> RedisThrottle {
+        RedisThrottle::new(self.conn.clone(), self.keys.clone())
+    }
+}
+
+#[async_trait]
+impl UserStore for RedisStore {
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        self.sql.insert_user(user, password_hash).await
+    }
+    async fn find_user_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(User, String)>, StoreError> {
+        self.sql.find_user_by_email(email).await
+    }
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.sql.find_user(id).await
+    }
+    async fn password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
+        self.sql.password_hash(id).await
+    }
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool, StoreError> {
+        self.sql.set_password(id, password_hash).await
+    }
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
+        self.sql.set_disabled(id, disabled).await
+    }
+    async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError> {
+        self.sql.set_roles(id, roles).await
+    }
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.sql.list_users().await
+    }
+}
+
+#[async_trait]
+impl KeyStore for RedisStore {
+    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.sql.list_keys().await
+    }
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.sql.add_signing_key(key).await
+    }
+    async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.sql.delete_keys_retired_before(before).await
+    }
+}
+
+/// User changes come from the SQL store's log; session revocations are in Redis and pushed
+/// through [`Store::revocations`].
+#[async_trait]
+impl ChangeFeed for RedisStore {
+    async fn changes_since(&self, cursor: i64) -> Result<Vec<(i64, Change)>, StoreError> {
+        self.sql.changes_since(cursor).await
+    }
+    async fn change_head(&self) -> Result<i64, StoreError> {
+        self.sql.change_head().await
+    }
+    async fn revoked_sessions(
+        &self,
+        at: OffsetDateTime,
+    ) -> Result<Vec<(SessionId, OffsetDateTime)>, StoreError> {
+        feed::revoked_sessions(&mut self.conn.clone(), &self.keys, at).await
+    }
+    async fn prune_changes(&self, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.sql.prune_changes(at).await?;
+        feed::prune(&mut self.conn.clone(), &self.keys, at).await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.sql.ping().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Option<i64>>>, StoreError> {
+        self.sql.watch().await
+    }
+
+    async fn revocations(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<RevocationEvent>>, StoreError> {
+        Ok(Some(feed::subscribe(
+            self.client.clone(),
+            self.conn.clone(),
+            self.keys.clone(),
+            self.epoch.clone(),
+        )))
+    }
+}

@@ -1,0 +1,157 @@
+//! Throttle counters in Redis, so every instance counts the same failures. A key is stored as
+//! its SHA-256, so Redis never holds the emails or addresses being throttled.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use sha2::{Digest, Sha256};
+use std::sync::LazyLock;
+use time::{Duration, OffsetDateTime};
+
+use super::{hex, map_err, Keys};
+use crate::store::StoreError;
+use crate::throttle::{Throttle, ThrottlePolicy};
+
+/// Counts one failure (KEYS: counters; ARGV: at, window, ttl): failures older than the window
+/// are forgotten first, as in memory.
+static FAILURE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local h = redis.call('HMGET', KEYS[1], 'failures', 'last')
+        local at = tonumber(ARGV[1])
+        local failures = tonumber(h[1]) or 0
+        if h[2] and at - tonumber(h[2]) > tonumber(ARGV[2]) then failures = 0 end
+        redis.call('HSET', KEYS[1], 'failures', failures + 1, 'last', ARGV[1])
+        if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
+          redis.call('EXPIRE', KEYS[1], ARGV[3])
+        end
+        return failures + 1
+        ",
+    )
+});
+
+/// Spends one unit of a budget (KEYS: counters; ARGV: at, limit, window): answers the seconds
+/// to wait, or -1 when the unit was spent.
+static HIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local h = redis.call('HMGET', KEYS[1], 'start', 'hits')
+        local at = tonumber(ARGV[1])
+        local window = tonumber(ARGV[3])
+        local start = tonumber(h[1]) or at
+        local hits = tonumber(h[2]) or 0
+        if at - start >= window then
+          start = at
+          hits = 0
+        end
+        if hits >= tonumber(ARGV[2]) then return start + window - at end
+        redis.call('HSET', KEYS[1], 'start', start, 'hits', hits + 1)
+        if redis.call('TTL', KEYS[1]) < window then
+          redis.call('EXPIRE', KEYS[1], window)
+        end
+        return -1
+        ",
+    )
+});
+
+/// Throttle counters shared through Redis.
+#[derive(Clone)]
+pub struct RedisThrottle {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for RedisThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisThrottle").finish_non_exhaustive()
+    }
+}
+
+impl RedisThrottle {
+    pub(super) fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    fn key(&self, key: &str) -> String {
+        self.keys.throttle(&hex(&Sha256::digest(key.as_bytes())))
+    }
+}
+
+#[async_trait]
+impl Throttle for RedisThrottle {
+    async fn retry_after(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        at: OffsetDateTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        let (failures, last): (Option<u32>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.key(key))
+            .arg("failures")
+            .arg("last")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        let (Some(failures), Some(last)) = (failures, last) else {
+            return Ok(None);
+        };
+        let Ok(last) = OffsetDateTime::from_unix_timestamp(last) else {
+            return Err(StoreError::Corrupt(
+                "a throttle time is out of range".into(),
+            ));
+        };
+        if at - last > policy.window {
+            return Ok(None);
+        }
+        let Some(delay) = policy.delay(failures) else {
+            return Ok(None);
+        };
+        let until = last + delay;
+        Ok((until > at).then(|| until - at))
+    }
+
+    async fn record_failure(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let ttl = (policy.window + policy.max_delay).whole_seconds().max(1);
+        let _: i64 = FAILURE
+            .key(self.key(key))
+            .arg(at.unix_timestamp())
+            .arg(policy.window.whole_seconds())
+            .arg(ttl)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key(key))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        at: OffsetDateTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        let wait: i64 = HIT
+            .key(self.key(key))
+            .arg(at.unix_timestamp())
+            .arg(limit)
+            .arg(window.whole_seconds().max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok((wait >= 0).then(|| Duration::seconds(wait)))
+    }
+}
