@@ -12,3 +12,4 @@ mod lifecycle;
 mod postgres;
 mod support;
 mod tokens;
+mod with_redis;

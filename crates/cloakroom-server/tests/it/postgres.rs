@@ -1,13 +1,29 @@
-//! The server on PostgreSQL: the same journey as on SQLite, in a schema of its own.
+//! The server on PostgreSQL (and PostgreSQL with Redis): the same journey as on SQLite, in a
+//! schema of its own; many instances acting as one; outages.
 
 use crate::support::*;
+use cloakroom::testing::RedisPrefix;
 use futures::FutureExt;
 use reqwest::Method;
 use serde_json::Value;
 use std::panic::{resume_unwind, AssertUnwindSafe};
 
-async fn journey(schema_url: String) {
-    let t = TestServer::start_with(|r| r.database_url = Some(schema_url.clone())).await;
+/// Settings for the database at `url`, with Redis in front when given.
+pub(crate) fn backends<'a>(
+    url: &'a str,
+    redis: Option<&'a RedisPrefix>,
+) -> impl Fn(&mut cloakroom_server::settings::RawSettings) + Copy + 'a {
+    move |r| {
+        r.database_url = Some(url.to_string());
+        if let Some(redis) = redis {
+            r.redis_url = Some(redis.url.clone());
+            r.redis_prefix = Some(redis.prefix.clone());
+        }
+    }
+}
+
+pub(crate) async fn journey(schema_url: String, redis: Option<&RedisPrefix>) {
+    let t = TestServer::start_with(backends(&schema_url, redis)).await;
     let cookie = t.user("pg@example.com").await;
     let who: Value = t.get("/auth/whoami", &cookie).await.json().await.unwrap();
     assert_eq!(who["user"]["email"], "pg@example.com");
@@ -42,7 +58,7 @@ async fn the_journey_on_postgresql() {
     let Some(schema) = PgSchema::create("the_journey_on_postgresql").await else {
         return;
     };
-    let outcome = AssertUnwindSafe(journey(schema.url.clone()))
+    let outcome = AssertUnwindSafe(journey(schema.url.clone(), None))
         .catch_unwind()
         .await;
     schema.drop().await;
@@ -51,10 +67,11 @@ async fn the_journey_on_postgresql() {
     }
 }
 
-/// Two instances on one PostgreSQL schema, as behind a load balancer.
-async fn pair(url: &str) -> (TestServer, TestServer) {
+/// Two instances on one PostgreSQL schema (and Redis prefix), as behind a load balancer.
+pub(crate) async fn pair(url: &str, redis: Option<&RedisPrefix>) -> (TestServer, TestServer) {
+    let stores = backends(url, redis);
     let raw = |r: &mut cloakroom_server::settings::RawSettings| {
-        r.database_url = Some(url.to_string());
+        stores(r);
         r.public_url = Some("http://localhost:7443".into());
     };
     let a = TestServer::start_with(raw).await;
@@ -67,8 +84,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn two_instances(url: String) {
-    let (a, b) = pair(&url).await;
+pub(crate) async fn two_instances(url: String, redis: Option<&RedisPrefix>) {
+    let (a, b) = pair(&url, redis).await;
     b.signup("two@example.com", PASSWORD).await;
     // A session made on A works on B, cookie and bearer.
     let cookie = a.login("two@example.com", PASSWORD).await;
@@ -122,7 +139,12 @@ async fn two_instances(url: String) {
     }
     let median = percentile(&mut times, 0.5);
     let worst = percentile(&mut times, 1.0);
-    println!("revocation propagation B -> A over PostgreSQL NOTIFY: median {median:.2} ms, worst {worst:.2} ms (100 tries)");
+    let over = if redis.is_some() {
+        "Redis pub/sub"
+    } else {
+        "PostgreSQL NOTIFY"
+    };
+    println!("revocation propagation B -> A over {over}: median {median:.2} ms, worst {worst:.2} ms (100 tries)");
     assert!(median < 100.0, "median {median:.1} ms");
 }
 
@@ -131,7 +153,7 @@ async fn two_instances_on_one_postgresql_act_as_one() {
     let Some(schema) = PgSchema::create("two_instances_on_one_postgresql_act_as_one").await else {
         return;
     };
-    let outcome = AssertUnwindSafe(two_instances(schema.url.clone()))
+    let outcome = AssertUnwindSafe(two_instances(schema.url.clone(), None))
         .catch_unwind()
         .await;
     schema.drop().await;
@@ -140,15 +162,15 @@ async fn two_instances_on_one_postgresql_act_as_one() {
     }
 }
 
-/// A TCP proxy to PostgreSQL that the test can cut and restore, to play an outage.
-struct Cuttable {
-    addr: std::net::SocketAddr,
+/// A TCP proxy that the test can cut and restore, to play an outage.
+pub(crate) struct Cuttable {
+    pub(crate) addr: std::net::SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Cuttable {
-    async fn start(target: &str) -> Self {
+    pub(crate) async fn start(target: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -171,14 +193,14 @@ impl Cuttable {
         Self { addr, up, links }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.up.store(false, std::sync::atomic::Ordering::SeqCst);
         for link in self.links.lock().unwrap().drain(..) {
             link.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
