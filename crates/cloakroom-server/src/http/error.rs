@@ -93,6 +93,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<i64> {
+        self.retry_after
+    }
 }
 
 fn store_error(e: &StoreError) -> ApiError {

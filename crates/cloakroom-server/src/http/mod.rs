@@ -5,6 +5,7 @@ pub mod csrf;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod pages;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::sessions::router())
         .merge(api::health::router())
         .merge(api::token::router())
+        .merge(pages::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -109,7 +111,11 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         .into_response()
     } else if csrf::is_unsafe(req.method()) && csrf::looks_cross_site(req.headers(), &state.origins)
     {
-        ApiError::cross_origin().into_response()
+        if pages::wants_html(req.headers()) {
+            pages::error_page(&ApiError::cross_origin()).into_response()
+        } else {
+            ApiError::cross_origin().into_response()
+        }
     } else {
         next.run(req).await
     };
@@ -130,6 +136,11 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Pages set their own policy; everything else loads nothing and is framed nowhere.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     if state.hsts {

@@ -1,0 +1,443 @@
+//! What each page and form does: read the form, check its token, call the engine, and answer
+//! with a page or a redirect (303, so a reload never posts twice).
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use cloakroom::{AuthError, Authenticated, LoginRequest, Reauth, SessionId, Transport};
+use std::collections::HashMap;
+
+use super::access::{
+    new_pre_session_token, pre_session_token, safe_next, same_token, session_csrf, PageUser, HOME,
+};
+use super::templates::{self, sentence, LoginForm, Page, SettingsView};
+use crate::http::error::ApiError;
+use crate::http::extract::{body_bytes, session_cookie, Client};
+use crate::http::AppState;
+
+/// A form's fields (`application/x-www-form-urlencoded`), each at most once.
+pub struct FormFields(HashMap<String, String>);
+
+impl FormFields {
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+}
+
+impl FromRequest<AppState> for FormFields {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if !form {
+            return Err(templates::error_page(&ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "this form must be sent as a web form",
+            ))
+            .into_response());
+        }
+        let bytes = body_bytes(req, state)
+            .await
+            .map_err(|e| templates::error_page(&e).into_response())?;
+        let mut fields = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(&bytes) {
+            if fields.insert(k.into_owned(), v.into_owned()).is_some() {
+                return Err(templates::error_page(&ApiError::bad_request(
+                    "invalid_request",
+                    "a form field was sent twice",
+                ))
+                .into_response());
+            }
+        }
+        Ok(Self(fields))
+    }
+}
+
+/// The message shown for a refused form that did not carry its token.
+const EXPIRED_FORM: &str =
+    "this form has expired or did not come from this site; reload the page and try again";
+
+fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "signed_up" => "Your account is ready. Log in to continue.",
+        "logged_out" => "You have logged out.",
+        "everywhere" => "You have logged out on every device.",
+        "password" => "Your password has been changed. Your other devices have been logged out.",
+        "ended" => "That device has been logged out.",
+        _ => return None,
+    })
+}
+
+/// The error of an engine call, in words for the page, with the wait when there is one.
+fn explain(e: AuthError) -> (StatusCode, String, Option<i64>) {
+    let api = ApiError::from(e);
+    let mut text = sentence(api.message());
+    if let Some(secs) = api.retry_after_secs() {
+        text.push_str(&format!(
+            " Try again in {secs} second{}.",
+            if secs == 1 { "" } else { "s" }
+        ));
+    }
+    (api.status(), text, api.retry_after_secs())
+}
+
+fn with_headers(mut res: Response, cookies: &[String], retry_after: Option<i64>) -> Response {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    if let Some(secs) = retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// A redirect after logging out: the session cookie cleared, and the browser told to drop
+/// what it keeps of this site.
+fn logged_out(state: &AppState, to: &str) -> Response {
+    let mut res = with_headers(
+        Redirect::to(to).into_response(),
+        &[state.cookie.clear()],
+        None,
+    );
+    res.headers_mut().insert(
+        "clear-site-data",
+        HeaderValue::from_static("\"cache\", \"cookies\""),
+    );
+    res
+}
+
+/// The signed-in user, if the request carries a valid session (for pages anyone may see).
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
+    let token = session_cookie(headers, state).ok().flatten()?;
+    if token.contains('.') {
+        state.auth.authenticate_bearer(&token).await.ok()
+    } else {
+        state.auth.authenticate(&token).await.ok()
+    }
+}
+
+/// The pre-session CSRF token of a request, or a new one with the cookie that sets it.
+fn pre_session(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
+    let secure = state.cookie.is_secure();
+    match pre_session_token(headers, secure) {
+        Some(t) => (t, None),
+        None => {
+            let (t, cookie) = new_pre_session_token(secure);
+            (t, Some(cookie))
+        }
+    }
+}
+
+fn pre_session_ok(state: &AppState, headers: &HeaderMap, form: &FormFields) -> bool {
+    pre_session_token(headers, state.cookie.is_secure())
+        .is_some_and(|t| same_token(&t, form.get("csrf")))
+}
+
+pub(super) async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let next = q.get("next").and_then(|n| safe_next(n));
+    if signed_in(&state, &headers).await.is_some() {
+        return Redirect::to(next.unwrap_or(HOME)).into_response();
+    }
+    let (csrf, cookie) = pre_session(&state, &headers);
+    let page = Page::ok(templates::login(&LoginForm {
+        email: "",
+        next,
+        remember: false,
+        csrf: &csrf,
+        error: None,
+        notice: notice(q.get("done").map(String::as_str)),
+    }));
+    with_headers(page.into_response(), cookie.as_slice(), None)
+}
+
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let email = form.get("email").trim().to_string();
+    let next = safe_next(form.get("next"));
+    let remember = form.get("remember") == "1";
+    let failed = |status: StatusCode, error: &str, retry: Option<i64>| {
+        let (csrf, cookie) = pre_session(&state, &headers);
+        let page = Page {
+            status,
+            body: templates::login(&LoginForm {
+                email: &email,
+                next,
+                remember,
+                csrf: &csrf,
+                error: Some(error),
+                notice: None,
+            }),
+        };
+        with_headers(page.into_response(), cookie.as_slice(), retry)
+    };
+    if !pre_session_ok(&state, &headers, &form) {
+        return failed(StatusCode::FORBIDDEN, &sentence(EXPIRED_FORM), None);
+    }
+    let outcome = state
+        .auth
+        .login(LoginRequest {
+            email: email.clone(),
+            password: form.get("password").to_string(),
+            remember,
+            transport: Transport::Cookie,
+            client,
+            current_token: session_cookie(&headers, &state).unwrap_or(None),
+        })
+        .await;
+    match outcome {
+        Ok(outcome) => {
+            let max_age = outcome
+                .session
+                .remember
+                .then(|| outcome.session.absolute_expires_at - outcome.session.created_at);
+            let cookie = state.cookie.set(outcome.token.expose(), max_age);
+            with_headers(
+                Redirect::to(next.unwrap_or(HOME)).into_response(),
+                &[cookie],
+                None,
+            )
+        }
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            failed(status, &text, retry)
+        }
+    }
+}
+
+pub(super) async fn signup_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if signed_in(&state, &headers).await.is_some() {
+        return Redirect::to(HOME).into_response();
+    }
+    let (csrf, cookie) = pre_session(&state, &headers);
+    let page = Page::ok(templates::signup("", &csrf, None));
+    with_headers(page.into_response(), cookie.as_slice(), None)
+}
+
+pub(super) async fn signup(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let email = form.get("email").trim().to_string();
+    let failed = |status: StatusCode, error: &str, retry: Option<i64>| {
+        let (csrf, cookie) = pre_session(&state, &headers);
+        let page = Page {
+            status,
+            body: templates::signup(&email, &csrf, Some(error)),
+        };
+        with_headers(page.into_response(), cookie.as_slice(), retry)
+    };
+    if !pre_session_ok(&state, &headers, &form) {
+        return failed(StatusCode::FORBIDDEN, &sentence(EXPIRED_FORM), None);
+    }
+    match state
+        .auth
+        .signup(&email, form.get("password"), &client)
+        .await
+    {
+        Ok(_) => Redirect::to("/login?done=signed_up").into_response(),
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            failed(status, &text, retry)
+        }
+    }
+}
+
+pub(super) async fn dashboard(PageUser(who): PageUser) -> Page {
+    Page::ok(templates::dashboard(&who, &session_csrf(&who.session)))
+}
+
+pub(super) async fn profile(PageUser(who): PageUser) -> Page {
+    Page::ok(templates::profile(&who, &session_csrf(&who.session)))
+}
+
+/// The settings page, with an outcome to show.
+async fn settings_page(
+    state: &AppState,
+    who: &Authenticated,
+    status: StatusCode,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response {
+    let sessions = match state.auth.sessions(who).await {
+        Ok(s) => s,
+        Err(e) => return templates::error_page(&e.into()).into_response(),
+    };
+    Page {
+        status,
+        body: templates::settings(&SettingsView {
+            who,
+            sessions: &sessions,
+            csrf: &session_csrf(&who.session),
+            error,
+            notice,
+        }),
+    }
+    .into_response()
+}
+
+pub(super) async fn settings(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let done = notice(q.get("done").map(String::as_str));
+    settings_page(&state, &who, StatusCode::OK, None, done).await
+}
+
+/// Refuses a form without the session's token.
+fn check_form(who: &Authenticated, form: &FormFields) -> Result<(), Response> {
+    if same_token(form.get("csrf"), &session_csrf(&who.session)) {
+        return Ok(());
+    }
+    let e = ApiError::new(StatusCode::FORBIDDEN, "csrf_token", EXPIRED_FORM);
+    Err(templates::error_page(&e).into_response())
+}
+
+fn reauth(form: &FormFields) -> Reauth {
+    match form.get("current_password") {
+        "" => Reauth::None,
+        p => Reauth::Password(p.to_string()),
+    }
+}
+
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    form: FormFields,
+) -> Response {
+    if let Err(res) = check_form(&who, &form) {
+        return res;
+    }
+    match state.auth.logout(&who).await {
+        Ok(()) => logged_out(&state, "/login?done=logged_out"),
+        Err(e) => templates::error_page(&e.into()).into_response(),
+    }
+}
+
+pub(super) async fn end_session(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    Path(id): Path<String>,
+    form: FormFields,
+) -> Response {
+    if let Err(res) = check_form(&who, &form) {
+        return res;
+    }
+    let Ok(id) = id.parse::<SessionId>() else {
+        return templates::error_page(&ApiError::not_found()).into_response();
+    };
+    match state.auth.end_session(&who, id, reauth(&form)).await {
+        Ok(()) if id == who.session.id => logged_out(&state, "/login?done=logged_out"),
+        Ok(()) => Redirect::to("/settings?done=ended").into_response(),
+        Err(AuthError::ReauthRequired) => {
+            let msg = "To log out another device, you need to have logged in within the last \
+                       10 minutes. Log out and in again, or use “Log out everywhere” with your \
+                       password.";
+            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
+        }
+        Err(e) => {
+            let (status, text, _) = explain(e);
+            settings_page(&state, &who, status, Some(&text), None).await
+        }
+    }
+}
+
+pub(super) async fn logout_everywhere(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    form: FormFields,
+) -> Response {
+    if let Err(res) = check_form(&who, &form) {
+        return res;
+    }
+    match state.auth.logout_all(&who, reauth(&form)).await {
+        Ok(_) => logged_out(&state, "/login?done=everywhere"),
+        Err(AuthError::ReauthRequired) => {
+            let msg = "Enter your current password to log out everywhere.";
+            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
+        }
+        Err(e) => {
+            let (status, text, _) = explain(e);
+            settings_page(&state, &who, status, Some(&text), None).await
+        }
+    }
+}
+
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    if let Err(res) = check_form(&who, &form) {
+        return res;
+    }
+    if form.get("new_password") != form.get("new_password_again") {
+        let msg = "The two new passwords are not the same.";
+        return settings_page(&state, &who, StatusCode::BAD_REQUEST, Some(msg), None).await;
+    }
+    let changed = state
+        .auth
+        .change_password(&who, form.get("current_password"), form.get("new_password"))
+        .await;
+    match changed {
+        Ok(token) => {
+            let mut cookies = Vec::new();
+            if let Some(token) = token {
+                let jwt_cookie = session_cookie(&headers, &state)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| c.contains('.'));
+                let value = if jwt_cookie {
+                    match state.auth.mint_access_token(&who.user, &who.session) {
+                        Ok((jwt, _)) => jwt,
+                        Err(e) => return templates::error_page(&e.into()).into_response(),
+                    }
+                } else {
+                    token.expose().to_string()
+                };
+                let now = state.auth.now();
+                let max_age = who
+                    .session
+                    .remember
+                    .then(|| who.session.absolute_expires_at - now);
+                cookies.push(state.cookie.set(&value, max_age));
+            }
+            with_headers(
+                Redirect::to("/settings?done=password").into_response(),
+                &cookies,
+                None,
+            )
+        }
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            let res = settings_page(&state, &who, status, Some(&text), None).await;
+            with_headers(res, &[], retry)
+        }
+    }
+}

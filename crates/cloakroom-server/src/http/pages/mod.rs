@@ -1,0 +1,63 @@
+//! Pages for people: `/login`, `/signup`, `/dashboard`, `/profile` and `/settings`, rendered on
+//! the server and usable without JavaScript. Every form carries a CSRF token (bound to the
+//! session, or a double-submit cookie before there is one) and is origin-checked by the guard
+//! like any other unsafe request; every page sends `Cache-Control: no-store` and a
+//! Content-Security-Policy without inline scripts.
+
+mod access;
+mod handlers;
+mod templates;
+
+pub use access::safe_next;
+pub use templates::error_page;
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::http::AppState;
+
+/// The one stylesheet of the pages.
+const STYLESHEET: &str = include_str!("../../../static/style.css");
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to(access::HOME) }))
+        .route("/login", get(handlers::login_page).post(handlers::login))
+        .route("/signup", get(handlers::signup_page).post(handlers::signup))
+        .route("/dashboard", get(handlers::dashboard))
+        .route("/profile", get(handlers::profile))
+        .route("/settings", get(handlers::settings))
+        .route("/logout", post(handlers::logout))
+        .route("/settings/sessions/{id}/end", post(handlers::end_session))
+        .route(
+            "/settings/logout-everywhere",
+            post(handlers::logout_everywhere),
+        )
+        .route("/settings/password", post(handlers::change_password))
+        .route("/static/style.css", get(stylesheet))
+}
+
+/// Whether the client asked for HTML (a browser navigating), rather than JSON.
+pub fn wants_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+async fn stylesheet() -> Response {
+    let mut res = STYLESHEET.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    res
+}

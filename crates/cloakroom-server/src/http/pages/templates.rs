@@ -1,0 +1,402 @@
+//! The HTML of the pages, escaped by construction (maud), with no inline script or style so the
+//! Content-Security-Policy can forbid both.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cloakroom::{Authenticated, Session};
+use maud::{html, Markup, DOCTYPE};
+use time::OffsetDateTime;
+
+use crate::http::error::ApiError;
+
+/// The policy of every page: nothing but our stylesheet and our own forms.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A rendered page with its status.
+pub struct Page {
+    /// The status (200, or the error's).
+    pub status: StatusCode,
+    /// The document.
+    pub body: Markup,
+}
+
+impl Page {
+    /// A 200 page.
+    pub fn ok(body: Markup) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+        }
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, self.body.into_string()).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+/// Which page is shown, for the navigation's `aria-current`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    /// `/dashboard`.
+    Dashboard,
+    /// `/profile`.
+    Profile,
+    /// `/settings`.
+    Settings,
+    /// A page outside the signed-in area.
+    None,
+}
+
+fn when(t: OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.format(&f)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// A short, readable name for a browser from its `User-Agent`.
+pub fn device(user_agent: Option<&str>) -> String {
+    let Some(ua) = user_agent else {
+        return "Unknown device".into();
+    };
+    let browser = [
+        ("Edg/", "Edge"),
+        ("HeadlessChrome", "Headless Chrome"),
+        ("Chrome/", "Chrome"),
+        ("Firefox/", "Firefox"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    let system = [
+        ("Android", "Android"),
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    match (browser, system) {
+        (Some(b), Some(s)) => format!("{b} on {s}"),
+        (Some(b), None) => b.to_string(),
+        _ => ua.chars().take(60).collect(),
+    }
+}
+
+fn layout(
+    title: &str,
+    nav: Nav,
+    signed_in: Option<(&Authenticated, &str)>,
+    main: Markup,
+) -> Markup {
+    let current = |n: Nav| (nav == n).then_some("page");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · cloakroom" }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    nav aria-label="Main" {
+                        span.brand { "cloakroom" }
+                        @if let Some((who, csrf)) = signed_in {
+                            a href="/dashboard" aria-current=[current(Nav::Dashboard)] { "Dashboard" }
+                            a href="/profile" aria-current=[current(Nav::Profile)] { "Profile" }
+                            a href="/settings" aria-current=[current(Nav::Settings)] { "Settings" }
+                            form.logout method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button type="submit" title={ "Log out " (who.user.email.as_str()) } { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main #main { (main) }
+            }
+        }
+    }
+}
+
+fn alert(error: Option<&str>, notice: Option<&str>) -> Markup {
+    html! {
+        @if let Some(e) = error { p.error role="alert" id="form-error" { (e) } }
+        @if let Some(n) = notice { p.notice role="status" { (n) } }
+    }
+}
+
+/// What the login form shows.
+pub struct LoginForm<'a> {
+    /// The email typed (kept after an error).
+    pub email: &'a str,
+    /// Where to go after logging in.
+    pub next: Option<&'a str>,
+    /// "Remember me" was ticked.
+    pub remember: bool,
+    /// The form's CSRF token.
+    pub csrf: &'a str,
+    /// What went wrong, in plain words.
+    pub error: Option<&'a str>,
+    /// A notice (account created, logged out).
+    pub notice: Option<&'a str>,
+}
+
+/// `/login`.
+pub fn login(f: &LoginForm<'_>) -> Markup {
+    let described = f.error.map(|_| "form-error");
+    layout(
+        "Log in",
+        Nav::None,
+        None,
+        html! {
+            h1 { "Log in" }
+            (alert(f.error, f.notice))
+            form.card method="post" action="/login" {
+                input type="hidden" name="csrf" value=(f.csrf);
+                @if let Some(next) = f.next { input type="hidden" name="next" value=(next); }
+                label for="email" { "Email" }
+                input #email type="email" name="email" value=(f.email) autocomplete="username"
+                    required autofocus aria-describedby=[described];
+                label for="password" { "Password" }
+                input #password type="password" name="password" autocomplete="current-password"
+                    required aria-describedby=[described];
+                div.check {
+                    input #remember type="checkbox" name="remember" value="1" checked[f.remember];
+                    label for="remember" { "Remember me on this device for 30 days" }
+                }
+                button type="submit" { "Log in" }
+            }
+            p { "No account yet? " a href="/signup" { "Sign up" } }
+        },
+    )
+}
+
+/// `/signup`.
+pub fn signup(email: &str, csrf: &str, error: Option<&str>) -> Markup {
+    let described = error.map(|_| "form-error");
+    layout(
+        "Sign up",
+        Nav::None,
+        None,
+        html! {
+            h1 { "Create an account" }
+            (alert(error, None))
+            form.card method="post" action="/signup" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="email" { "Email" }
+                input #email type="email" name="email" value=(email) autocomplete="username"
+                    required autofocus aria-describedby=[described];
+                label for="password" { "Password" }
+                input #password type="password" name="password" autocomplete="new-password"
+                    required minlength="8" aria-describedby="password-help";
+                p.help #password-help { "At least 8 characters. Common passwords are refused." }
+                button type="submit" { "Sign up" }
+            }
+            p { "Already have an account? " a href="/login" { "Log in" } }
+        },
+    )
+}
+
+/// `/dashboard`.
+pub fn dashboard(who: &Authenticated, csrf: &str) -> Markup {
+    layout(
+        "Dashboard",
+        Nav::Dashboard,
+        Some((who, csrf)),
+        html! {
+            h1 { "Dashboard" }
+            p.lead { "Signed in as " strong.private { (who.user.email.as_str()) } "." }
+            ul.tiles {
+                li { a href="/profile" { "Your profile" } " — who you are to this site." }
+                li { a href="/settings" { "Settings" } " — your devices, and your password." }
+            }
+            p.muted { "This session ends at " (when(who.expires_at)) " unless you use it again." }
+        },
+    )
+}
+
+/// `/profile`.
+pub fn profile(who: &Authenticated, csrf: &str) -> Markup {
+    let roles: Vec<&str> = who.user.roles.iter().map(|r| r.as_str()).collect();
+    layout(
+        "Profile",
+        Nav::Profile,
+        Some((who, csrf)),
+        html! {
+            h1 { "Profile" }
+            dl.card.private {
+                dt { "Email" } dd { (who.user.email.as_str()) }
+                dt { "User id" } dd { code { (who.user.id.to_string()) } }
+                dt { "Roles" } dd { (roles.join(", ")) }
+                dt { "Member since" } dd { (when(who.user.created_at)) }
+                dt { "This session began" } dd { (when(who.session.created_at)) }
+            }
+        },
+    )
+}
+
+/// What the settings page shows.
+pub struct SettingsView<'a> {
+    /// The caller.
+    pub who: &'a Authenticated,
+    /// Their sessions, with last activity.
+    pub sessions: &'a [(Session, OffsetDateTime)],
+    /// The forms' CSRF token.
+    pub csrf: &'a str,
+    /// What went wrong.
+    pub error: Option<&'a str>,
+    /// What went right.
+    pub notice: Option<&'a str>,
+}
+
+/// `/settings`.
+pub fn settings(v: &SettingsView<'_>) -> Markup {
+    let current = v.who.session.id;
+    layout(
+        "Settings",
+        Nav::Settings,
+        Some((v.who, v.csrf)),
+        html! {
+            h1 { "Settings" }
+            (alert(v.error, v.notice))
+            section aria-labelledby="devices" {
+                h2 #devices { "Where you are logged in" }
+                div.table {
+                    table.private {
+                        thead { tr { th scope="col" { "Device" } th scope="col" { "IP address" } th scope="col" { "Last seen" } th scope="col" { span.sr { "Action" } } } }
+                        tbody {
+                            @for (s, seen) in v.sessions {
+                                tr {
+                                    td {
+                                        (device(s.user_agent.as_deref()))
+                                        @if s.id == current { " " span.badge { "this device" } }
+                                        @if s.transport == cloakroom::Transport::Token { " " span.badge { "app" } }
+                                    }
+                                    td { (s.ip.as_deref().unwrap_or("—")) }
+                                    td { (when(*seen)) }
+                                    td {
+                                        form method="post" action={ "/settings/sessions/" (s.id.to_string()) "/end" } {
+                                            input type="hidden" name="csrf" value=(v.csrf);
+                                            button.link type="submit" aria-label={ "Log out " (device(s.user_agent.as_deref())) } {
+                                                @if s.id == current { "Log out" } @else { "End" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form.card method="post" action="/settings/logout-everywhere" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    label for="everywhere-password" { "Current password" }
+                    input #everywhere-password type="password" name="current_password"
+                        autocomplete="current-password" aria-describedby="everywhere-help";
+                    p.help #everywhere-help { "Needed if you logged in more than 10 minutes ago." }
+                    button.danger type="submit" { "Log out everywhere" }
+                }
+            }
+            section aria-labelledby="password-heading" {
+                h2 #password-heading { "Change your password" }
+                form.card method="post" action="/settings/password" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    label for="current_password" { "Current password" }
+                    input #current_password type="password" name="current_password" autocomplete="current-password" required;
+                    label for="new_password" { "New password" }
+                    input #new_password type="password" name="new_password" autocomplete="new-password" required minlength="8";
+                    label for="new_password_again" { "New password, again" }
+                    input #new_password_again type="password" name="new_password_again" autocomplete="new-password" required minlength="8";
+                    p.help { "Changing it logs you out on every other device." }
+                    button type="submit" { "Change password" }
+                }
+            }
+        },
+    )
+}
+
+/// A page for an error that is not a form's (the store is down, a refused request).
+pub fn error_page(e: &ApiError) -> Page {
+    let title = match e.status() {
+        StatusCode::FORBIDDEN => "Refused",
+        StatusCode::SERVICE_UNAVAILABLE => "Try again shortly",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+        StatusCode::NOT_FOUND => "Not found",
+        _ => "Something went wrong",
+    };
+    Page {
+        status: e.status(),
+        body: layout(
+            title,
+            Nav::None,
+            None,
+            html! {
+                h1 { (title) }
+                p.error role="alert" { (sentence(e.message())) }
+                p { a href="/dashboard" { "Back to the dashboard" } }
+            },
+        ),
+    }
+}
+
+/// The message as a sentence: capitalised, with a full stop.
+pub fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut s: String = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_named_plainly() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+        assert_eq!(device(Some(chrome)), "Chrome on Linux");
+        assert_eq!(device(Some("curl/8.5.0")), "curl");
+        assert_eq!(device(None), "Unknown device");
+    }
+
+    #[test]
+    fn markup_is_escaped() {
+        let html = signup("<script>alert(1)</script>", "t", Some("\"><b>")).into_string();
+        assert!(!html.contains("<script>alert"));
+        assert!(!html.contains("\"><b>"));
+    }
+
+    #[test]
+    fn sentences() {
+        assert_eq!(
+            sentence("the email or password is wrong"),
+            "The email or password is wrong."
+        );
+        assert_eq!(sentence("Done."), "Done.");
+    }
+}
