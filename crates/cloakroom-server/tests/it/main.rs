@@ -9,6 +9,7 @@ mod attacks_login;
 mod cli;
 mod interop;
 mod lifecycle;
+mod pages;
 mod postgres;
 mod support;
 mod tokens;
