@@ -131,10 +131,8 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Pages set their own policy; everything else loads nothing and is framed nowhere.
     h.entry(header::CONTENT_SECURITY_POLICY)

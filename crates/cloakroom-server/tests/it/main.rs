@@ -6,6 +6,7 @@ mod attacks_cookie;
 mod attacks_http;
 mod attacks_jwt;
 mod attacks_login;
+mod browser;
 mod cli;
 mod interop;
 mod lifecycle;

@@ -277,7 +277,7 @@ async fn pages_send_no_store_and_a_strict_policy() {
             "{csp}"
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
-        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["referrer-policy"], "same-origin");
         let body = res.text().await.unwrap();
         assert!(
             !body.contains("<script") && !body.contains("style=\""),

@@ -44,6 +44,12 @@ impl IntoResponse for Page {
             HeaderValue::from_static(PAGE_CSP),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Not `no-referrer`: under it a browser sends `Origin: null` with our own form posts,
+        // which the CSRF check must refuse. `same-origin` still sends nothing to other sites.
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
         res
     }
 }

@@ -1,0 +1,385 @@
+//! The pages in a real browser: Debian's Chromium, headless, driven over WebDriver by
+//! chromedriver. Cookie attributes, redirects, CSRF and logout are checked as the browser
+//! enforces them. Screenshots of each page land in `target/screenshots/`.
+
+use crate::support::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver of the test's own, on a free port.
+struct Driver {
+    child: Child,
+    url: String,
+    profiles: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    /// `None`, after a SKIP line, when Chromium or chromedriver is missing and not required.
+    async fn start(test: &str) -> Option<Self> {
+        let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+            .into_iter()
+            .filter(|p| !Path::new(p).exists())
+            .collect();
+        if !missing.is_empty() {
+            assert!(
+                !services_required(),
+                "Chromium is required here: missing {missing:?} (apt-get install chromium chromium-driver)"
+            );
+            println!(
+                "SKIP {test}: {missing:?} not installed (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let driver = Self {
+            child,
+            url,
+            profiles: tempfile::tempdir().unwrap(),
+        };
+        let start = Instant::now();
+        let http = reqwest::Client::new();
+        while http
+            .get(format!("{}/status", driver.url))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(driver)
+    }
+
+    /// A new browser: its own process and profile, so its own cookie jar.
+    async fn browser(&self, name: &str) -> Client {
+        let profile = self.profiles.path().join(name);
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--window-size=1024,800", "--no-first-run", "--disable-extensions",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+/// Where people look at the pages.
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shoot(b: &Client, name: &str) {
+    let png = b.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// The server as the browser sees it: `http://localhost:<port>`, one of its own origins.
+fn site(t: &TestServer) -> String {
+    t.origin.clone()
+}
+
+async fn fill(b: &Client, css: &str, text: &str) {
+    let field = b.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(b: &Client, css: &str) {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the browser is on `path` (with its query), after a click that navigates.
+async fn wait_path(b: &Client, want: &str) {
+    let start = Instant::now();
+    loop {
+        let url = b.current_url().await.unwrap();
+        let here = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        if here == want {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let page = text(b).await;
+            panic!("at {here}, expected {want}; the page says: {page}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn log_in(b: &Client, base: &str, email: &str, next: Option<&str>) {
+    let url = match next {
+        Some(n) => format!("{base}/login?next={n}"),
+        None => format!("{base}/login"),
+    };
+    b.goto(&url).await.unwrap();
+    fill(b, "#email", email).await;
+    fill(b, "#password", PASSWORD).await;
+    click(b, "form.card button[type=submit]").await;
+}
+
+/// Runs `body` with a fresh server and chromedriver.
+macro_rules! browser_test {
+    ($name:ident, |$t:ident, $driver:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some($driver) = Driver::start(stringify!($name)).await else {
+                return;
+            };
+            let $t = TestServer::start().await;
+            $body
+        }
+    };
+}
+
+browser_test!(
+    the_journey_signup_login_dashboard_profile_settings_logout,
+    |t, driver| {
+        let base = site(&t);
+        let b = driver.browser("journey").await;
+        b.goto(&format!("{base}/signup")).await.unwrap();
+        shoot(&b, "signup").await;
+        fill(&b, "#email", "journey@example.com").await;
+        fill(&b, "#password", PASSWORD).await;
+        click(&b, "form.card button[type=submit]").await;
+        wait_path(&b, "/login?done=signed_up").await;
+        assert!(text(&b).await.contains("Your account is ready."));
+        shoot(&b, "login").await;
+
+        // A wrong password: said in plain words, the email kept, the password not.
+        fill(&b, "#email", "journey@example.com").await;
+        fill(&b, "#password", "wrong password, sorry").await;
+        click(&b, "form.card button[type=submit]").await;
+        wait_path(&b, "/login").await;
+        assert!(text(&b).await.contains("The email or password is wrong."));
+        let email = b.find(Locator::Css("#email")).await.unwrap();
+        assert_eq!(
+            email.prop("value").await.unwrap().as_deref(),
+            Some("journey@example.com")
+        );
+        let password = b.find(Locator::Css("#password")).await.unwrap();
+        assert_eq!(password.prop("value").await.unwrap().as_deref(), Some(""));
+        assert!(!b.source().await.unwrap().contains("wrong password, sorry"));
+        shoot(&b, "login-error").await;
+
+        fill(&b, "#password", PASSWORD).await;
+        click(&b, "form.card button[type=submit]").await;
+        wait_path(&b, "/dashboard").await;
+        assert!(text(&b).await.contains("Signed in as journey@example.com"));
+        shoot(&b, "dashboard").await;
+
+        // The session cookie is HttpOnly: invisible to scripts, Lax, host-only.
+        let seen = b.execute("return document.cookie", vec![]).await.unwrap();
+        assert!(
+            !seen.as_str().unwrap_or("").contains("cloakroom_session"),
+            "{seen}"
+        );
+        let cookie = b.get_named_cookie("cloakroom_session").await.unwrap();
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(format!("{:?}", cookie.same_site()), "Some(Lax)");
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(
+            cookie.expires(),
+            None,
+            "a browser-session cookie without remember me"
+        );
+
+        click(&b, "a[href='/profile']").await;
+        wait_path(&b, "/profile").await;
+        assert!(text(&b).await.contains("journey@example.com"));
+        shoot(&b, "profile").await;
+        click(&b, "a[href='/settings']").await;
+        wait_path(&b, "/settings").await;
+        let page = text(&b).await;
+        assert!(
+            page.contains("this device") && page.contains("Headless Chrome"),
+            "{page}"
+        );
+        shoot(&b, "settings").await;
+
+        // Log out, then Back: the browser must ask again (no-store), and gets the login page.
+        click(&b, "form.logout button").await;
+        wait_path(&b, "/login?done=logged_out").await;
+        assert!(
+            b.get_named_cookie("cloakroom_session").await.is_err(),
+            "cookie gone"
+        );
+        b.back().await.unwrap();
+        wait_path(&b, "/login?next=%2Fsettings").await;
+        let source = b.source().await.unwrap();
+        assert!(
+            !source.contains("journey@example.com"),
+            "private data after Back"
+        );
+        assert!(!source.contains("Where you are logged in"));
+        b.close().await.unwrap();
+    }
+);
+
+browser_test!(log_out_everywhere_ends_the_other_browser, |t, driver| {
+    let base = site(&t);
+    t.signup("two@example.com", PASSWORD).await;
+    let a = driver.browser("a").await;
+    let other = driver.browser("b").await;
+    log_in(&a, &base, "two@example.com", None).await;
+    wait_path(&a, "/dashboard").await;
+    log_in(&other, &base, "two@example.com", None).await;
+    wait_path(&other, "/dashboard").await;
+    a.goto(&format!("{base}/settings")).await.unwrap();
+    assert_eq!(a.find_all(Locator::Css("tbody tr")).await.unwrap().len(), 2);
+    click(&a, "form[action='/settings/logout-everywhere'] button").await;
+    wait_path(&a, "/login?done=everywhere").await;
+    assert!(text(&a)
+        .await
+        .contains("You have logged out on every device."));
+    other.refresh().await.unwrap();
+    wait_path(&other, "/login?next=%2Fdashboard").await;
+    assert!(!other.source().await.unwrap().contains("two@example.com"));
+    a.close().await.unwrap();
+    other.close().await.unwrap();
+});
+
+/// A page on another origin (another port, and `127.0.0.1` rather than `localhost`) with a
+/// form that posts to cloakroom: what a cross-site attacker would serve.
+async fn evil_site(target: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let html = format!(
+        "<!doctype html><title>win a prize</title>\
+         <form id=f method=post action=\"{target}/settings/logout-everywhere\">\
+         <input type=hidden name=csrf value=guess><button id=go>Claim</button></form>\
+         <form id=g method=post action=\"{target}/logout\">\
+         <input type=hidden name=csrf value=guess><button id=go2>Claim</button></form>"
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let res = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = s.write_all(res.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+browser_test!(
+    cross_origin_form_posts_and_next_tricks_are_refused,
+    |t, driver| {
+        let base = site(&t);
+        t.signup("x@example.com", PASSWORD).await;
+        let b = driver.browser("x").await;
+        // next= to another site: the login lands on this site's dashboard.
+        for trick in [
+            "%2F%2Fevil.example",
+            "https%3A%2F%2Fevil.example",
+            "%2F%5Cevil.example",
+        ] {
+            log_in(&b, &base, "x@example.com", Some(trick)).await;
+            wait_path(&b, "/dashboard").await;
+            assert_eq!(b.current_url().await.unwrap().host_str(), Some("localhost"));
+            b.delete_all_cookies().await.unwrap();
+        }
+        // A good next is honoured.
+        log_in(&b, &base, "x@example.com", Some("%2Fprofile")).await;
+        wait_path(&b, "/profile").await;
+
+        let evil = evil_site(&base).await;
+        for button in ["#go", "#go2"] {
+            b.goto(&evil).await.unwrap();
+            click(&b, button).await;
+            let start = Instant::now();
+            while !text(&b).await.contains("did not come from this site") {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{}",
+                    text(&b).await
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        shoot(&b, "cross-origin-refused").await;
+        // Still logged in on the real site.
+        b.goto(&format!("{base}/dashboard")).await.unwrap();
+        wait_path(&b, "/dashboard").await;
+        assert!(text(&b).await.contains("x@example.com"));
+        // Phone-sized: the pages still read (no horizontal scrolling of the page).
+        b.set_window_size(390, 844).await.unwrap();
+        b.goto(&format!("{base}/settings")).await.unwrap();
+        let wide = b
+            .execute(
+                "return document.documentElement.scrollWidth > window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            wide,
+            serde_json::Value::Bool(false),
+            "the page overflows a phone screen"
+        );
+        shoot(&b, "settings-phone").await;
+        b.close().await.unwrap();
+    }
+);
