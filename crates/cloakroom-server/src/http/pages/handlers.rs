@@ -309,13 +309,15 @@ pub(super) async fn settings(
     settings_page(&state, &who, StatusCode::OK, None, done).await
 }
 
-/// Refuses a form without the session's token.
-fn check_form(who: &Authenticated, form: &FormFields) -> Result<(), Response> {
-    if same_token(form.get("csrf"), &session_csrf(&who.session)) {
-        return Ok(());
-    }
+/// Whether a signed-in form carries the session's token.
+fn form_ok(who: &Authenticated, form: &FormFields) -> bool {
+    same_token(form.get("csrf"), &session_csrf(&who.session))
+}
+
+/// The answer to a signed-in form without its token.
+fn refused_form() -> Response {
     let e = ApiError::new(StatusCode::FORBIDDEN, "csrf_token", EXPIRED_FORM);
-    Err(templates::error_page(&e).into_response())
+    templates::error_page(&e).into_response()
 }
 
 fn reauth(form: &FormFields) -> Reauth {
@@ -330,8 +332,8 @@ pub(super) async fn logout(
     PageUser(who): PageUser,
     form: FormFields,
 ) -> Response {
-    if let Err(res) = check_form(&who, &form) {
-        return res;
+    if !form_ok(&who, &form) {
+        return refused_form();
     }
     match state.auth.logout(&who).await {
         Ok(()) => logged_out(&state, "/login?done=logged_out"),
@@ -345,8 +347,8 @@ pub(super) async fn end_session(
     Path(id): Path<String>,
     form: FormFields,
 ) -> Response {
-    if let Err(res) = check_form(&who, &form) {
-        return res;
+    if !form_ok(&who, &form) {
+        return refused_form();
     }
     let Ok(id) = id.parse::<SessionId>() else {
         return templates::error_page(&ApiError::not_found()).into_response();
@@ -372,8 +374,8 @@ pub(super) async fn logout_everywhere(
     PageUser(who): PageUser,
     form: FormFields,
 ) -> Response {
-    if let Err(res) = check_form(&who, &form) {
-        return res;
+    if !form_ok(&who, &form) {
+        return refused_form();
     }
     match state.auth.logout_all(&who, reauth(&form)).await {
         Ok(_) => logged_out(&state, "/login?done=everywhere"),
@@ -394,8 +396,8 @@ pub(super) async fn change_password(
     headers: HeaderMap,
     form: FormFields,
 ) -> Response {
-    if let Err(res) = check_form(&who, &form) {
-        return res;
+    if !form_ok(&who, &form) {
+        return refused_form();
     }
     if form.get("new_password") != form.get("new_password_again") {
         let msg = "The two new passwords are not the same.";
