@@ -118,12 +118,14 @@ fn origins(settings: &Settings, bound: SocketAddr) -> Vec<String> {
     }
 }
 
-/// The router for `auth`, as served on `bound`, counting into `metrics`.
+/// The router for `auth`, as served on `bound`, counting into `metrics`; long-lived streams
+/// end when `stop` turns true.
 pub fn router(
     settings: &Settings,
     auth: Arc<Auth>,
     bound: SocketAddr,
     metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
 ) -> Router {
     let cookie = settings.cookie_policy();
     http::router(AppState::new(StateInner {
@@ -133,6 +135,8 @@ pub fn router(
         trusted_proxies: settings.trusted_proxies.clone(),
         hsts: cookie.is_secure(),
         metrics,
+        verifier_keys: settings.verifier_keys.clone(),
+        stop,
     }))
 }
 
@@ -164,8 +168,14 @@ impl Server {
             );
         }
         let metrics = Arc::new(Metrics::default());
-        let router = router(settings, Arc::clone(&auth), addr, Arc::clone(&metrics));
         let (stop, stopped) = watch::channel(false);
+        let router = router(
+            settings,
+            Arc::clone(&auth),
+            addr,
+            Arc::clone(&metrics),
+            stopped.clone(),
+        );
         let task = tokio::spawn(run(
             listener,
             router,

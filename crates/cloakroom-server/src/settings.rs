@@ -45,6 +45,15 @@ pub struct RawSettings {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Keys that remote verifiers present to follow `GET /auth/revocations` (comma-separated,
+    /// each at least 32 characters)
+    #[arg(
+        long,
+        global = true,
+        env = "CLOAKROOM_VERIFIER_KEYS",
+        value_delimiter = ','
+    )]
+    pub verifier_keys: Option<Vec<String>>,
     /// Idle timeout of a session, in seconds [default: 1800]
     #[arg(long, global = true, env = "CLOAKROOM_SESSION_IDLE_SECS")]
     pub session_idle_secs: Option<i64>,
@@ -132,6 +141,7 @@ impl RawSettings {
             public_url,
             insecure_dev,
             trusted_proxies,
+            verifier_keys,
             session_idle_secs,
             session_absolute_secs,
             remember_idle_secs,
@@ -179,6 +189,8 @@ pub struct Settings {
     pub insecure_dev: bool,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Keys that may follow `GET /auth/revocations`.
+    pub verifier_keys: Vec<Secret<String>>,
     /// The engine's settings.
     pub auth: AuthConfig,
     /// Time a client has to send its request headers.
@@ -243,6 +255,15 @@ impl Settings {
                 ))
             }
         };
+        let verifier_keys = raw.verifier_keys.unwrap_or_default();
+        if let Some(short) = verifier_keys.iter().position(|k| k.len() < 32) {
+            return Err(SettingsError(format!(
+                "verifier key {} is shorter than 32 characters; use a random one \
+                 (openssl rand -base64 32)",
+                short + 1
+            )));
+        }
+        let verifier_keys = verifier_keys.into_iter().map(Secret::new).collect();
         let redis_prefix = raw.redis_prefix.unwrap_or_else(|| "cloakroom".into());
         if redis_prefix.is_empty()
             || redis_prefix.len() > 64
@@ -400,6 +421,7 @@ impl Settings {
             public_url,
             insecure_dev,
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
+            verifier_keys,
             auth,
             jwt_audience: raw.jwt_audience,
             header_timeout: std::time::Duration::from_secs(match raw.header_timeout_secs {
@@ -452,6 +474,7 @@ impl Settings {
             public_url: String,
             insecure_dev: bool,
             trusted_proxies: Vec<String>,
+            verifier_keys: Vec<&'static str>,
             session_idle_secs: i64,
             session_absolute_secs: i64,
             remember_idle_secs: i64,
@@ -484,6 +507,7 @@ impl Settings {
             ),
             insecure_dev: self.insecure_dev,
             trusted_proxies: self.trusted_proxies.iter().map(|p| p.to_string()).collect(),
+            verifier_keys: self.verifier_keys.iter().map(|_| "[redacted]").collect(),
             session_idle_secs: a.session.idle.whole_seconds(),
             session_absolute_secs: a.session.absolute.whole_seconds(),
             remember_idle_secs: a.remember.idle.whole_seconds(),

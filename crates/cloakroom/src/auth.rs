@@ -239,6 +239,8 @@ pub struct Auth {
     cursor: AtomicI64,
     /// Set while a store that pushes revocations cannot: sessions in memory are not trusted.
     feed_down: AtomicBool,
+    /// Every revocation this process learns of, for verifiers that follow them.
+    revocations: tokio::sync::broadcast::Sender<Revocation>,
     sync: tokio::sync::Mutex<()>,
     pub(crate) keys: ArcSwap<KeyRing>,
     pub(crate) claims_policy: ClaimsPolicy,
@@ -254,6 +256,24 @@ impl std::fmt::Debug for Auth {
             .field("live_sessions", &self.live.len())
             .finish_non_exhaustive()
     }
+}
+
+/// How many revocations a follower may lag behind before it must start over.
+const REVOCATION_BUFFER: usize = 16_384;
+
+/// A revocation as followers of [`Auth::follow_revocations`] see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// A session ended before its time: its tokens must be refused until `expires_at`.
+    Session {
+        /// The session (`sid` of its access tokens).
+        id: SessionId,
+        /// When its tokens expire anyway.
+        expires_at: OffsetDateTime,
+    },
+    /// Every session was lost (the session store restarted empty): refuse every token issued
+    /// at or before this time.
+    AllBefore(OffsetDateTime),
 }
 
 fn account_key(email: &Email) -> String {
@@ -304,6 +324,7 @@ impl Auth {
             live,
             cursor: AtomicI64::new(head),
             feed_down: AtomicBool::new(false),
+            revocations: tokio::sync::broadcast::channel(REVOCATION_BUFFER).0,
             sync: tokio::sync::Mutex::new(()),
         })
     }
@@ -635,7 +656,7 @@ impl Auth {
         let ended = self.store.revoke(id).await?;
         match ended {
             Some(s) => {
-                self.live.revoke(id, s.absolute_expires_at);
+                self.mark_revoked(id, s.absolute_expires_at);
                 tracing::info!(session = %id, user = %s.user_id, "session ended");
                 Ok(true)
             }
@@ -661,7 +682,7 @@ impl Auth {
                 .absolute
                 .max(self.config.session.absolute);
         for id in &ended {
-            self.live.revoke(*id, until);
+            self.mark_revoked(*id, until);
         }
         tracing::info!(user = %user, count = ended.len(), "sessions ended");
         Ok(ended)
@@ -857,7 +878,7 @@ impl Auth {
         let count = changes.len();
         for (seq, change) in changes {
             match change {
-                Change::SessionRevoked { id, expires_at } => self.live.revoke(id, expires_at),
+                Change::SessionRevoked { id, expires_at } => self.mark_revoked(id, expires_at),
                 Change::UserChanged(id) => self.live.forget_user(id),
             }
             self.cursor.store(seq, Ordering::Release);
@@ -873,6 +894,35 @@ impl Auth {
         Ok(self.store.watch().await?)
     }
 
+    /// Refuses a session from now on, and tells the followers of revocations.
+    fn mark_revoked(&self, id: SessionId, expires_at: OffsetDateTime) {
+        self.live.revoke(id, expires_at);
+        // Nobody listening is not an error.
+        let _ = self
+            .revocations
+            .send(Revocation::Session { id, expires_at });
+    }
+
+    /// Follows revocations, for verifiers elsewhere (`GET /auth/revocations`): the sessions
+    /// revoked so far whose tokens may still be alive, then each revocation as it happens.
+    /// Subscribes before taking the snapshot, so nothing falls between the two. A receiver that
+    /// lags more than the buffer gets an error and must start over.
+    pub fn follow_revocations(
+        &self,
+    ) -> (
+        Vec<Revocation>,
+        tokio::sync::broadcast::Receiver<Revocation>,
+    ) {
+        let rx = self.revocations.subscribe();
+        let snapshot = self
+            .live
+            .revoked(self.now())
+            .into_iter()
+            .map(|(id, expires_at)| Revocation::Session { id, expires_at })
+            .collect();
+        (snapshot, rx)
+    }
+
     /// Revocations pushed by the store as they happen (Redis); feed each to
     /// [`Auth::apply_revocation`]. `None`: the change log carries them.
     pub async fn revocation_events(
@@ -886,12 +936,14 @@ impl Auth {
     /// store that lost its data makes this process forget every session it holds.
     pub fn apply_revocation(&self, event: RevocationEvent) {
         match event {
-            RevocationEvent::Revoked { id, expires_at, .. } => self.live.revoke(id, expires_at),
+            RevocationEvent::Revoked { id, expires_at, .. } => self.mark_revoked(id, expires_at),
             RevocationEvent::Lost => self.feed_down.store(true, Ordering::Release),
             RevocationEvent::Resynced => self.feed_down.store(false, Ordering::Release),
             RevocationEvent::Reset => {
                 self.live.clear_sessions();
                 self.verified.clear();
+                // Every session is gone: verifiers elsewhere must refuse every token minted so far.
+                let _ = self.revocations.send(Revocation::AllBefore(self.now()));
             }
         }
     }

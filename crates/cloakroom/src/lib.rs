@@ -26,9 +26,13 @@
 mod auth;
 mod clock;
 mod cookie;
+#[cfg(feature = "axum")]
+pub mod extract;
 pub mod jwt;
 mod live;
 mod password;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod secret;
 mod session;
 mod store;
@@ -40,7 +44,7 @@ mod user;
 
 pub use auth::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
-    LoginRequest, Reauth,
+    LoginRequest, Reauth, Revocation,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};

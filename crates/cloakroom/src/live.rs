@@ -100,6 +100,20 @@ impl LiveSessions {
         self.by_id.clear();
     }
 
+    /// The revoked ids whose deadline is after `now`, with it.
+    pub(crate) fn revoked(&self, now: OffsetDateTime) -> Vec<(SessionId, OffsetDateTime)> {
+        let now = now.unix_timestamp();
+        self.revoked
+            .iter()
+            .filter(|e| *e.value() > now)
+            .filter_map(|e| {
+                OffsetDateTime::from_unix_timestamp(*e.value())
+                    .ok()
+                    .map(|t| (*e.key(), t))
+            })
+            .collect()
+    }
+
     pub(crate) fn is_revoked(&self, id: SessionId) -> bool {
         self.revoked.contains_key(&id)
     }

@@ -44,6 +44,10 @@ pub struct StateInner {
     pub hsts: bool,
     /// Request and propagation counters.
     pub metrics: Arc<metrics::Metrics>,
+    /// Keys that may follow `GET /auth/revocations`.
+    pub verifier_keys: Vec<cloakroom::Secret<String>>,
+    /// Turns true when the server shuts down (ends long-lived streams).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::sessions::router())
         .merge(api::health::router())
         .merge(api::token::router())
+        .merge(api::forward::router())
+        .merge(api::revocations::router())
         .merge(pages::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)

@@ -153,13 +153,28 @@ async fn wait_path(b: &Client, want: &str) {
     }
 }
 
+/// The page's visible text, read by script, so a navigation in between cannot make a found
+/// element stale.
 async fn text(b: &Client) -> String {
-    b.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let start = Instant::now();
+    loop {
+        let read = b
+            .execute(
+                "return document.body ? document.body.innerText : ''",
+                vec![],
+            )
+            .await;
+        match read {
+            Ok(v) => return v.as_str().unwrap_or_default().to_string(),
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "cannot read the page: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 async fn log_in(b: &Client, base: &str, email: &str, next: Option<&str>) {

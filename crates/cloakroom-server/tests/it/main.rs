@@ -12,6 +12,7 @@ mod interop;
 mod lifecycle;
 mod pages;
 mod postgres;
+mod proxies;
 mod support;
 mod tokens;
 mod with_redis;

@@ -1,7 +1,9 @@
 //! The JSON API, one module per group of routes, each exporting `router()`.
 
 pub mod auth;
+pub mod forward;
 pub mod health;
+pub mod revocations;
 pub mod sessions;
 pub mod token;
 pub mod views;

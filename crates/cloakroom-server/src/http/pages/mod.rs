@@ -8,7 +8,7 @@ mod access;
 mod handlers;
 mod templates;
 
-pub use access::safe_next;
+pub use access::{login_url, safe_next};
 pub use templates::error_page;
 
 use axum::http::{header, HeaderValue};

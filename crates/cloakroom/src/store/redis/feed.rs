@@ -139,12 +139,15 @@ pub(super) async fn prune(
     Ok(())
 }
 
-/// Starts following the revocations; the task ends when the receiver is dropped.
+/// Starts following the revocations; the task ends when the receiver is dropped. `complete`:
+/// whether the receiver already knows every revocation so far (an engine that loaded them);
+/// if not, the follower says [`RevocationEvent::Resynced`] once its first read is delivered.
 pub(super) fn subscribe(
     client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
     epoch: String,
+    complete: bool,
 ) -> mpsc::Receiver<RevocationEvent> {
     let (tx, rx) = mpsc::channel(4096);
     let follower = Follower {
@@ -154,7 +157,7 @@ pub(super) fn subscribe(
         tx,
         epoch,
         cursor: None,
-        healthy: true,
+        healthy: complete,
     };
     tokio::spawn(follower.run());
     rx

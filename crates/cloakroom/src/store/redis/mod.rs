@@ -182,6 +182,26 @@ impl RedisStore {
         })
     }
 
+    /// Follows the revocations of the cloakroom whose Redis is at `url` under `prefix`, from
+    /// another service (a remote verifier): every revocation so far, then
+    /// [`RevocationEvent::Resynced`], then each one as it happens.
+    pub async fn follow(
+        url: &str,
+        prefix: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<RevocationEvent>, StoreError> {
+        if !valid_prefix(prefix) {
+            return Err(StoreError::Backend(
+                "the Redis key prefix may hold only letters, digits and _-.:".into(),
+            ));
+        }
+        let (client, mut conn) = connect(url).await?;
+        let keys = Keys {
+            prefix: prefix.to_string(),
+        };
+        let epoch = feed::ensure_epoch(&mut conn, &keys).await?;
+        Ok(feed::subscribe(client, conn, keys, epoch, false))
+    }
+
     /// Throttle counters in the same Redis, under the same prefix.
     pub fn throttle(&self) -> RedisThrottle {
         RedisThrottle::new(self.conn.clone(), self.keys.clone())
@@ -277,6 +297,7 @@ impl Store for RedisStore {
             self.conn.clone(),
             self.keys.clone(),
             self.epoch.clone(),
+            true,
         )))
     }
 }

@@ -1,0 +1,353 @@
+//! Forward-auth through real reverse proxies from Debian's packages: nginx with `auth_request`
+//! and Caddy with `forward_auth`, in front of a small upstream that shows the identity headers
+//! it receives. Anonymous requests are refused, a session cookie or bearer token passes with
+//! the identity, spoofed identity headers never reach the app, roles are enforced, and a logout
+//! closes the door at once.
+
+use crate::support::*;
+use reqwest::Method;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An upstream app that answers every request with the `x-auth-*` headers it was given.
+async fn upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let get = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        axum::Json(serde_json::json!({
+            "user_id": get("x-auth-user-id"),
+            "email": get("x-auth-email"),
+            "roles": get("x-auth-roles"),
+        }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Nginx,
+    Caddy,
+}
+
+impl Kind {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Nginx => "/usr/sbin/nginx",
+            Self::Caddy => "/usr/bin/caddy",
+        }
+    }
+}
+
+fn nginx_conf(dir: &Path, port: u16, cloakroom: u16, up: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /_auth {{
+      internal;
+      proxy_pass http://127.0.0.1:{cloakroom}/auth/verify;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header Accept "application/json";
+    }}
+    location = /_auth_admin {{
+      internal;
+      proxy_pass http://127.0.0.1:{cloakroom}/auth/verify?role=admin;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header Accept "application/json";
+    }}
+    location /login {{ proxy_pass http://127.0.0.1:{cloakroom}; }}
+    location /admin {{
+      auth_request /_auth_admin;
+      auth_request_set $auth_user $upstream_http_x_auth_user_id;
+      proxy_set_header X-Auth-User-Id $auth_user;
+      proxy_pass http://127.0.0.1:{up};
+    }}
+    location / {{
+      auth_request /_auth;
+      auth_request_set $auth_user $upstream_http_x_auth_user_id;
+      auth_request_set $auth_email $upstream_http_x_auth_email;
+      auth_request_set $auth_roles $upstream_http_x_auth_roles;
+      proxy_set_header X-Auth-User-Id $auth_user;
+      proxy_set_header X-Auth-Email $auth_email;
+      proxy_set_header X-Auth-Roles $auth_roles;
+      error_page 401 = @login;
+      proxy_pass http://127.0.0.1:{up};
+    }}
+    location @login {{
+      if ($http_accept ~* "text/html") {{ return 302 /login?next=$request_uri; }}
+      return 401;
+    }}
+  }}
+}}
+"#
+    )
+}
+
+fn caddyfile(dir: &Path, port: u16, cloakroom: u16, up: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"{{
+  admin off
+  auto_https off
+  storage file_system {d}/data
+}}
+http://127.0.0.1:{port} {{
+  request_header -X-Auth-User-Id
+  request_header -X-Auth-Email
+  request_header -X-Auth-Roles
+  handle /login* {{
+    reverse_proxy 127.0.0.1:{cloakroom}
+  }}
+  handle /admin* {{
+    forward_auth 127.0.0.1:{cloakroom} {{
+      uri /auth/verify?role=admin
+      copy_headers X-Auth-User-Id X-Auth-Email X-Auth-Roles
+    }}
+    reverse_proxy 127.0.0.1:{up}
+  }}
+  handle {{
+    forward_auth 127.0.0.1:{cloakroom} {{
+      uri /auth/verify
+      copy_headers X-Auth-User-Id X-Auth-Email X-Auth-Roles
+    }}
+    reverse_proxy 127.0.0.1:{up}
+  }}
+}}
+"#
+    )
+}
+
+impl Proxy {
+    /// `None`, after a SKIP line, when the proxy is not installed and not required.
+    async fn start(kind: Kind, cloakroom: u16, up: u16) -> Option<Self> {
+        if !Path::new(kind.binary()).exists() {
+            assert!(
+                !services_required(),
+                "{kind:?} is required here: apt-get install nginx caddy"
+            );
+            println!(
+                "SKIP {kind:?} forward-auth: {} not installed",
+                kind.binary()
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = match kind {
+            Kind::Nginx => {
+                let conf = dir.path().join("nginx.conf");
+                std::fs::write(&conf, nginx_conf(dir.path(), port, cloakroom, up)).unwrap();
+                Command::new(kind.binary())
+                    .arg("-p")
+                    .arg(dir.path())
+                    .arg("-c")
+                    .arg(&conf)
+                    .arg("-e")
+                    .arg(dir.path().join("error.log"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            }
+            Kind::Caddy => {
+                let conf = dir.path().join("Caddyfile");
+                std::fs::write(&conf, caddyfile(dir.path(), port, cloakroom, up)).unwrap();
+                Command::new(kind.binary())
+                    .args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(&conf)
+                    .env("HOME", dir.path())
+                    .env("XDG_DATA_HOME", dir.path())
+                    .env("XDG_CONFIG_HOME", dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            }
+        };
+        let proxy = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{kind:?} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(proxy)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+async fn through(kind: Kind) {
+    let t =
+        TestServer::start_with(|r| r.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]))
+            .await;
+    let up = upstream().await;
+    let Some(proxy) = Proxy::start(kind, t.server.as_ref().unwrap().addr.port(), up).await else {
+        return;
+    };
+    let http = &t.http;
+    let cookie = t.user("fwd@example.com").await;
+    let who: Value = t.get("/auth/whoami", &cookie).await.json().await.unwrap();
+    let id = who["user"]["id"].as_str().unwrap().to_string();
+
+    // Anonymous: an API client gets 401, a browser is sent to the login page and back.
+    let res = http.get(proxy.url("/app/page")).send().await.unwrap();
+    assert_eq!(res.status(), 401, "{kind:?}");
+    let res = http
+        .get(proxy.url("/app/page"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "{kind:?}");
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    // Caddy passes cloakroom's relative redirect on; nginx makes its own, absolute one.
+    let path = location.trim_start_matches(&proxy.url(""));
+    assert!(
+        path == "/login?next=%2Fapp%2Fpage" || path == "/login?next=/app/page",
+        "{kind:?}: {location}"
+    );
+    let login = http.get(proxy.url(path)).send().await.unwrap();
+    assert_eq!(
+        login.status(),
+        200,
+        "the login page is served through the proxy"
+    );
+
+    // Spoofed identity headers alone get nobody in.
+    let res = http
+        .get(proxy.url("/app/page"))
+        .header("x-auth-user-id", "00000000-0000-0000-0000-000000000000")
+        .header("x-auth-roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "{kind:?}");
+
+    // A session cookie passes, with the real identity even when the client sends another one.
+    let res = http
+        .get(proxy.url("/app/page"))
+        .header("cookie", format!("cloakroom_session={cookie}"))
+        .header("x-auth-user-id", "00000000-0000-0000-0000-000000000000")
+        .header("x-auth-roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{kind:?}");
+    let seen: Value = res.json().await.unwrap();
+    assert_eq!(seen["user_id"], id.as_str(), "{kind:?}");
+    assert_eq!(seen["email"], "fwd@example.com");
+    assert_eq!(
+        seen["roles"], "user",
+        "{kind:?}: spoofed roles must not pass"
+    );
+
+    // A bearer token passes too; a role the user lacks is refused.
+    let pair = t.token_login("fwd@example.com", PASSWORD).await;
+    let bearer = pair["access_token"].as_str().unwrap().to_string();
+    let res = http
+        .get(proxy.url("/app/api"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{kind:?}");
+    let res = http
+        .get(proxy.url("/admin/panel"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "{kind:?}");
+
+    // Logout closes the door at once, for the cookie and the bearer token.
+    assert_eq!(t.post("/auth/logout", &cookie, None).await.status(), 204);
+    let res = http
+        .get(proxy.url("/app/page"))
+        .header("cookie", format!("cloakroom_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "{kind:?}");
+    assert_eq!(
+        t.bearer(Method::POST, "/auth/logout", &bearer)
+            .await
+            .status(),
+        204
+    );
+    let res = http
+        .get(proxy.url("/app/api"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "{kind:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_in_front_of_an_app() {
+    through(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_in_front_of_an_app() {
+    through(Kind::Caddy).await;
+}
