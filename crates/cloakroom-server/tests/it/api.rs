@@ -323,6 +323,8 @@ async fn health_readiness_and_openapi() {
         ("/auth/token", "post"),
         ("/.well-known/jwks.json", "get"),
         ("/metrics", "get"),
+        ("/auth/verify", "get"),
+        ("/auth/revocations", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

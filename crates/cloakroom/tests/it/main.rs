@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod engine;
+mod integration;
 mod redis_store;
 mod store_contract;
 mod wycheproof;

@@ -1,0 +1,231 @@
+//! The library inside another axum service: extractors in embedded mode, and the remote
+//! verifier following revocations straight from Redis.
+
+use axum::routing::{get, post};
+use axum::Router;
+use cloakroom::extract::{Authenticated, RequireRole, RoleName, Verifier};
+use cloakroom::remote::{RemoteConfig, RemoteError, RemoteVerifier, RevocationSource};
+use cloakroom::testing::RedisPrefix;
+use cloakroom::{
+    Argon2Config, Auth, AuthConfig, ClientInfo, CookiePolicy, LoginRequest, RedisStore,
+    SqliteStore, Store, SystemClock, Transport,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PW: &str = "correct horse battery staple";
+
+struct Admin;
+impl RoleName for Admin {
+    const NAME: &'static str = "admin";
+}
+
+fn config() -> AuthConfig {
+    AuthConfig {
+        argon2: Argon2Config {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        hash_threads: 1,
+        hash_queue: 16,
+        ..AuthConfig::default()
+    }
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_recognises_cookies_and_bearers_and_enforces_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("e.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let auth = Arc::new(
+        Auth::new(store, config(), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    auth.signup("emb@example.com", PW, &ClientInfo::default())
+        .await
+        .unwrap();
+    let login = auth
+        .login(LoginRequest::new("emb@example.com", PW))
+        .await
+        .unwrap();
+    let mut req = LoginRequest::new("emb@example.com", PW);
+    req.transport = Transport::Token;
+    let pair = auth.login_tokens(req).await.unwrap();
+
+    let app = Router::new()
+        .route(
+            "/me",
+            get(|Authenticated(who): Authenticated| async move { who.email.unwrap_or_default() }),
+        )
+        .route(
+            "/admin",
+            get(|RequireRole(who, ..): RequireRole<Admin>| async move { who.user_id }),
+        )
+        .route(
+            "/do",
+            post(|Authenticated(_): Authenticated| async { "done" }),
+        )
+        .layer(
+            Verifier::Embedded {
+                auth: Arc::clone(&auth),
+                cookie: CookiePolicy::DEV,
+            }
+            .layer(),
+        );
+    let base = serve(app).await;
+    let http = reqwest::Client::new();
+    let cookie = format!("cloakroom_session={}", login.token.expose());
+    let res = http
+        .get(format!("{base}/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "emb@example.com");
+    let res = http
+        .get(format!("{base}/me"))
+        .bearer_auth(&pair.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http.get(format!("{base}/me")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let res = http
+        .get(format!("{base}/me"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    let res = http
+        .get(format!("{base}/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    auth.set_roles("emb@example.com", &["user".into(), "admin".into()])
+        .await
+        .unwrap();
+    let res = http
+        .get(format!("{base}/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "role changes apply at once");
+    // A cookie-authenticated POST from another site is refused; from this one it passes.
+    let res = http
+        .post(format!("{base}/do"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = http
+        .post(format!("{base}/do"))
+        .header("cookie", &cookie)
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Without the layer, the extractor fails loudly (500), never open.
+    let bare =
+        serve(Router::new().route("/me", get(|Authenticated(_): Authenticated| async { "?" })))
+            .await;
+    let res = http
+        .get(format!("{bare}/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_verifier_follows_revocations_from_redis() {
+    let Some(prefix) =
+        RedisPrefix::create("the_remote_verifier_follows_revocations_from_redis").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let sql: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::open(
+            &prefix.url,
+            &prefix.prefix,
+            sql,
+            time::Duration::minutes(10),
+        )
+        .await
+        .unwrap(),
+    );
+    let cfg = config();
+    let (issuer, audience) = (cfg.jwt.issuer.clone(), cfg.jwt.audience.clone());
+    let auth = Arc::new(Auth::new(store, cfg, Arc::new(SystemClock)).await.unwrap());
+    let jwks = auth.jwks();
+    let keys = serve(Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    ))
+    .await;
+    let mut config = RemoteConfig::new(&issuer, &audience);
+    config.jwks_url = format!("{keys}/.well-known/jwks.json");
+    config.revocations = RevocationSource::Redis {
+        url: prefix.url.clone(),
+        prefix: prefix.prefix.clone(),
+    };
+    let verifier = RemoteVerifier::start(config).await.unwrap();
+    let start = Instant::now();
+    while !verifier.synced() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never synced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    auth.signup("rr@example.com", PW, &ClientInfo::default())
+        .await
+        .unwrap();
+    let login = auth
+        .login(LoginRequest::new("rr@example.com", PW))
+        .await
+        .unwrap();
+    let (token, _) = auth.mint_access_token(&login.user, &login.session).unwrap();
+    assert_eq!(
+        verifier.verify(&token).await.unwrap().session_id,
+        login.session.id.to_string()
+    );
+    let who = auth.authenticate(login.token.expose()).await.unwrap();
+    auth.logout(&who).await.unwrap();
+    let start = Instant::now();
+    loop {
+        match verifier.verify(&token).await {
+            Err(RemoteError::Revoked) => break,
+            Ok(_) => assert!(start.elapsed() < Duration::from_secs(1), "still accepted"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    prefix.drop().await;
+}
