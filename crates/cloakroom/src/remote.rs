@@ -220,19 +220,15 @@ impl RemoteVerifier {
     }
 
     /// Refetches the keys for an unknown `kid`, at most once per `min_refresh` whatever the
-    /// number of callers: the others wait for the fetch in flight, or are refused.
-    async fn refresh_for_unknown_kid(&self) -> bool {
+    /// number of callers: the others wait for the fetch in flight, then use its result.
+    async fn refresh_for_unknown_kid(&self) {
         let mut last = self.fetched.lock().await;
         if last.elapsed() < self.config.min_refresh {
-            return false;
+            return;
         }
         *last = Instant::now();
-        match self.fetch_keys().await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "refreshing the signing keys failed");
-                false
-            }
+        if let Err(e) = self.fetch_keys().await {
+            tracing::warn!(error = %e, "refreshing the signing keys failed");
         }
     }
 
@@ -240,7 +236,9 @@ impl RemoteVerifier {
     /// request, except a rate-limited key refresh when the `kid` is unknown.
     pub async fn verify(&self, token: &str) -> Result<RemoteIdentity, RemoteError> {
         let verified = match jwt::verify(token, &self.keys.load()) {
-            Err(VerifyError::UnknownKey) if self.refresh_for_unknown_kid().await => {
+            Err(VerifyError::UnknownKey) => {
+                // Refreshed by this call or, just before, by another one: try the keys again.
+                self.refresh_for_unknown_kid().await;
                 jwt::verify(token, &self.keys.load())
             }
             other => other,

@@ -53,7 +53,7 @@ impl Metrics {
 /// The routes counted by name; anything else is `other`, so a scan of random paths cannot grow
 /// the label set.
 fn route_label(path: Option<&str>) -> &'static str {
-    const ROUTES: [&str; 15] = [
+    const ROUTES: [&str; 27] = [
         "/auth/signup",
         "/auth/login",
         "/auth/logout",
@@ -69,6 +69,18 @@ fn route_label(path: Option<&str>) -> &'static str {
         "/metrics",
         "/openapi.json",
         "/",
+        "/auth/verify",
+        "/auth/revocations",
+        "/login",
+        "/signup",
+        "/dashboard",
+        "/profile",
+        "/settings",
+        "/logout",
+        "/settings/sessions/{id}/end",
+        "/settings/logout-everywhere",
+        "/settings/password",
+        "/static/style.css",
     ];
     path.and_then(|p| ROUTES.iter().find(|r| **r == p).copied())
         .unwrap_or("other")
