@@ -342,6 +342,9 @@ async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receive
                 if let Err(e) = auth.flush_activity().await {
                     tracing::warn!(error = %e, "writing activity failed");
                 }
+                if let Err(e) = auth.maintain().await {
+                    tracing::warn!(error = %e, "store housekeeping failed");
+                }
             }
             _ = sweep.tick() => {
                 match auth.sweep().await {

@@ -962,6 +962,11 @@ impl Auth {
         Ok(pending.len())
     }
 
+    /// The store's periodic housekeeping (see [`Store::maintain`]).
+    pub async fn maintain(&self) -> Result<(), AuthError> {
+        Ok(self.store.maintain().await?)
+    }
+
     /// Forgets expired sessions in memory and deletes them from the store.
     pub async fn sweep(&self) -> Result<u64, AuthError> {
         let now = self.now();

@@ -148,6 +148,9 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     /// Starts `threads` hashing threads that take work from a queue of at most `queue` jobs.
+    /// On Linux they run at the lowest scheduling priority (`SCHED_IDLE`), so a flood of logins
+    /// takes only the CPU time that requests do not need: session checks keep their latency,
+    /// and when the CPU is saturated logins queue and then get 503 instead.
     pub fn new(config: Argon2Config, threads: usize, queue: usize) -> Result<Self, PasswordError> {
         let params = Params::new(
             config.memory_kib,
@@ -164,7 +167,10 @@ impl PasswordHasher {
             let rx = Arc::clone(&rx);
             std::thread::Builder::new()
                 .name(format!("cloakroom-hash-{i}"))
-                .spawn(move || worker(&rx))
+                .spawn(move || {
+                    lowest_priority();
+                    worker(&rx)
+                })
                 .map_err(|e| PasswordError::Hash(e.to_string()))?;
         }
         // A hash of a random password, verified against for unknown accounts so that they take
@@ -292,6 +298,24 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
         match job {
             Ok(job) => job(),
             Err(_) => return,
+        }
+    }
+}
+
+/// Moves the calling thread to `SCHED_IDLE` (Linux), the lowest scheduling priority. The crate
+/// `thread-priority` wraps the system call, so this crate stays free of `unsafe`.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadPriority, ThreadSchedulePolicy,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) =
+            set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+        {
+            tracing::warn!(error = ?e, "hashing threads keep normal priority");
         }
     }
 }

@@ -24,7 +24,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(StdDuration::from_secs(5));
+            .busy_timeout(StdDuration::from_secs(5))
+            // After a checkpoint, the WAL file is cut back to at most 64 MiB.
+            .pragma("journal_size_limit", "67108864");
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection: keep exactly one.
@@ -68,5 +70,13 @@ super::sql::sql_store!(
 impl super::Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.ping_pool().await
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }

@@ -289,6 +289,10 @@ impl Store for RedisStore {
         self.sql.watch().await
     }
 
+    async fn maintain(&self) -> Result<(), StoreError> {
+        self.sql.maintain().await
+    }
+
     async fn revocations(
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<RevocationEvent>>, StoreError> {

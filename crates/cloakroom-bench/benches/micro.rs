@@ -1,0 +1,124 @@
+//! Micro-benchmarks (criterion): the access-token check against the raw Ed25519 verify under it,
+//! and the cookie check of the engine with 1 000 and 100 000 sessions in memory, with and
+//! without 100 000 revoked sessions (the per-request cost of the revocation check at scale).
+//! `cargo bench -p cloakroom-bench` (pin it: `taskset -c 0 cargo bench -p cloakroom-bench`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use cloakroom::jwt::{self, AccessClaims, Algorithm, Audience, ClaimsPolicy, KeyRing, SigningKey};
+use cloakroom::{
+    Argon2Config, Auth, AuthConfig, ClientInfo, LoginRequest, SqliteStore, Store, SystemClock,
+};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use ring::signature::{UnparsedPublicKey, ED25519};
+use std::hint::black_box;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+#[allow(clippy::disallowed_methods)] // real tokens need the real clock
+fn tokens(c: &mut Criterion) {
+    let now = OffsetDateTime::now_utc();
+    let (key, _) = SigningKey::generate(Algorithm::EdDSA, now).unwrap();
+    let claims = AccessClaims {
+        iss: "https://auth.example.com".into(),
+        sub: "0b6c9f7e-1f7a-4c5e-9a57-3f1f0d7b2a11".into(),
+        aud: Audience::One("https://auth.example.com".into()),
+        exp: now.unix_timestamp() + 600,
+        iat: now.unix_timestamp(),
+        nbf: None,
+        jti: "2f3c1a52-8f0e-4a43-b1c4-0a7e5c1d9b20".into(),
+        client_id: "cloakroom".into(),
+        sid: "6f0e7d1c-2b4e-4b8e-8f9a-1c2d3e4f5a6b".into(),
+        roles: vec!["user".into()],
+    };
+    let token = jwt::sign(&key, "at+jwt", &serde_json::to_vec(&claims).unwrap()).unwrap();
+    let ring_keys = KeyRing::new(Some(key.clone()), []);
+    let policy = ClaimsPolicy {
+        issuer: claims.iss.clone(),
+        audience: "https://auth.example.com".into(),
+        leeway_secs: 60,
+        max_lifetime_secs: 600,
+    };
+    let jwk = key.verify_key().to_jwk().unwrap();
+    let x = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jwk["x"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
+    let raw = UnparsedPublicKey::new(&ED25519, x);
+    let mut g = c.benchmark_group("access_token");
+    g.bench_function("raw_ed25519_verify", |b| {
+        b.iter(|| {
+            raw.verify(black_box(input.as_bytes()), black_box(&sig))
+                .is_ok()
+        })
+    });
+    g.bench_function("cloakroom_check", |b| {
+        b.iter(|| {
+            jwt::verify(black_box(&token), &ring_keys)
+                .and_then(|(h, p)| policy.validate(&h, &p, now))
+                .is_ok()
+        })
+    });
+    g.finish();
+}
+
+/// An engine with `sessions` live sessions of one user, and `revoked` more sessions revoked;
+/// returns it with one live session's token.
+async fn engine(sessions: usize, revoked: usize) -> (Auth, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let config = AuthConfig {
+        argon2: Argon2Config {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        },
+        hash_threads: 2,
+        hash_queue: 1024,
+        ..AuthConfig::default()
+    };
+    let auth = Auth::new(store, config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let pw = "correct horse battery staple";
+    auth.signup("bench@example.com", pw, &ClientInfo::default())
+        .await
+        .unwrap();
+    let mut token = String::new();
+    for i in 0..sessions + revoked {
+        let login = auth
+            .login(LoginRequest::new("bench@example.com", pw))
+            .await
+            .unwrap();
+        if i < revoked {
+            auth.admin_revoke(login.session.id).await.unwrap();
+        } else {
+            token = login.token.expose().to_string();
+        }
+    }
+    (auth, token, dir)
+}
+
+fn cookie_check(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("cookie_check");
+    g.sample_size(30);
+    for (sessions, revoked) in [(1_000, 0), (100_000, 0), (1_000, 100_000)] {
+        let (auth, token, _dir) = rt.block_on(engine(sessions, revoked));
+        let id = format!("{sessions}_live_{revoked}_revoked");
+        g.bench_with_input(BenchmarkId::from_parameter(id), &token, |b, token| {
+            b.iter(|| rt.block_on(auth.authenticate(black_box(token))).is_ok())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, tokens, cookie_check);
+criterion_main!(benches);
