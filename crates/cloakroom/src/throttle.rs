@@ -41,6 +41,20 @@ impl ThrottlePolicy {
         window: Duration::hours(1),
     };
 
+    /// How long a caller with `failures` failures, the last at `last`, must still wait at `at`.
+    pub fn wait(
+        &self,
+        failures: u32,
+        last: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Option<Duration> {
+        if at - last > self.window {
+            return None;
+        }
+        let until = last + self.delay(failures)?;
+        (until > at).then(|| until - at)
+    }
+
     /// The wait after `failures` failures.
     pub fn delay(&self, failures: u32) -> Option<Duration> {
         if failures <= self.free_failures {
@@ -129,11 +143,7 @@ impl Throttle for MemoryThrottle {
     ) -> Result<Option<Duration>, StoreError> {
         Ok(self.with(|map| {
             let e = map.get(key)?;
-            if at - e.last_failure > policy.window {
-                return None;
-            }
-            let until = e.last_failure + policy.delay(e.failures)?;
-            (until > at).then(|| until - at)
+            policy.wait(e.failures, e.last_failure, at)
         }))
     }
 

@@ -1,10 +1,11 @@
 //! What only the Redis backend does: revocations pushed to every process (gaps filled from the
 //! log, data loss noticed), expiry kept by Redis itself, and throttle counters shared.
 
+use crate::store_contract::session;
 use cloakroom::testing::RedisPrefix;
 use cloakroom::{
-    Email, RedisStore, RevocationEvent, Role, Session, SessionId, SessionStore, SessionToken,
-    SqliteStore, Store, Throttle, ThrottlePolicy, Transport, User, UserId, UserStore,
+    Email, RedisStore, RevocationEvent, Role, SessionId, SessionStore, SqliteStore, Store,
+    Throttle, ThrottlePolicy, User, UserId, UserStore,
 };
 use futures::FutureExt;
 use std::future::Future;
@@ -58,25 +59,6 @@ async fn raw(prefix: &RedisPrefix) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToken) {
-    let token = SessionToken::generate();
-    let s = Session {
-        id: SessionId::random(),
-        user_id: user,
-        transport: Transport::Cookie,
-        secret_hash: token.hash(),
-        remember: false,
-        created_at: at,
-        authenticated_at: at,
-        last_seen_at: at,
-        idle_timeout: Duration::minutes(30),
-        absolute_expires_at: at + Duration::hours(12),
-        ip: None,
-        user_agent: None,
-    };
-    (s, token)
 }
 
 async fn next_event(rx: &mut Receiver<RevocationEvent>) -> RevocationEvent {

@@ -22,7 +22,7 @@ fn user(email: &str) -> User {
     }
 }
 
-fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToken) {
+pub(crate) fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToken) {
     let token = SessionToken::generate();
     let s = Session {
         id: SessionId::random(),

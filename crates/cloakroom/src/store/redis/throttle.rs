@@ -100,14 +100,7 @@ impl Throttle for RedisThrottle {
                 "a throttle time is out of range".into(),
             ));
         };
-        if at - last > policy.window {
-            return Ok(None);
-        }
-        let Some(delay) = policy.delay(failures) else {
-            return Ok(None);
-        };
-        let until = last + delay;
-        Ok((until > at).then(|| until - at))
+        Ok(policy.wait(failures, last, at))
     }
 
     async fn record_failure(
