@@ -45,6 +45,10 @@ pub struct RawSettings {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Run password hashing at the lowest scheduling priority [default: true]
+    #[arg(long, global = true, env = "CLOAKROOM_HASH_IDLE_PRIORITY", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub hash_idle_priority: Option<bool>,
     /// Keys that remote verifiers present to follow `GET /auth/revocations` (comma-separated,
     /// each at least 32 characters)
     #[arg(
@@ -142,6 +146,7 @@ impl RawSettings {
             insecure_dev,
             trusted_proxies,
             verifier_keys,
+            hash_idle_priority,
             session_idle_secs,
             session_absolute_secs,
             remember_idle_secs,
@@ -410,6 +415,7 @@ impl Settings {
             argon2,
             hash_threads,
             hash_queue: raw.hash_queue.unwrap_or(hash_threads * 8).max(1),
+            hash_idle_priority: raw.hash_idle_priority.unwrap_or(true),
             ..defaults
         };
         Ok(Self {
@@ -484,6 +490,7 @@ impl Settings {
             argon2_parallelism: u32,
             hash_threads: usize,
             hash_queue: usize,
+            hash_idle_priority: bool,
             login_account_free_failures: u32,
             login_ip_free_failures: u32,
             signups_per_hour: u32,
@@ -517,6 +524,7 @@ impl Settings {
             argon2_parallelism: a.argon2.parallelism,
             hash_threads: a.hash_threads,
             hash_queue: a.hash_queue,
+            hash_idle_priority: a.hash_idle_priority,
             login_account_free_failures: a.account_throttle.free_failures,
             login_ip_free_failures: a.ip_throttle.free_failures,
             signups_per_hour: a.signup_limit,

@@ -50,6 +50,9 @@ pub struct AuthConfig {
     pub hash_threads: usize,
     /// Hashing jobs that may wait; beyond that, logins get 503.
     pub hash_queue: usize,
+    /// Run hashing threads at the lowest scheduling priority (`SCHED_IDLE` on Linux), so a
+    /// login flood cannot slow session checks down.
+    pub hash_idle_priority: bool,
     /// Sessions idle longer than their timeout plus this are deleted from the store.
     pub idle_grace: Duration,
     /// Access and refresh tokens.
@@ -70,6 +73,7 @@ impl Default for AuthConfig {
             argon2: Argon2Config::default(),
             hash_threads: threads,
             hash_queue: threads * 8,
+            hash_idle_priority: true,
             idle_grace: Duration::minutes(10),
             jwt: JwtConfig::default(),
         }
@@ -302,7 +306,12 @@ impl Auth {
         config: AuthConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AuthError> {
-        let hasher = PasswordHasher::new(config.argon2, config.hash_threads, config.hash_queue)?;
+        let hasher = PasswordHasher::with_priority(
+            config.argon2,
+            config.hash_threads,
+            config.hash_queue,
+            config.hash_idle_priority,
+        )?;
         let head = store.change_head().await?;
         let live = LiveSessions::default();
         for (id, exp) in store.revoked_sessions(clock.now()).await? {

@@ -152,6 +152,17 @@ impl PasswordHasher {
     /// takes only the CPU time that requests do not need: session checks keep their latency,
     /// and when the CPU is saturated logins queue and then get 503 instead.
     pub fn new(config: Argon2Config, threads: usize, queue: usize) -> Result<Self, PasswordError> {
+        Self::with_priority(config, threads, queue, true)
+    }
+
+    /// Like [`PasswordHasher::new`]; `idle`: run the threads at `SCHED_IDLE` (Linux) or at normal
+    /// priority. Tests that time logins while many servers share the CPU use normal priority.
+    pub fn with_priority(
+        config: Argon2Config,
+        threads: usize,
+        queue: usize,
+        idle: bool,
+    ) -> Result<Self, PasswordError> {
         let params = Params::new(
             config.memory_kib,
             config.iterations,
@@ -168,7 +179,9 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("cloakroom-hash-{i}"))
                 .spawn(move || {
-                    lowest_priority();
+                    if idle {
+                        lowest_priority();
+                    }
                     worker(&rx)
                 })
                 .map_err(|e| PasswordError::Hash(e.to_string()))?;
@@ -250,8 +263,10 @@ impl PasswordHasher {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            let result = f();
+            // Counted out before the answer goes back, so whoever got it sees the queue without it.
             inner.queued.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(result);
         });
         self.inner.queued.fetch_add(1, Ordering::Relaxed);
         match self.inner.queue.try_send(job) {

@@ -4,7 +4,6 @@
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use std::fmt::Write;
@@ -86,16 +85,20 @@ fn route_label(path: Option<&str>) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Middleware counting every answered request.
-pub async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = route_label(
+/// The route label of a request, from the path it was routed by.
+pub fn route_of(req: &Request) -> &'static str {
+    route_label(
         req.extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str),
-    );
-    let res = next.run(req).await;
-    state.metrics.count_request(route, res.status().as_u16());
-    res
+    )
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn count(&self, route: &'static str, status: u16) {
+        self.count_request(route, status);
+    }
 }
 
 /// `GET /metrics`.

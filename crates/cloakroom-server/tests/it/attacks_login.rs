@@ -64,24 +64,31 @@ async fn l2_unknown_email_takes_as_long_as_a_wrong_password() {
     })
     .await;
     t.signup("timing@example.com", PASSWORD).await;
-    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-    for i in 0..30 {
-        for (email, out) in [
-            ("timing-nobody@example.com", &mut unknown),
-            ("timing@example.com", &mut wrong),
-        ] {
-            let start = Instant::now();
-            let (status, _) = login_status(&t, email, &format!("wrong password {i}")).await;
-            out.push(start.elapsed().as_secs_f64());
-            assert_eq!(status, 401);
+    // Other tests share the two cores, so one measurement can be skewed by a burst of their
+    // work. A real timing difference shows in every attempt; noise does not survive three.
+    let mut last = String::new();
+    for attempt in 0..3 {
+        let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+        for i in 0..30 {
+            for (email, out) in [
+                ("timing-nobody@example.com", &mut unknown),
+                ("timing@example.com", &mut wrong),
+            ] {
+                let start = Instant::now();
+                let (status, _) =
+                    login_status(&t, email, &format!("wrong password {attempt} {i}")).await;
+                out.push(start.elapsed().as_secs_f64());
+                assert_eq!(status, 401);
+            }
         }
+        let (u, w) = (median(unknown), median(wrong));
+        if (u - w).abs() / w.max(u) < 0.15 {
+            last.clear();
+            break;
+        }
+        last = format!("median unknown {u:.4}s vs wrong password {w:.4}s");
     }
-    let (u, w) = (median(unknown), median(wrong));
-    let diff = (u - w).abs() / w.max(u);
-    assert!(
-        diff < 0.15,
-        "median unknown {u:.4}s vs wrong password {w:.4}s"
-    );
+    assert!(last.is_empty(), "{last}");
     // The throttled path does no hashing at all, for both.
 }
 
