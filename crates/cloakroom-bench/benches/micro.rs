@@ -4,12 +4,12 @@
 //! `cargo bench -p cloakroom-bench` (pin it: `taskset -c 0 cargo bench -p cloakroom-bench`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use cloakroom::jwt::{self, AccessClaims, Algorithm, Audience, ClaimsPolicy, KeyRing, SigningKey};
+use cloakroom::jwt;
 use cloakroom::{
     Argon2Config, Auth, AuthConfig, ClientInfo, LoginRequest, SqliteStore, Store, SystemClock,
 };
+use cloakroom_bench::{sample, Sample};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ring::signature::{UnparsedPublicKey, ED25519};
 use std::hint::black_box;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -17,37 +17,14 @@ use time::OffsetDateTime;
 #[allow(clippy::disallowed_methods)] // real tokens need the real clock
 fn tokens(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc();
-    let (key, _) = SigningKey::generate(Algorithm::EdDSA, now).unwrap();
-    let claims = AccessClaims {
-        iss: "https://auth.example.com".into(),
-        sub: "0b6c9f7e-1f7a-4c5e-9a57-3f1f0d7b2a11".into(),
-        aud: Audience::One("https://auth.example.com".into()),
-        exp: now.unix_timestamp() + 600,
-        iat: now.unix_timestamp(),
-        nbf: None,
-        jti: "2f3c1a52-8f0e-4a43-b1c4-0a7e5c1d9b20".into(),
-        client_id: "cloakroom".into(),
-        sid: "6f0e7d1c-2b4e-4b8e-8f9a-1c2d3e4f5a6b".into(),
-        roles: vec!["user".into()],
-    };
-    let token = jwt::sign(&key, "at+jwt", &serde_json::to_vec(&claims).unwrap()).unwrap();
-    let ring_keys = KeyRing::new(Some(key.clone()), []);
-    let policy = ClaimsPolicy {
-        issuer: claims.iss.clone(),
-        audience: "https://auth.example.com".into(),
-        leeway_secs: 60,
-        max_lifetime_secs: 600,
-    };
-    let jwk = key.verify_key().to_jwk().unwrap();
-    let x = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        jwk["x"].as_str().unwrap(),
-    )
-    .unwrap();
-    let (input, sig) = token.rsplit_once('.').unwrap();
-    let sig =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
-    let raw = UnparsedPublicKey::new(&ED25519, x);
+    let Sample {
+        token,
+        ring: ring_keys,
+        policy,
+        raw_key: raw,
+        signed: input,
+        signature: sig,
+    } = sample(now).unwrap();
     let mut g = c.benchmark_group("access_token");
     g.bench_function("raw_ed25519_verify", |b| {
         b.iter(|| {
