@@ -203,12 +203,24 @@ async fn change_password(
     let Some(token) = token else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    let cookie = renewed_cookie(&state, &headers, &who, &token)?;
+    Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
+}
+
+/// The session cookie after a password change gave the session a new secret: the new token, or
+/// a fresh access JWT when the client keeps a JWT cookie; persistent if the session is.
+pub fn renewed_cookie(
+    state: &AppState,
+    headers: &HeaderMap,
+    who: &cloakroom::Authenticated,
+    token: &cloakroom::SessionToken,
+) -> Result<String, ApiError> {
     let now = state.auth.now();
     let max_age = who
         .session
         .remember
         .then(|| who.session.absolute_expires_at - now);
-    let jwt_cookie = session_cookie(&headers, &state)
+    let jwt_cookie = session_cookie(headers, state)
         .ok()
         .flatten()
         .is_some_and(|c| c.contains('.'));
@@ -217,6 +229,5 @@ async fn change_password(
     } else {
         token.expose().to_string()
     };
-    let cookie = state.cookie.set(&value, max_age);
-    Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
+    Ok(state.cookie.set(&value, max_age))
 }

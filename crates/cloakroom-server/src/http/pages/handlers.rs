@@ -11,6 +11,7 @@ use super::access::{
     new_pre_session_token, pre_session_token, safe_next, same_token, session_csrf, PageUser, HOME,
 };
 use super::templates::{self, sentence, LoginForm, Page, SettingsView};
+use crate::http::api::auth::renewed_cookie;
 use crate::http::error::ApiError;
 use crate::http::extract::{body_bytes, session_cookie, Client};
 use crate::http::AppState;
@@ -411,24 +412,10 @@ pub(super) async fn change_password(
         Ok(token) => {
             let mut cookies = Vec::new();
             if let Some(token) = token {
-                let jwt_cookie = session_cookie(&headers, &state)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|c| c.contains('.'));
-                let value = if jwt_cookie {
-                    match state.auth.mint_access_token(&who.user, &who.session) {
-                        Ok((jwt, _)) => jwt,
-                        Err(e) => return templates::error_page(&e.into()).into_response(),
-                    }
-                } else {
-                    token.expose().to_string()
-                };
-                let now = state.auth.now();
-                let max_age = who
-                    .session
-                    .remember
-                    .then(|| who.session.absolute_expires_at - now);
-                cookies.push(state.cookie.set(&value, max_age));
+                match renewed_cookie(&state, &headers, &who, &token) {
+                    Ok(cookie) => cookies.push(cookie),
+                    Err(e) => return templates::error_page(&e).into_response(),
+                }
             }
             with_headers(
                 Redirect::to("/settings?done=password").into_response(),
