@@ -1,8 +1,6 @@
 //! Building the application from settings and serving it: the store, the engine, the router,
 //! the background tasks that keep memory and store in step, and graceful shutdown.
 
-use axum::extract::ConnectInfo;
-use axum::Router;
 use cloakroom::{Auth, Clock, PostgresStore, RedisStore, SqliteStore, Store, Throttle};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -14,7 +12,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState, StateInner};
@@ -126,7 +123,7 @@ pub fn router(
     bound: SocketAddr,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
-) -> Router {
+) -> http::guard::Guarded {
     let cookie = settings.cookie_policy();
     http::router(AppState::new(StateInner {
         auth,
@@ -212,7 +209,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 async fn run(
     listener: TcpListener,
-    router: Router,
+    router: http::guard::Guarded,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     header_timeout: Duration,
@@ -238,10 +235,7 @@ async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                });
+                let svc = router.for_peer(peer);
                 let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

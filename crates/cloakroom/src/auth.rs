@@ -248,7 +248,7 @@ pub struct Auth {
     sync: tokio::sync::Mutex<()>,
     pub(crate) keys: ArcSwap<KeyRing>,
     pub(crate) claims_policy: ClaimsPolicy,
-    pub(crate) verified: dashmap::DashMap<Box<str>, crate::tokens::VerifiedToken>,
+    pub(crate) verified: crate::live::ServerKeyed<Box<str>, crate::tokens::VerifiedToken>,
     /// Event counters.
     pub metrics: AuthMetrics,
 }
@@ -322,7 +322,7 @@ impl Auth {
         Ok(Self {
             keys: ArcSwap::from_pointee(ring),
             claims_policy,
-            verified: dashmap::DashMap::new(),
+            verified: Default::default(),
             metrics: AuthMetrics::default(),
             store,
             throttle,
@@ -600,8 +600,7 @@ impl Auth {
     /// Recognises a session token: format first (a malformed token never reaches the store),
     /// then memory, then the store for a session this process has not seen yet.
     pub async fn authenticate(&self, raw_token: &str) -> Result<Authenticated, AuthError> {
-        let token = SessionToken::parse(raw_token).ok_or(AuthError::Unauthenticated)?;
-        let hash = token.hash();
+        let hash = SessionToken::hash_presented(raw_token).ok_or(AuthError::Unauthenticated)?;
         let live = match self.live.get(&hash) {
             Some(live) => live,
             None => {

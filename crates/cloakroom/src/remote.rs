@@ -129,7 +129,7 @@ pub struct RemoteVerifier {
     policy: ClaimsPolicy,
     /// When the keys were last fetched, for the refresh limit.
     fetched: tokio::sync::Mutex<Instant>,
-    revoked: DashMap<String, i64>,
+    revoked: crate::live::ServerKeyed<String, i64>,
     /// Tokens issued at or before this (unix seconds) are refused (the store lost its sessions).
     revoked_before: AtomicI64,
     /// Whether the revocation feed is complete right now.
@@ -176,7 +176,7 @@ impl RemoteVerifier {
             keys: ArcSwap::from_pointee(KeyRing::new(None, [])),
             policy,
             fetched: tokio::sync::Mutex::new(Instant::now()),
-            revoked: DashMap::new(),
+            revoked: Default::default(),
             revoked_before: AtomicI64::new(i64::MIN),
             feed_up: AtomicBool::new(!has_feed),
             down_since_ms: AtomicI64::new(-1),

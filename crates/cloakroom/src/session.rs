@@ -62,15 +62,28 @@ impl SessionToken {
     /// Accepts a presented token only if it has the exact shape of one we issue: 43 characters of
     /// the base64url alphabet that decode canonically to 32 bytes.
     pub fn parse(raw: &str) -> Option<Self> {
+        Self::well_formed(raw).then(|| Self(Secret::new(raw.to_string())))
+    }
+
+    /// The hash of a presented token of the right shape (see [`SessionToken::parse`]), without
+    /// copying it: what a session lookup needs.
+    pub fn hash_presented(raw: &str) -> Option<TokenHash> {
+        Self::well_formed(raw).then(|| TokenHash(Sha256::digest(raw.as_bytes()).into()))
+    }
+
+    fn well_formed(raw: &str) -> bool {
         if raw.len() != TOKEN_LEN
             || !raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return None;
+            return false;
         }
-        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-        (bytes.len() == 32).then(|| Self(Secret::new(raw.to_string())))
+        // 43 characters decode to 32 bytes; the decoder refuses non-zero trailing bits.
+        let mut bytes = [0u8; 33];
+        URL_SAFE_NO_PAD
+            .decode_slice(raw, &mut bytes)
+            .is_ok_and(|n| n == 32)
     }
 
     /// The encoded token, to hand to the client.
@@ -211,7 +224,11 @@ mod tests {
                 .expose()
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-            assert!(SessionToken::parse(t.expose()).is_some());
+            assert_eq!(
+                SessionToken::parse(t.expose()).map(|p| p.hash()),
+                Some(t.hash())
+            );
+            assert_eq!(SessionToken::hash_presented(t.expose()), Some(t.hash()));
             assert!(seen.insert(t.expose().to_string()));
         }
     }
@@ -237,6 +254,7 @@ mod tests {
         }
         for b in bad {
             assert!(SessionToken::parse(&b).is_none(), "{b:?}");
+            assert!(SessionToken::hash_presented(&b).is_none(), "{b:?}");
         }
     }
 

@@ -167,14 +167,17 @@ impl FromRequestParts<AppState> for Client {
 }
 
 /// The raw session cookie value a request carries, if exactly one.
-pub fn session_cookie(headers: &HeaderMap, state: &AppState) -> Result<Option<String>, ApiError> {
+pub fn session_cookie<'a>(
+    headers: &'a HeaderMap,
+    state: &AppState,
+) -> Result<Option<&'a str>, ApiError> {
     let values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok());
     match state.cookie.find(values) {
         Presented::None => Ok(None),
-        Presented::One(v) => Ok(Some(v.to_string())),
+        Presented::One(v) => Ok(Some(v)),
         Presented::Ambiguous => Err(ApiError::unauthenticated()),
     }
 }
@@ -247,10 +250,10 @@ impl FromRequestParts<AppState> for CurrentSession {
         }
         let token = cookie.ok_or_else(ApiError::unauthenticated)?;
         if !token.contains('.') {
-            return Ok(CurrentSession(state.auth.authenticate(&token).await?));
+            return Ok(CurrentSession(state.auth.authenticate(token).await?));
         }
-        let who = state.auth.authenticate_bearer(&token).await?;
-        if needs_renewal(&token, state.auth.now()) {
+        let who = state.auth.authenticate_bearer(token).await?;
+        if needs_renewal(token, state.auth.now()) {
             let (jwt, _) = state.auth.mint_access_token(&who.user, &who.session)?;
             if let Some(slot) = parts.extensions.get::<CookieRenewal>() {
                 let max_age = who

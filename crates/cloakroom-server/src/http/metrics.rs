@@ -2,7 +2,7 @@
 //! hashing queue, live sessions, and how long revocations take to reach this instance.
 //! `GET /metrics` serves them in the text exposition format; bind it privately.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -17,7 +17,7 @@ const BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
 /// Counters kept by the HTTP layer.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: DashMap<(&'static str, u16), AtomicU64>,
+    requests: DashMap<(&'static str, u16), AtomicU64, foldhash::fast::RandomState>,
     propagation_buckets: [AtomicU64; BUCKETS.len()],
     propagation_count: AtomicU64,
     propagation_sum_micros: AtomicU64,
@@ -49,17 +49,17 @@ impl Metrics {
     }
 }
 
-/// The routes counted by name; anything else is `other`, so a scan of random paths cannot grow
-/// the label set.
-fn route_label(path: Option<&str>) -> &'static str {
-    const ROUTES: [&str; 27] = [
+/// The route label of a request path: the route it is served by, or `other`, so a scan of
+/// random paths cannot grow the label set. Read from the path before routing, with the same
+/// rule as the router's `{id}`: one non-empty segment.
+pub fn route_of(path: &str) -> &'static str {
+    const ROUTES: [&str; 25] = [
         "/auth/signup",
         "/auth/login",
         "/auth/logout",
         "/auth/logout-all",
         "/auth/whoami",
         "/auth/sessions",
-        "/auth/sessions/{id}",
         "/auth/password",
         "/auth/token",
         "/.well-known/jwks.json",
@@ -76,22 +76,24 @@ fn route_label(path: Option<&str>) -> &'static str {
         "/profile",
         "/settings",
         "/logout",
-        "/settings/sessions/{id}/end",
         "/settings/logout-everywhere",
         "/settings/password",
         "/static/style.css",
     ];
-    path.and_then(|p| ROUTES.iter().find(|r| **r == p).copied())
-        .unwrap_or("other")
-}
-
-/// The route label of a request, from the path it was routed by.
-pub fn route_of(req: &Request) -> &'static str {
-    route_label(
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    )
+    let segment = |s: &str| !s.is_empty() && !s.contains('/');
+    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
+        r
+    } else if path.strip_prefix("/auth/sessions/").is_some_and(segment) {
+        "/auth/sessions/{id}"
+    } else if path
+        .strip_prefix("/settings/sessions/")
+        .and_then(|p| p.strip_suffix("/end"))
+        .is_some_and(segment)
+    {
+        "/settings/sessions/{id}/end"
+    } else {
+        "other"
+    }
 }
 
 impl Metrics {
@@ -204,4 +206,30 @@ pub async fn render(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn labels_are_routes_or_other() {
+        assert_eq!(route_of("/auth/whoami"), "/auth/whoami");
+        assert_eq!(route_of("/auth/sessions/abc"), "/auth/sessions/{id}");
+        assert_eq!(
+            route_of("/settings/sessions/abc/end"),
+            "/settings/sessions/{id}/end"
+        );
+        for other in [
+            "/auth/whoami/",
+            "/auth/sessions/",
+            "/auth/sessions/a/b",
+            "/settings/sessions//end",
+            "/settings/sessions/a/b/end",
+            "/nope",
+            "",
+        ] {
+            assert_eq!(route_of(other), "other", "{other}");
+        }
+    }
 }

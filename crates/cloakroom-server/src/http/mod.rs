@@ -4,13 +4,11 @@ pub mod api;
 pub mod csrf;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod metrics;
 pub mod pages;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::Router;
 use cloakroom::{Auth, CookiePolicy};
 use std::net::IpAddr;
@@ -64,9 +62,9 @@ impl AppState {
     }
 }
 
-/// The whole router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The whole router, behind the checks every request passes.
+pub fn router(state: AppState) -> guard::Guarded {
+    let routes = Router::new()
         .merge(api::auth::router())
         .merge(api::sessions::router())
         .merge(api::health::router())
@@ -77,9 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone());
+    guard::Guarded::new(state, routes)
 }
 
 async fn not_found() -> ApiError {
@@ -92,74 +89,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this method is not allowed here",
     )
-}
-
-/// Checks every request before its handler, sets the headers every response carries, and
-/// counts the answer for `/metrics` (one middleware rather than two: each costs allocations on
-/// every request).
-async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = metrics::route_of(&req);
-    // A slot for a renewed JWT cookie, only when a cookie could be one (JWTs contain dots).
-    let renewal = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .any(|v| v.as_bytes().contains(&b'.'))
-        .then(extract::CookieRenewal::default);
-    if let Some(slot) = &renewal {
-        req.extensions_mut().insert(slot.clone());
-    }
-    let cookie_bytes: usize = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .map(|v| v.len())
-        .sum();
-    let mut res = if cookie_bytes > COOKIE_LIMIT {
-        ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "cookies_too_large",
-            "the Cookie header is larger than 8 KiB",
-        )
-        .into_response()
-    } else if csrf::is_unsafe(req.method()) && csrf::looks_cross_site(req.headers(), &state.origins)
-    {
-        if pages::wants_html(req.headers()) {
-            pages::error_page(&ApiError::cross_origin()).into_response()
-        } else {
-            ApiError::cross_origin().into_response()
-        }
-    } else {
-        next.run(req).await
-    };
-    let renewed = renewal.and_then(|r| r.0.lock().unwrap_or_else(|e| e.into_inner()).take());
-    if let Some(cookie) = renewed.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        // Unless the handler already set or cleared the cookie (login, logout).
-        if !res.headers().contains_key(header::SET_COOKIE) {
-            res.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-    }
-    let h = res.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.entry(header::REFERRER_POLICY)
-        .or_insert(HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // Pages set their own policy; everything else loads nothing and is framed nowhere.
-    h.entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(
-            "default-src 'none'; frame-ancestors 'none'",
-        ));
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    if state.hsts {
-        h.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        );
-    }
-    state.metrics.count(route, res.status().as_u16());
-    res
 }

@@ -79,7 +79,9 @@ async fn login(
 ) -> Result<Response, ApiError> {
     // A session cookie the client already holds is ended by the new login; an ambiguous one
     // (two cookies of our name) is simply not honoured.
-    let current_token = session_cookie(&headers, &state).unwrap_or(None);
+    let current_token = session_cookie(&headers, &state)
+        .unwrap_or(None)
+        .map(str::to_string);
     let outcome = state
         .auth
         .login(LoginRequest {
@@ -179,8 +181,16 @@ async fn logout_all(
     Ok(cleared(&state))
 }
 
-async fn whoami(CurrentSession(who): CurrentSession) -> Json<WhoAmI> {
-    Json(WhoAmI::from(&who))
+async fn whoami(CurrentSession(who): CurrentSession) -> Response {
+    let mut res = Response::new(axum::body::Body::from(WhoAmI::json(&who)));
+    let h = res.headers_mut();
+    // Room for every header the answer will carry (see `guard`), allocated once.
+    h.reserve(10);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 #[derive(Debug, Deserialize)]

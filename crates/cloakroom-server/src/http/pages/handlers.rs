@@ -126,9 +126,9 @@ fn logged_out(state: &AppState, to: &str) -> Response {
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
     let token = session_cookie(headers, state).ok().flatten()?;
     if token.contains('.') {
-        state.auth.authenticate_bearer(&token).await.ok()
+        state.auth.authenticate_bearer(token).await.ok()
     } else {
-        state.auth.authenticate(&token).await.ok()
+        state.auth.authenticate(token).await.ok()
     }
 }
 
@@ -205,7 +205,9 @@ pub(super) async fn login(
             remember,
             transport: Transport::Cookie,
             client,
-            current_token: session_cookie(&headers, &state).unwrap_or(None),
+            current_token: session_cookie(&headers, &state)
+                .unwrap_or(None)
+                .map(str::to_string),
         })
         .await;
     match outcome {

@@ -1,0 +1,212 @@
+//! The service in front of the router. Every request passes its checks before routing (the
+//! cookie-size limit, the cross-site check on unsafe methods, the body limit), and every answer
+//! leaves with the headers all responses carry and is counted for `/metrics`.
+//!
+//! It is written as a plain [`Service`] around the router rather than with
+//! `axum::middleware::from_fn` or `Router::layer`: those clone and box a service and box a future
+//! on every request, which on the hottest routes cost more than the session check itself.
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{BoxError, Router};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+use super::error::ApiError;
+use super::extract::CookieRenewal;
+use super::{csrf, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
+
+type Limited = <DefaultBodyLimit as Layer<Router>>::Service;
+
+/// The router behind the checks, for one connection (see [`Guarded::for_peer`]).
+#[derive(Clone)]
+pub struct Guarded {
+    state: AppState,
+    router: Router,
+    /// The same router with the body limit, for requests that may carry a body.
+    limited: Limited,
+    peer: Option<SocketAddr>,
+}
+
+impl Guarded {
+    /// Puts the checks in front of `router`.
+    pub fn new(state: AppState, router: Router) -> Self {
+        Self {
+            state,
+            limited: DefaultBodyLimit::max(BODY_LIMIT).layer(router.clone()),
+            router,
+            peer: None,
+        }
+    }
+
+    /// The service for a connection from `peer` (handlers read it as `ConnectInfo`).
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// A refusal before routing, if the request earns one.
+    fn refusal(&self, req: &Request) -> Option<Response> {
+        let cookie_bytes: usize = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.len())
+            .sum();
+        if cookie_bytes > COOKIE_LIMIT {
+            return Some(
+                ApiError::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "cookies_too_large",
+                    "the Cookie header is larger than 8 KiB",
+                )
+                .into_response(),
+            );
+        }
+        if csrf::is_unsafe(req.method())
+            && csrf::looks_cross_site(req.headers(), &self.state.origins)
+        {
+            return Some(if pages::wants_html(req.headers()) {
+                pages::error_page(&ApiError::cross_origin()).into_response()
+            } else {
+                ApiError::cross_origin().into_response()
+            });
+        }
+        None
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for Guarded
+where
+    B: HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> GuardFuture {
+        let mut req = req.map(Body::new);
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let route = metrics::route_of(req.uri().path());
+        // A slot for a renewed JWT cookie, only when a cookie could be one (JWTs contain dots).
+        let renewal = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .any(|v| v.as_bytes().contains(&b'.'))
+            .then(CookieRenewal::default);
+        let after = After {
+            state: self.state.clone(),
+            route,
+            renewal,
+        };
+        if let Some(refused) = self.refusal(&req) {
+            return GuardFuture {
+                inner: Inner::Refused(refused),
+                after,
+            };
+        }
+        if let Some(slot) = &after.renewal {
+            req.extensions_mut().insert(slot.clone());
+        }
+        let routed = match *req.method() {
+            Method::GET | Method::HEAD => self.router.call(req),
+            _ => self.limited.call(req),
+        };
+        GuardFuture {
+            inner: Inner::Routed(routed),
+            after,
+        }
+    }
+}
+
+/// What [`Guarded`] answers with.
+pub struct GuardFuture {
+    inner: Inner,
+    after: After,
+}
+
+enum Inner {
+    Refused(Response),
+    Routed(<Router as Service<Request>>::Future),
+}
+
+/// What is done to every answer.
+struct After {
+    state: AppState,
+    route: &'static str,
+    renewal: Option<CookieRenewal>,
+}
+
+impl Future for GuardFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every part is Unpin: the router's future holds its state in a box.
+        let this = self.get_mut();
+        let res = match &mut this.inner {
+            Inner::Refused(res) => std::mem::take(res),
+            Inner::Routed(fut) => match Pin::new(fut).poll(cx) {
+                Poll::Ready(Ok(res)) => res,
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        Poll::Ready(Ok(this.after.finish(res)))
+    }
+}
+
+impl After {
+    fn finish(&mut self, mut res: Response) -> Response {
+        let renewed = self
+            .renewal
+            .take()
+            .and_then(|r| r.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(cookie) = renewed.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            // Unless the handler already set or cleared the cookie (login, logout).
+            if !res.headers().contains_key(header::SET_COOKIE) {
+                res.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+        }
+        let h = res.headers_mut();
+        // Room for the headers below at once, rather than growing the map twice.
+        h.reserve(6);
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.entry(header::REFERRER_POLICY)
+            .or_insert(HeaderValue::from_static("no-referrer"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // Pages set their own policy; everything else loads nothing and is framed nowhere.
+        h.entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(HeaderValue::from_static(
+                "default-src 'none'; frame-ancestors 'none'",
+            ));
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        if self.state.hsts {
+            h.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
+        }
+        self.state.metrics.count(self.route, res.status().as_u16());
+        res
+    }
+}
