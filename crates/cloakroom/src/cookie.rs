@@ -80,7 +80,9 @@ impl CookiePolicy {
         let mut found = Presented::None;
         for header in headers {
             for pair in header.split(';') {
-                let Some((name, value)) = pair.trim().split_once('=') else {
+                // Header values that reach here are visible ASCII (`to_str`), so ASCII trimming is
+                // the whole of it.
+                let Some((name, value)) = pair.trim_ascii().split_once('=') else {
                     continue;
                 };
                 if name == self.name() {

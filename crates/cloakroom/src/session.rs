@@ -71,19 +71,22 @@ impl SessionToken {
         Self::well_formed(raw).then(|| TokenHash(Sha256::digest(raw.as_bytes()).into()))
     }
 
+    /// 43 characters of the base64url alphabet, in the one canonical spelling of 32 bytes: the
+    /// last character carries 4 bits, so its 2 unused low bits must be zero (a decoder that
+    /// allowed them would accept 4 spellings of each token).
     fn well_formed(raw: &str) -> bool {
-        if raw.len() != TOKEN_LEN
-            || !raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return false;
-        }
-        // 43 characters decode to 32 bytes; the decoder refuses non-zero trailing bits.
-        let mut bytes = [0u8; 33];
-        URL_SAFE_NO_PAD
-            .decode_slice(raw, &mut bytes)
-            .is_ok_and(|n| n == 32)
+        let b = raw.as_bytes();
+        let sextet = |c: u8| match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        };
+        b.len() == TOKEN_LEN
+            && b.iter().all(|&c| sextet(c).is_some())
+            && sextet(b[TOKEN_LEN - 1]).is_some_and(|v| v & 0b11 == 0)
     }
 
     /// The encoded token, to hand to the client.
@@ -255,6 +258,17 @@ mod tests {
         for b in bad {
             assert!(SessionToken::parse(&b).is_none(), "{b:?}");
             assert!(SessionToken::hash_presented(&b).is_none(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn the_shape_check_agrees_with_a_canonical_decoder() {
+        let good = SessionToken::generate();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for last in alphabet.chars().chain("+/=.~ ".chars()) {
+            let t = format!("{}{last}", &good.expose()[..42]);
+            let decodes = URL_SAFE_NO_PAD.decode(&t).is_ok_and(|b| b.len() == 32);
+            assert_eq!(SessionToken::well_formed(&t), decodes, "{t}");
         }
     }
 

@@ -10,6 +10,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::handler::Handler;
 use axum::{BoxError, Router};
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +21,7 @@ use tower::{Layer, Service};
 
 use super::error::ApiError;
 use super::extract::CookieRenewal;
-use super::{csrf, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
+use super::{api, csrf, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
 
 type Limited = <DefaultBodyLimit as Layer<Router>>::Service;
 
@@ -124,14 +125,21 @@ where
         if let Some(slot) = &after.renewal {
             req.extensions_mut().insert(slot.clone());
         }
-        let routed = match *req.method() {
-            Method::GET | Method::HEAD => self.router.call(req),
-            _ => self.limited.call(req),
+        let inner = match (req.method(), req.uri().path()) {
+            // What a protected app or its proxy asks on every request goes straight to its
+            // handler: the same handler and extractors the router would run, without the
+            // router's per-request service clone and boxing (both routes are in the router too,
+            // which serves their HEAD and wrong-method answers).
+            (&Method::GET, "/auth/whoami") => {
+                Inner::Direct(Handler::call(api::auth::whoami, req, self.state.clone()))
+            }
+            (&Method::GET, "/auth/verify") => {
+                Inner::Direct(Handler::call(api::forward::verify, req, self.state.clone()))
+            }
+            (&Method::GET | &Method::HEAD, _) => Inner::Routed(self.router.call(req)),
+            _ => Inner::Routed(self.limited.call(req)),
         };
-        GuardFuture {
-            inner: Inner::Routed(routed),
-            after,
-        }
+        GuardFuture { inner, after }
     }
 }
 
@@ -143,6 +151,7 @@ pub struct GuardFuture {
 
 enum Inner {
     Refused(Response),
+    Direct(Pin<Box<dyn Future<Output = Response> + Send>>),
     Routed(<Router as Service<Request>>::Future),
 }
 
@@ -161,6 +170,10 @@ impl Future for GuardFuture {
         let this = self.get_mut();
         let res = match &mut this.inner {
             Inner::Refused(res) => std::mem::take(res),
+            Inner::Direct(fut) => match fut.as_mut().poll(cx) {
+                Poll::Ready(res) => res,
+                Poll::Pending => return Poll::Pending,
+            },
             Inner::Routed(fut) => match Pin::new(fut).poll(cx) {
                 Poll::Ready(Ok(res)) => res,
                 Poll::Ready(Err(never)) => match never {},
@@ -183,17 +196,14 @@ impl After {
                 res.headers_mut().append(header::SET_COOKIE, cookie);
             }
         }
+        // Every answer: no sniffing, no caching unless the handler says otherwise, and a policy
+        // that loads nothing and is framed nowhere (pages set their own, with the referrer
+        // policy and `X-Frame-Options` that only HTML needs).
         let h = res.headers_mut();
-        // Room for the headers below at once, rather than growing the map twice.
-        h.reserve(6);
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
-        h.entry(header::REFERRER_POLICY)
-            .or_insert(HeaderValue::from_static("no-referrer"));
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        // Pages set their own policy; everything else loads nothing and is framed nowhere.
         h.entry(header::CONTENT_SECURITY_POLICY)
             .or_insert(HeaderValue::from_static(
                 "default-src 'none'; frame-ancestors 'none'",

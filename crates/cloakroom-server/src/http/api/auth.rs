@@ -181,7 +181,7 @@ async fn logout_all(
     Ok(cleared(&state))
 }
 
-async fn whoami(CurrentSession(who): CurrentSession) -> Response {
+pub(crate) async fn whoami(CurrentSession(who): CurrentSession) -> Response {
     let mut res = Response::new(axum::body::Body::from(WhoAmI::json(&who)));
     let h = res.headers_mut();
     // Room for every header the answer will carry (see `guard`), allocated once.

@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VerifyQuery {
+pub(crate) struct VerifyQuery {
     role: Option<String>,
 }
 
@@ -44,7 +44,7 @@ fn identity_header(value: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(value).map_err(|_| ApiError::unauthenticated())
 }
 
-async fn verify(
+pub(crate) async fn verify(
     State(state): State<AppState>,
     Query(q): Query<VerifyQuery>,
     req: Request,

@@ -124,10 +124,11 @@ fn push_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
 fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
     let year = t.year();
     if t.offset().is_utc() && t.nanosecond() == 0 && (0..=9999).contains(&year) {
-        let year = year.unsigned_abs();
-        let digits = |n: u32, width: u32| (0..width).rev().map(move |i| b'0' + (n / 10u32.pow(i) % 10) as u8);
+        let two = |out: &mut Vec<u8>, n: u8| out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
         out.push(b'"');
-        out.extend(digits(year, 4));
+        // In range: the year is 0..=9999.
+        two(out, (year / 100) as u8);
+        two(out, (year % 100) as u8);
         for (sep, n) in [
             (b'-', u8::from(t.month())),
             (b'-', t.day()),
@@ -136,7 +137,7 @@ fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
             (b':', t.second()),
         ] {
             out.push(sep);
-            out.extend(digits(u32::from(n), 2));
+            two(out, n);
         }
         out.extend_from_slice(b"Z\"");
         return;

@@ -50,6 +50,8 @@ impl IntoResponse for Page {
             header::REFERRER_POLICY,
             HeaderValue::from_static("same-origin"),
         );
+        // For browsers older than `frame-ancestors`.
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         res
     }
 }
