@@ -618,12 +618,13 @@ impl Auth {
         if live.session.transport != Transport::Cookie {
             return Err(AuthError::Unauthenticated);
         }
-        self.check_live(&live).await
+        self.check_live(&live, self.now()).await
     }
 
     pub(crate) async fn check_live(
         &self,
         live: &Arc<LiveSession>,
+        now: OffsetDateTime,
     ) -> Result<Authenticated, AuthError> {
         // Fail closed: while revocations may be missed, no session is trusted.
         self.feed_ok()?;
@@ -632,7 +633,6 @@ impl Auth {
             self.live.remove(session.id);
             return Err(AuthError::Unauthenticated);
         }
-        let now = self.now();
         if session.is_expired(live.last_seen(), now) {
             self.live.remove(session.id);
             self.store.revoke(session.id).await?;

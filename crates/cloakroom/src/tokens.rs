@@ -437,7 +437,7 @@ impl Auth {
         if live.session.user_id != verified.sub {
             return Err(AuthError::Unauthenticated);
         }
-        self.check_live(&live).await
+        self.check_live(&live, now).await
     }
 }
 

@@ -55,13 +55,7 @@ impl Guarded {
     }
 
     /// A refusal before routing, if the request earns one.
-    fn refusal(&self, req: &Request) -> Option<Response> {
-        let cookie_bytes: usize = req
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .map(|v| v.len())
-            .sum();
+    fn refusal(&self, req: &Request, cookie_bytes: usize) -> Option<Response> {
         if cookie_bytes > COOKIE_LIMIT {
             return Some(
                 ApiError::new(
@@ -100,23 +94,21 @@ where
 
     fn call(&mut self, req: axum::http::Request<B>) -> GuardFuture {
         let mut req = req.map(Body::new);
-        if let Some(peer) = self.peer {
-            req.extensions_mut().insert(ConnectInfo(peer));
-        }
         let route = metrics::route_of(req.uri().path());
-        // A slot for a renewed JWT cookie, only when a cookie could be one (JWTs contain dots).
-        let renewal = req
+        let (cookie_bytes, dotted) = req
             .headers()
             .get_all(header::COOKIE)
             .iter()
-            .any(|v| v.as_bytes().contains(&b'.'))
-            .then(CookieRenewal::default);
+            .fold((0, false), |(n, dot), v| {
+                (n + v.len(), dot || v.as_bytes().contains(&b'.'))
+            });
         let after = After {
             state: self.state.clone(),
             route,
-            renewal,
+            // A slot for a renewed JWT cookie, only when a cookie could be one (JWTs have dots).
+            renewal: dotted.then(CookieRenewal::default),
         };
-        if let Some(refused) = self.refusal(&req) {
+        if let Some(refused) = self.refusal(&req, cookie_bytes) {
             return GuardFuture {
                 inner: Inner::Refused(refused),
                 after,
@@ -125,22 +117,37 @@ where
         if let Some(slot) = &after.renewal {
             req.extensions_mut().insert(slot.clone());
         }
-        let inner = match (req.method(), req.uri().path()) {
+        let hot = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/auth/whoami") => Some(Hot::WhoAmI),
+            (&Method::GET, "/auth/verify") => Some(Hot::Verify),
+            _ => None,
+        };
+        // Every handler but `whoami` may read the client's address.
+        if let (Some(peer), false) = (self.peer, hot == Some(Hot::WhoAmI)) {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let state = self.state.clone();
+        let inner = match hot {
             // What a protected app or its proxy asks on every request goes straight to its
             // handler: the same handler and extractors the router would run, without the
             // router's per-request service clone and boxing (both routes are in the router too,
             // which serves their HEAD and wrong-method answers).
-            (&Method::GET, "/auth/whoami") => {
-                Inner::Direct(Handler::call(api::auth::whoami, req, self.state.clone()))
+            Some(Hot::WhoAmI) => Inner::Direct(Handler::call(api::auth::whoami, req, state)),
+            Some(Hot::Verify) => Inner::Direct(Handler::call(api::forward::verify, req, state)),
+            None if matches!(*req.method(), Method::GET | Method::HEAD) => {
+                Inner::Routed(self.router.call(req))
             }
-            (&Method::GET, "/auth/verify") => {
-                Inner::Direct(Handler::call(api::forward::verify, req, self.state.clone()))
-            }
-            (&Method::GET | &Method::HEAD, _) => Inner::Routed(self.router.call(req)),
-            _ => Inner::Routed(self.limited.call(req)),
+            None => Inner::Routed(self.limited.call(req)),
         };
         GuardFuture { inner, after }
     }
+}
+
+/// The routes answered without the router.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hot {
+    WhoAmI,
+    Verify,
 }
 
 /// What [`Guarded`] answers with.

@@ -85,12 +85,13 @@ impl WhoAmI {
             if i > 0 {
                 out.push(b',');
             }
-            push_str(&mut out, role.as_str());
+            // Role names are a-z, 0-9 and `_-:.` (`Role::parse`): nothing to escape.
+            push_quoted(&mut out, role.as_str());
         }
         out.extend_from_slice(b"]},\"session\":{\"id\":");
         push_uuid(&mut out, &a.session.id.0);
         out.extend_from_slice(b",\"transport\":");
-        push_str(&mut out, a.session.transport.as_str());
+        push_quoted(&mut out, a.session.transport.as_str());
         out.extend_from_slice(b",\"created_at\":");
         push_time(&mut out, a.session.created_at);
         out.extend_from_slice(b",\"expires_at\":");
@@ -103,20 +104,23 @@ impl WhoAmI {
 /// A JSON string: copied as it is when nothing in it needs escaping, else escaped by serde_json.
 fn push_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        push_quoted(out, s);
     } else if serde_json::to_writer(&mut *out, s).is_err() {
         // Writing to a Vec cannot fail; an empty string keeps the document valid regardless.
         out.extend_from_slice(b"\"\"");
     }
 }
 
+/// A string known to need no escaping.
+fn push_quoted(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 fn push_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
     let mut buf = uuid::Uuid::encode_buffer();
-    out.push(b'"');
-    out.extend_from_slice(id.as_hyphenated().encode_lower(&mut buf).as_bytes());
-    out.push(b'"');
+    push_quoted(out, id.as_hyphenated().encode_lower(&mut buf));
 }
 
 /// RFC 3339 as `time::serde::rfc3339` writes it. Times here are whole seconds in UTC, which
@@ -129,12 +133,14 @@ fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
         // In range: the year is 0..=9999.
         two(out, (year / 100) as u8);
         two(out, (year % 100) as u8);
+        let (_, month, day) = t.to_calendar_date();
+        let (hour, minute, second) = t.to_hms();
         for (sep, n) in [
-            (b'-', u8::from(t.month())),
-            (b'-', t.day()),
-            (b'T', t.hour()),
-            (b':', t.minute()),
-            (b':', t.second()),
+            (b'-', u8::from(month)),
+            (b'-', day),
+            (b'T', hour),
+            (b':', minute),
+            (b':', second),
         ] {
             out.push(sep);
             two(out, n);
