@@ -633,7 +633,8 @@ impl Auth {
             self.live.remove(session.id);
             return Err(AuthError::Unauthenticated);
         }
-        if session.is_expired(live.last_seen(), now) {
+        let now_secs = now.unix_timestamp();
+        if live.is_expired(now_secs) {
             self.live.remove(session.id);
             self.store.revoke(session.id).await?;
             return Err(AuthError::Unauthenticated);
@@ -646,7 +647,7 @@ impl Auth {
         Ok(Authenticated {
             user,
             session: Arc::clone(session),
-            expires_at: session.expires_at(now),
+            expires_at: live.expires_at(now_secs),
         })
     }
 

@@ -16,16 +16,38 @@ pub(crate) struct LiveSession {
     pub(crate) session: Arc<Session>,
     last_seen: AtomicI64,
     flushed: AtomicI64,
+    /// The idle timeout and the absolute deadline in whole seconds, for the check on every
+    /// request (the same rule as [`Session::expires_at`], in integers).
+    idle_secs: i64,
+    absolute_secs: i64,
 }
 
 impl LiveSession {
     fn new(session: Session) -> Self {
         let seen = session.last_seen_at.unix_timestamp();
         Self {
+            idle_secs: session.idle_timeout.whole_seconds(),
+            absolute_secs: session.absolute_expires_at.unix_timestamp(),
             session: Arc::new(session),
             last_seen: AtomicI64::new(seen),
             flushed: AtomicI64::new(seen),
         }
+    }
+
+    /// When the session ends (unix seconds) if it is not used again after `seen`.
+    fn deadline(&self, seen: i64) -> i64 {
+        seen.saturating_add(self.idle_secs).min(self.absolute_secs)
+    }
+
+    /// Whether the session is over at `now` (unix seconds), given its last activity.
+    pub(crate) fn is_expired(&self, now: i64) -> bool {
+        now >= self.deadline(self.last_seen.load(Ordering::Relaxed))
+    }
+
+    /// When the session ends if it is used at `now` (unix seconds).
+    pub(crate) fn expires_at(&self, now: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(self.deadline(now))
+            .unwrap_or(self.session.absolute_expires_at)
     }
 
     pub(crate) fn last_seen(&self) -> OffsetDateTime {

@@ -171,10 +171,12 @@ pub fn session_cookie<'a>(
     headers: &'a HeaderMap,
     state: &AppState,
 ) -> Result<Option<&'a str>, ApiError> {
+    // UTF-8 rather than `to_str`'s visible ASCII (cheaper): what is found is then checked as a
+    // token of our own shape, which admits nothing else.
     let values = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok());
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
     match state.cookie.find(values) {
         Presented::None => Ok(None),
         Presented::One(v) => Ok(Some(v)),

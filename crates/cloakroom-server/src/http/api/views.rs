@@ -126,21 +126,23 @@ fn push_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
 /// RFC 3339 as `time::serde::rfc3339` writes it. Times here are whole seconds in UTC, which
 /// take the short path; anything else goes through `time`'s formatter.
 fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
-    let year = t.year();
+    let secs = t.unix_timestamp();
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     if t.offset().is_utc() && t.nanosecond() == 0 && (0..=9999).contains(&year) {
-        let two = |out: &mut Vec<u8>, n: u8| out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
+        let two = |out: &mut Vec<u8>, n: i64| {
+            // In range: n is 0..=99.
+            out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        };
+        let of_day = secs.rem_euclid(86_400);
         out.push(b'"');
-        // In range: the year is 0..=9999.
-        two(out, (year / 100) as u8);
-        two(out, (year % 100) as u8);
-        let (_, month, day) = t.to_calendar_date();
-        let (hour, minute, second) = t.to_hms();
+        two(out, year / 100);
+        two(out, year % 100);
         for (sep, n) in [
-            (b'-', u8::from(month)),
+            (b'-', month),
             (b'-', day),
-            (b'T', hour),
-            (b':', minute),
-            (b':', second),
+            (b'T', of_day / 3600),
+            (b':', of_day / 60 % 60),
+            (b':', of_day % 60),
         ] {
             out.push(sep);
             two(out, n);
@@ -152,6 +154,21 @@ fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
         Ok(s) => push_str(out, &s),
         Err(_) => out.extend_from_slice(b"null"),
     }
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01: Howard
+/// Hinnant's `civil_from_days`, a handful of integer operations (the test holds it to `time`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// One entry of `GET /auth/sessions`.
@@ -222,7 +239,7 @@ mod tests {
         let cases = [
             sample("a@example.com", &["user"], datetime!(2026-11-24 20:23:05 UTC)),
             sample("o'brien+x@example.com", &[], datetime!(0001-01-01 00:00:00 UTC)),
-            sample("zoë@exämple.com", &["user", "admin"], datetime!(9999-12-31 23:59:59 UTC)),
+            sample("zoë@exämple.com", &["user", "admin"], datetime!(9999-12-30 23:00:00 UTC)),
             sample("a@example.com", &["user"], datetime!(2026-01-02 03:04:05.5 UTC)),
             sample("a@example.com", &["user"], datetime!(2026-01-02 03:04:05 +01:00)),
         ];
@@ -232,6 +249,27 @@ mod tests {
                 String::from_utf8_lossy(&WhoAmI::json(&a)),
                 String::from_utf8_lossy(&want)
             );
+        }
+    }
+
+    #[test]
+    fn times_are_written_as_time_writes_them() {
+        let first = datetime!(0000-01-01 00:00:00 UTC).unix_timestamp();
+        let last = datetime!(9999-12-31 23:59:59 UTC).unix_timestamp();
+        // Every 1 000 003 seconds across the range, and the edges of every day near 1970.
+        let samples = (first..=last)
+            .step_by(1_000_003)
+            .chain([first, last, -1, 0, 1, 86_399, 86_400, 951_782_400, 4_107_456_000]);
+        for secs in samples {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap_or_else(|e| panic!("{e}"));
+            let mut out = Vec::new();
+            push_time(&mut out, t);
+            let want = format!(
+                "\"{}\"",
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            );
+            assert_eq!(String::from_utf8_lossy(&out), want, "{secs}");
         }
     }
 
