@@ -126,48 +126,50 @@ fn push_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
 /// RFC 3339 as `time::serde::rfc3339` writes it. Times here are whole seconds in UTC, which
 /// take the short path; anything else goes through `time`'s formatter.
 fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
-    let secs = t.unix_timestamp();
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    if t.offset().is_utc() && t.nanosecond() == 0 && (0..=9999).contains(&year) {
-        let two = |out: &mut Vec<u8>, n: i64| {
-            // In range: n is 0..=99.
-            out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
-        };
-        let of_day = secs.rem_euclid(86_400);
-        out.push(b'"');
-        two(out, year / 100);
-        two(out, year % 100);
-        for (sep, n) in [
-            (b'-', month),
-            (b'-', day),
-            (b'T', of_day / 3600),
-            (b':', of_day / 60 % 60),
-            (b':', of_day % 60),
-        ] {
-            out.push(sep);
-            two(out, n);
+    // Seconds since 0000-03-01, which is day 0 of the calendar below; non-negative from year 1.
+    let since = t.unix_timestamp() + 719_468 * 86_400;
+    match u64::try_from(since) {
+        Ok(since) if t.offset().is_utc() && t.nanosecond() == 0 && t.year() <= 9999 => {
+            let (year, month, day) = civil_from_days(since / 86_400);
+            let of_day = since % 86_400;
+            out.push(b'"');
+            push_two(out, year / 100);
+            push_two(out, year % 100);
+            for (sep, n) in [
+                (b'-', month),
+                (b'-', day),
+                (b'T', of_day / 3600),
+                (b':', of_day / 60 % 60),
+                (b':', of_day % 60),
+            ] {
+                out.push(sep);
+                push_two(out, n);
+            }
+            out.extend_from_slice(b"Z\"");
         }
-        out.extend_from_slice(b"Z\"");
-        return;
-    }
-    match t.format(&time::format_description::well_known::Rfc3339) {
-        Ok(s) => push_str(out, &s),
-        Err(_) => out.extend_from_slice(b"null"),
+        _ => match t.format(&time::format_description::well_known::Rfc3339) {
+            Ok(s) => push_str(out, &s),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
     }
 }
 
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01: Howard
-/// Hinnant's `civil_from_days`, a handful of integer operations (the test holds it to `time`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
+/// Two decimal digits of `n` (0..=99).
+fn push_two(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 0000-03-01: Howard
+/// Hinnant's `civil_from_days`, a handful of integer operations (a test holds it to `time`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let era = days / 146_097;
+    let doe = days % 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month, day)
 }
 
