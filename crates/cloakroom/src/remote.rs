@@ -21,7 +21,6 @@
 //! ```
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;

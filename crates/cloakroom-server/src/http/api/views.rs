@@ -132,31 +132,27 @@ fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
         Ok(since) if t.offset().is_utc() && t.nanosecond() == 0 && t.year() <= 9999 => {
             let (year, month, day) = civil_from_days(since / 86_400);
             let of_day = since % 86_400;
-            out.push(b'"');
-            push_two(out, year / 100);
-            push_two(out, year % 100);
-            for (sep, n) in [
-                (b'-', month),
-                (b'-', day),
-                (b'T', of_day / 3600),
-                (b':', of_day / 60 % 60),
-                (b':', of_day % 60),
+            let mut text = *b"\"0000-00-00T00:00:00Z\"";
+            for (at, n) in [
+                (1, year / 100),
+                (3, year % 100),
+                (6, month),
+                (9, day),
+                (12, of_day / 3600),
+                (15, of_day / 60 % 60),
+                (18, of_day % 60),
             ] {
-                out.push(sep);
-                push_two(out, n);
+                // Every n is 0..=99.
+                text[at] = b'0' + (n / 10 % 10) as u8;
+                text[at + 1] = b'0' + (n % 10) as u8;
             }
-            out.extend_from_slice(b"Z\"");
+            out.extend_from_slice(&text);
         }
         _ => match t.format(&time::format_description::well_known::Rfc3339) {
             Ok(s) => push_str(out, &s),
             Err(_) => out.extend_from_slice(b"null"),
         },
     }
-}
-
-/// Two decimal digits of `n` (0..=99).
-fn push_two(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
 }
 
 /// The proleptic Gregorian (year, month, day) of a count of days since 0000-03-01: Howard
