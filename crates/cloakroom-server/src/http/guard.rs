@@ -8,9 +8,9 @@
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::handler::Handler;
 use axum::{BoxError, Router};
 use std::convert::Infallible;
 use std::future::Future;

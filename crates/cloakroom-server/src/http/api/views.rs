@@ -235,11 +235,31 @@ mod tests {
     #[test]
     fn the_direct_whoami_json_is_what_serde_json_writes() {
         let cases = [
-            sample("a@example.com", &["user"], datetime!(2026-11-24 20:23:05 UTC)),
-            sample("o'brien+x@example.com", &[], datetime!(0001-01-01 00:00:00 UTC)),
-            sample("zoë@exämple.com", &["user", "admin"], datetime!(9999-12-30 23:00:00 UTC)),
-            sample("a@example.com", &["user"], datetime!(2026-01-02 03:04:05.5 UTC)),
-            sample("a@example.com", &["user"], datetime!(2026-01-02 03:04:05 +01:00)),
+            sample(
+                "a@example.com",
+                &["user"],
+                datetime!(2026-11-24 20:23:05 UTC),
+            ),
+            sample(
+                "o'brien+x@example.com",
+                &[],
+                datetime!(0001-01-01 00:00:00 UTC),
+            ),
+            sample(
+                "zoë@exämple.com",
+                &["user", "admin"],
+                datetime!(9999-12-30 23:00:00 UTC),
+            ),
+            sample(
+                "a@example.com",
+                &["user"],
+                datetime!(2026-01-02 03:04:05.5 UTC),
+            ),
+            sample(
+                "a@example.com",
+                &["user"],
+                datetime!(2026-01-02 03:04:05 +01:00),
+            ),
         ];
         for a in cases {
             let want = serde_json::to_vec(&WhoAmI::from(&a)).unwrap_or_default();
@@ -255,9 +275,17 @@ mod tests {
         let first = datetime!(0000-01-01 00:00:00 UTC).unix_timestamp();
         let last = datetime!(9999-12-31 23:59:59 UTC).unix_timestamp();
         // Every 1 000 003 seconds across the range, and the edges of every day near 1970.
-        let samples = (first..=last)
-            .step_by(1_000_003)
-            .chain([first, last, -1, 0, 1, 86_399, 86_400, 951_782_400, 4_107_456_000]);
+        let samples = (first..=last).step_by(1_000_003).chain([
+            first,
+            last,
+            -1,
+            0,
+            1,
+            86_399,
+            86_400,
+            951_782_400,
+            4_107_456_000,
+        ]);
         for secs in samples {
             let t = OffsetDateTime::from_unix_timestamp(secs).unwrap_or_else(|e| panic!("{e}"));
             let mut out = Vec::new();
@@ -273,7 +301,15 @@ mod tests {
 
     #[test]
     fn strings_that_need_escaping_are_escaped() {
-        for s in ["plain", "\"q\"", "back\\slash", "ctl\u{1}\n\t", "del\u{7f}", "é√😀", ""] {
+        for s in [
+            "plain",
+            "\"q\"",
+            "back\\slash",
+            "ctl\u{1}\n\t",
+            "del\u{7f}",
+            "é√😀",
+            "",
+        ] {
             let mut out = Vec::new();
             push_str(&mut out, s);
             assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");
