@@ -4,7 +4,7 @@
 //! the app. Headers the client sent are never read as identity and never echoed back.
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -39,6 +39,11 @@ fn original_path(headers: &HeaderMap, from_trusted_proxy: bool) -> Option<String
         .filter_map(|h| headers.get(*h)?.to_str().ok())
         .find_map(|p| safe_next(p).map(str::to_string))
 }
+
+const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
+const X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
+const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
 
 fn identity_header(value: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(value).map_err(|_| ApiError::unauthenticated())
@@ -76,15 +81,27 @@ pub(crate) async fn verify(
             ));
         }
     }
-    let roles: Vec<&str> = who.user.roles.iter().map(|r| r.as_str()).collect();
+    let mut roles = String::new();
+    for (i, role) in who.user.roles.iter().enumerate() {
+        if i > 0 {
+            roles.push(',');
+        }
+        roles.push_str(role.as_str());
+    }
+    let mut uuid = uuid::Uuid::encode_buffer();
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
-    h.insert("x-auth-user-id", identity_header(&who.user.id.to_string())?);
-    h.insert("x-auth-email", identity_header(who.user.email.as_str())?);
-    h.insert("x-auth-roles", identity_header(&roles.join(","))?);
+    // Room for these and the headers every answer carries (see `guard`), allocated once.
+    h.reserve(10);
     h.insert(
-        "x-auth-session-id",
-        identity_header(&who.session.id.to_string())?,
+        X_AUTH_USER_ID,
+        identity_header(who.user.id.0.as_hyphenated().encode_lower(&mut uuid))?,
+    );
+    h.insert(X_AUTH_EMAIL, identity_header(who.user.email.as_str())?);
+    h.insert(X_AUTH_ROLES, identity_header(&roles)?);
+    h.insert(
+        X_AUTH_SESSION_ID,
+        identity_header(who.session.id.0.as_hyphenated().encode_lower(&mut uuid))?,
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
