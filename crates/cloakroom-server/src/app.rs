@@ -2,7 +2,7 @@
 //! the background tasks that keep memory and store in step, and graceful shutdown.
 
 use cloakroom::{Auth, Clock, PostgresStore, RedisStore, SqliteStore, Store, Throttle};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::header_timer::ConnectionTimer;
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState, StateInner};
 use crate::settings::Settings;
@@ -217,8 +218,7 @@ async fn run(
 ) {
     let background = tokio::spawn(background(Arc::clone(&auth), metrics, stop.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+    http.header_read_timeout(header_timeout)
         // A header block over 64 KiB, or over hyper's default of 100 headers, gets 431.
         .max_header_size(64 * 1024);
     let graceful = GracefulShutdown::new();
@@ -236,7 +236,10 @@ async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let svc = router.for_peer(peer);
-                let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                let conn = http
+                    .clone()
+                    .timer(ConnectionTimer::new())
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

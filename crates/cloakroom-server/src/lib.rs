@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod cli;
+pub mod header_timer;
 pub mod http;
 pub mod settings;
