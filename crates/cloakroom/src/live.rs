@@ -56,8 +56,11 @@ impl LiveSession {
     }
 
     pub(crate) fn touch(&self, at: OffsetDateTime) {
-        self.last_seen
-            .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+        let at = at.unix_timestamp();
+        // Seconds are the unit: most requests find the time already there and write nothing.
+        if self.last_seen.load(Ordering::Relaxed) < at {
+            self.last_seen.fetch_max(at, Ordering::Relaxed);
+        }
     }
 }
 

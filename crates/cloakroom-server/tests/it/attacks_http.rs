@@ -213,6 +213,18 @@ async fn h6_slow_headers_are_cut_off_while_others_are_served() {
             .unwrap();
         slow.push(s);
     }
+    // A kept-alive connection that answered one request, then trickles the next head: the
+    // timer of the second head counts from its own start.
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    slow.push(kept);
     assert_eq!(
         t.http.get(t.url("/healthz")).send().await.unwrap().status(),
         200
