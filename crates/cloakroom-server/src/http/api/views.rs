@@ -126,7 +126,7 @@ fn push_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
 /// RFC 3339 as `time::serde::rfc3339` writes it. Times here are whole seconds in UTC, which
 /// take the short path; anything else goes through `time`'s formatter.
 fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
-    // Seconds since 0000-03-01, which is day 0 of the calendar below; non-negative from year 1.
+    // Seconds since 0000-03-01, day 0 of the calendar below (earlier times take the formatter).
     let since = t.unix_timestamp() + 719_468 * 86_400;
     match u64::try_from(since) {
         Ok(since) if t.offset().is_utc() && t.nanosecond() == 0 && t.year() <= 9999 => {
