@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::jwt::{ClaimsPolicy, KeyRing};
-use crate::live::{LiveSession, LiveSessions};
+use crate::live::{LiveSessions, Seen};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
 use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
 use crate::store::{Change, RevocationEvent, Store, StoreError};
@@ -601,40 +601,41 @@ impl Auth {
     /// then memory, then the store for a session this process has not seen yet.
     pub async fn authenticate(&self, raw_token: &str) -> Result<Authenticated, AuthError> {
         let hash = SessionToken::hash_presented(raw_token).ok_or(AuthError::Unauthenticated)?;
-        let live = match self.live.get(&hash) {
-            Some(live) => live,
+        let now = self.now().unix_timestamp();
+        let seen = match self.live.get(&hash, now) {
+            Some(seen) => seen,
             None => {
                 let session = self
                     .store
                     .find_by_token(&hash)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
+                if !self.live.insert(session) {
+                    return Err(AuthError::Unauthenticated);
+                }
                 self.live
-                    .insert(session)
+                    .get(&hash, now)
                     .ok_or(AuthError::Unauthenticated)?
             }
         };
         // A token session's secret is its refresh token, which is never a session cookie.
-        if live.session.transport != Transport::Cookie {
+        if seen.session.transport != Transport::Cookie {
             return Err(AuthError::Unauthenticated);
         }
-        self.check_live(&live, self.now()).await
+        self.check_live(seen).await
     }
 
-    pub(crate) async fn check_live(
-        &self,
-        live: &Arc<LiveSession>,
-        now: OffsetDateTime,
-    ) -> Result<Authenticated, AuthError> {
+    /// The rest of recognising a session found in memory (and there marked as used): not
+    /// revoked, not over, and its user still there and enabled.
+    pub(crate) async fn check_live(&self, seen: Seen) -> Result<Authenticated, AuthError> {
         // Fail closed: while revocations may be missed, no session is trusted.
         self.feed_ok()?;
-        let session = &live.session;
+        let session = seen.session;
         if self.live.is_revoked(session.id) {
             self.live.remove(session.id);
             return Err(AuthError::Unauthenticated);
         }
-        let now_secs = now.unix_timestamp();
-        if live.is_expired(now_secs) {
+        if seen.expired {
             self.live.remove(session.id);
             self.store.revoke(session.id).await?;
             return Err(AuthError::Unauthenticated);
@@ -643,11 +644,10 @@ impl Auth {
         if user.disabled {
             return Err(AuthError::Unauthenticated);
         }
-        live.touch(now);
         Ok(Authenticated {
             user,
-            session: Arc::clone(session),
-            expires_at: live.expires_at(now_secs),
+            session,
+            expires_at: seen.expires_at,
         })
     }
 
@@ -733,8 +733,7 @@ impl Auth {
             .map(|s| {
                 let seen = self
                     .live
-                    .get_by_id(s.id)
-                    .map(|l| l.last_seen())
+                    .last_seen(s.id)
                     .unwrap_or(s.last_seen_at)
                     .max(s.last_seen_at);
                 (s, seen)
@@ -965,8 +964,8 @@ impl Auth {
         }
         let batch: Vec<_> = pending.iter().map(|(id, at, _)| (*id, *at)).collect();
         self.store.touch(&batch).await?;
-        for (_, at, live) in &pending {
-            LiveSessions::mark_flushed(live, *at);
+        for (_, at, hash) in &pending {
+            self.live.mark_flushed(hash, *at);
         }
         Ok(pending.len())
     }

@@ -374,18 +374,25 @@ impl Auth {
         if self.live.is_revoked(session.id) || session.is_expired(session.last_seen_at, now) {
             return Err(AuthError::InvalidGrant);
         }
-        let live = self.live.insert(session).ok_or(AuthError::InvalidGrant)?;
-        live.touch(now);
-        let user = self.user(live.session.user_id).await?;
+        let hash = session.secret_hash;
+        if !self.live.insert(session) {
+            return Err(AuthError::InvalidGrant);
+        }
+        // Marks it used now.
+        let seen = self
+            .live
+            .get(&hash, now.unix_timestamp())
+            .ok_or(AuthError::InvalidGrant)?;
+        let user = self.user(seen.session.user_id).await?;
         if user.disabled {
             return Err(AuthError::InvalidGrant);
         }
-        let (access_token, expires_in) = self.mint_access_token(&user, &live.session)?;
+        let (access_token, expires_in) = self.mint_access_token(&user, &seen.session)?;
         Ok(TokenPair {
             access_token,
             expires_in,
             refresh_token,
-            session: (*live.session).clone(),
+            session: (*seen.session).clone(),
             user: (*user).clone(),
         })
     }
@@ -421,23 +428,27 @@ impl Auth {
         if self.live.is_revoked(sid) {
             return Err(AuthError::Unauthenticated);
         }
-        let live = match self.live.get_by_id(sid) {
-            Some(live) => live,
+        let now = now.unix_timestamp();
+        let seen = match self.live.get_by_id(sid, now) {
+            Some(seen) => seen,
             None => {
                 let session = self
                     .store
                     .find_session(sid)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
+                if !self.live.insert(session) {
+                    return Err(AuthError::Unauthenticated);
+                }
                 self.live
-                    .insert(session)
+                    .get_by_id(sid, now)
                     .ok_or(AuthError::Unauthenticated)?
             }
         };
-        if live.session.user_id != verified.sub {
+        if seen.session.user_id != verified.sub {
             return Err(AuthError::Unauthenticated);
         }
-        self.check_live(&live, now).await
+        self.check_live(seen).await
     }
 }
 
