@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::jwt::{ClaimsPolicy, KeyRing};
-use crate::live::{LiveSessions, Seen};
+use crate::live::{LiveSession, LiveSessions};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
 use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
 use crate::store::{Change, RevocationEvent, Store, StoreError};
@@ -601,41 +601,40 @@ impl Auth {
     /// then memory, then the store for a session this process has not seen yet.
     pub async fn authenticate(&self, raw_token: &str) -> Result<Authenticated, AuthError> {
         let hash = SessionToken::hash_presented(raw_token).ok_or(AuthError::Unauthenticated)?;
-        let now = self.now().unix_timestamp();
-        let seen = match self.live.get(&hash, now) {
-            Some(seen) => seen,
+        let live = match self.live.get(&hash) {
+            Some(live) => live,
             None => {
                 let session = self
                     .store
                     .find_by_token(&hash)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
-                if !self.live.insert(session) {
-                    return Err(AuthError::Unauthenticated);
-                }
                 self.live
-                    .get(&hash, now)
+                    .insert(session)
                     .ok_or(AuthError::Unauthenticated)?
             }
         };
         // A token session's secret is its refresh token, which is never a session cookie.
-        if seen.session.transport != Transport::Cookie {
+        if live.session.transport != Transport::Cookie {
             return Err(AuthError::Unauthenticated);
         }
-        self.check_live(seen).await
+        self.check_live(&live, self.now()).await
     }
 
-    /// The rest of recognising a session found in memory (and there marked as used): not
-    /// revoked, not over, and its user still there and enabled.
-    pub(crate) async fn check_live(&self, seen: Seen) -> Result<Authenticated, AuthError> {
+    pub(crate) async fn check_live(
+        &self,
+        live: &Arc<LiveSession>,
+        now: OffsetDateTime,
+    ) -> Result<Authenticated, AuthError> {
         // Fail closed: while revocations may be missed, no session is trusted.
         self.feed_ok()?;
-        let session = seen.session;
+        let session = &live.session;
         if self.live.is_revoked(session.id) {
             self.live.remove(session.id);
             return Err(AuthError::Unauthenticated);
         }
-        if seen.expired {
+        let now_secs = now.unix_timestamp();
+        if live.is_expired(now_secs) {
             self.live.remove(session.id);
             self.store.revoke(session.id).await?;
             return Err(AuthError::Unauthenticated);
@@ -644,10 +643,11 @@ impl Auth {
         if user.disabled {
             return Err(AuthError::Unauthenticated);
         }
+        live.touch(now);
         Ok(Authenticated {
             user,
-            session,
-            expires_at: seen.expires_at,
+            session: Arc::clone(session),
+            expires_at: live.expires_at(now_secs),
         })
     }
 
@@ -733,7 +733,8 @@ impl Auth {
             .map(|s| {
                 let seen = self
                     .live
-                    .last_seen(s.id)
+                    .get_by_id(s.id)
+                    .map(|l| l.last_seen())
                     .unwrap_or(s.last_seen_at)
                     .max(s.last_seen_at);
                 (s, seen)
@@ -964,8 +965,8 @@ impl Auth {
         }
         let batch: Vec<_> = pending.iter().map(|(id, at, _)| (*id, *at)).collect();
         self.store.touch(&batch).await?;
-        for (_, at, hash) in &pending {
-            self.live.mark_flushed(hash, *at);
+        for (_, at, live) in &pending {
+            LiveSessions::mark_flushed(live, *at);
         }
         Ok(pending.len())
     }

@@ -10,11 +10,10 @@ use time::OffsetDateTime;
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{User, UserId};
 
-/// A session being used, with its last activity kept in memory. Held in the map itself, not
-/// behind another pointer: at a million sessions each pointer followed is a cache miss.
+/// A session being used, with its last activity kept in memory.
 #[derive(Debug)]
 pub(crate) struct LiveSession {
-    session: Arc<Session>,
+    pub(crate) session: Arc<Session>,
     last_seen: AtomicI64,
     flushed: AtomicI64,
     /// The idle timeout and the absolute deadline in whole seconds, for the check on every
@@ -41,37 +40,28 @@ impl LiveSession {
     }
 
     /// Whether the session is over at `now` (unix seconds), given its last activity.
-    fn is_expired(&self, now: i64) -> bool {
+    pub(crate) fn is_expired(&self, now: i64) -> bool {
         now >= self.deadline(self.last_seen.load(Ordering::Relaxed))
     }
 
     /// When the session ends if it is used at `now` (unix seconds).
-    fn expires_at(&self, now: i64) -> OffsetDateTime {
+    pub(crate) fn expires_at(&self, now: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(self.deadline(now))
             .unwrap_or(self.session.absolute_expires_at)
     }
 
-    fn last_seen(&self) -> OffsetDateTime {
+    pub(crate) fn last_seen(&self) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(self.last_seen.load(Ordering::Relaxed))
             .unwrap_or(self.session.last_seen_at)
     }
 
-    fn touch(&self, now: i64) {
+    pub(crate) fn touch(&self, at: OffsetDateTime) {
+        let at = at.unix_timestamp();
         // Seconds are the unit: most requests find the time already there and write nothing.
-        if self.last_seen.load(Ordering::Relaxed) < now {
-            self.last_seen.fetch_max(now, Ordering::Relaxed);
+        if self.last_seen.load(Ordering::Relaxed) < at {
+            self.last_seen.fetch_max(at, Ordering::Relaxed);
         }
     }
-}
-
-/// What a lookup takes out of a live session, at the time it was asked for.
-#[derive(Debug)]
-pub(crate) struct Seen {
-    pub(crate) session: Arc<Session>,
-    /// Over by idle time or its absolute deadline (not marked as used).
-    pub(crate) expired: bool,
-    /// When it ends if not used again (for a session still live; it was marked as used now).
-    pub(crate) expires_at: OffsetDateTime,
 }
 
 /// A concurrent map for keys this server made (token hashes, random ids, verified tokens).
@@ -84,59 +74,43 @@ pub(crate) type ServerKeyed<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 /// The in-memory state shared by all requests.
 #[derive(Debug, Default)]
 pub(crate) struct LiveSessions {
-    by_hash: ServerKeyed<TokenHash, LiveSession>,
+    by_hash: ServerKeyed<TokenHash, Arc<LiveSession>>,
     by_id: ServerKeyed<SessionId, TokenHash>,
     revoked: ServerKeyed<SessionId, i64>,
     users: ServerKeyed<UserId, Arc<User>>,
 }
 
 impl LiveSessions {
-    /// The session of a token hash at `now` (unix seconds); marks it used unless it is over.
-    pub(crate) fn get(&self, hash: &TokenHash, now: i64) -> Option<Seen> {
-        let entry = self.by_hash.get(hash)?;
-        let live = entry.value();
-        let expired = live.is_expired(now);
-        if !expired {
-            live.touch(now);
-        }
-        Some(Seen {
-            session: Arc::clone(&live.session),
-            expired,
-            expires_at: live.expires_at(now),
-        })
+    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<LiveSession>> {
+        self.by_hash.get(hash).map(|e| Arc::clone(e.value()))
     }
 
-    pub(crate) fn get_by_id(&self, id: SessionId, now: i64) -> Option<Seen> {
+    pub(crate) fn get_by_id(&self, id: SessionId) -> Option<Arc<LiveSession>> {
         let hash = *self.by_id.get(&id)?;
-        self.get(&hash, now)
+        self.get(&hash)
     }
 
-    /// The last activity held in memory for a session.
-    pub(crate) fn last_seen(&self, id: SessionId) -> Option<OffsetDateTime> {
-        let hash = *self.by_id.get(&id)?;
-        self.by_hash.get(&hash).map(|e| e.value().last_seen())
-    }
-
-    /// Adds a session; refused (false) if it was revoked meanwhile, so a lookup that raced a
+    /// Adds a session; refused (None) if it was revoked meanwhile, so a lookup that raced a
     /// revocation cannot bring the session back.
-    pub(crate) fn insert(&self, session: Session) -> bool {
+    pub(crate) fn insert(&self, session: Session) -> Option<Arc<LiveSession>> {
         if self.revoked.contains_key(&session.id) {
-            return false;
+            return None;
         }
         let id = session.id;
         let hash = session.secret_hash;
+        let live = Arc::new(LiveSession::new(session));
         if let Some(old) = self.by_id.insert(id, hash) {
             if old != hash {
                 self.by_hash.remove(&old);
             }
         }
-        self.by_hash.insert(hash, LiveSession::new(session));
+        self.by_hash.insert(hash, Arc::clone(&live));
         // Checked again: a revocation may have landed between the first check and the insert.
         if self.revoked.contains_key(&id) {
             self.remove(id);
-            return false;
+            return None;
         }
-        true
+        Some(live)
     }
 
     /// Forgets a session without marking it revoked (it expired, or its secret changed).
@@ -190,25 +164,22 @@ impl LiveSessions {
         self.users.remove(&id);
     }
 
-    /// Activity not yet written to the store: each session's id, last activity and token hash.
-    pub(crate) fn unflushed(&self) -> Vec<(SessionId, OffsetDateTime, TokenHash)> {
+    /// Activity not yet written to the store.
+    pub(crate) fn unflushed(&self) -> Vec<(SessionId, OffsetDateTime, Arc<LiveSession>)> {
         self.by_hash
             .iter()
             .filter_map(|e| {
                 let live = e.value();
                 let seen = live.last_seen.load(Ordering::Relaxed);
                 (seen > live.flushed.load(Ordering::Relaxed))
-                    .then(|| (live.session.id, live.last_seen(), *e.key()))
+                    .then(|| (live.session.id, live.last_seen(), Arc::clone(live)))
             })
             .collect()
     }
 
-    pub(crate) fn mark_flushed(&self, hash: &TokenHash, at: OffsetDateTime) {
-        if let Some(e) = self.by_hash.get(hash) {
-            e.value()
-                .flushed
-                .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
-        }
+    pub(crate) fn mark_flushed(live: &LiveSession, at: OffsetDateTime) {
+        live.flushed
+            .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
     }
 
     /// Drops expired sessions and revocations that no longer matter.
@@ -216,7 +187,7 @@ impl LiveSessions {
         let expired: Vec<SessionId> = self
             .by_hash
             .iter()
-            .filter(|e| e.value().is_expired(now.unix_timestamp()))
+            .filter(|e| e.value().session.is_expired(e.value().last_seen(), now))
             .map(|e| e.value().session.id)
             .collect();
         for id in expired {

@@ -374,25 +374,18 @@ impl Auth {
         if self.live.is_revoked(session.id) || session.is_expired(session.last_seen_at, now) {
             return Err(AuthError::InvalidGrant);
         }
-        let hash = session.secret_hash;
-        if !self.live.insert(session) {
-            return Err(AuthError::InvalidGrant);
-        }
-        // Marks it used now.
-        let seen = self
-            .live
-            .get(&hash, now.unix_timestamp())
-            .ok_or(AuthError::InvalidGrant)?;
-        let user = self.user(seen.session.user_id).await?;
+        let live = self.live.insert(session).ok_or(AuthError::InvalidGrant)?;
+        live.touch(now);
+        let user = self.user(live.session.user_id).await?;
         if user.disabled {
             return Err(AuthError::InvalidGrant);
         }
-        let (access_token, expires_in) = self.mint_access_token(&user, &seen.session)?;
+        let (access_token, expires_in) = self.mint_access_token(&user, &live.session)?;
         Ok(TokenPair {
             access_token,
             expires_in,
             refresh_token,
-            session: (*seen.session).clone(),
+            session: (*live.session).clone(),
             user: (*user).clone(),
         })
     }
@@ -428,27 +421,23 @@ impl Auth {
         if self.live.is_revoked(sid) {
             return Err(AuthError::Unauthenticated);
         }
-        let now = now.unix_timestamp();
-        let seen = match self.live.get_by_id(sid, now) {
-            Some(seen) => seen,
+        let live = match self.live.get_by_id(sid) {
+            Some(live) => live,
             None => {
                 let session = self
                     .store
                     .find_session(sid)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
-                if !self.live.insert(session) {
-                    return Err(AuthError::Unauthenticated);
-                }
                 self.live
-                    .get_by_id(sid, now)
+                    .insert(session)
                     .ok_or(AuthError::Unauthenticated)?
             }
         };
-        if seen.session.user_id != verified.sub {
+        if live.session.user_id != verified.sub {
             return Err(AuthError::Unauthenticated);
         }
-        self.check_live(seen).await
+        self.check_live(&live, now).await
     }
 }
 
