@@ -270,8 +270,17 @@ async fn h8_h9_methods_and_response_headers() {
         .await
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
-    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(res.headers()["cache-control"], "no-store");
+    // whoami is answered without the router: the same headers as every other answer.
+    let h = res.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    assert_eq!(h["content-type"], "application/json");
+    let length: usize = h["content-length"].to_str().unwrap().parse().unwrap();
+    assert_eq!(res.bytes().await.unwrap().len(), length);
     let res = t.http.get(t.url("/nope")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");

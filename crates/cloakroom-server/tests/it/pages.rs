@@ -278,6 +278,7 @@ async fn pages_send_no_store_and_a_strict_policy() {
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["referrer-policy"], "same-origin");
+        assert_eq!(h["x-frame-options"], "DENY");
         let body = res.text().await.unwrap();
         assert!(
             !body.contains("<script") && !body.contains("style=\""),
