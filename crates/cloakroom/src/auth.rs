@@ -280,6 +280,33 @@ pub enum Revocation {
     AllBefore(OffsetDateTime),
 }
 
+/// One throttle key a password check counts against.
+struct Attempt<'a> {
+    key: Option<&'a str>,
+    policy: &'a ThrottlePolicy,
+    /// A success forgets the key's failures (an account), rather than only giving back its
+    /// own attempt (a client address, shared by many people).
+    clear_on_success: bool,
+}
+
+impl<'a> Attempt<'a> {
+    fn account(key: Option<&'a str>, policy: &'a ThrottlePolicy) -> Self {
+        Self {
+            key,
+            policy,
+            clear_on_success: true,
+        }
+    }
+
+    fn client(key: Option<&'a str>, policy: &'a ThrottlePolicy) -> Self {
+        Self {
+            key,
+            policy,
+            clear_on_success: false,
+        }
+    }
+}
+
 fn account_key(email: &Email) -> String {
     format!("acct:{email}")
 }
@@ -421,6 +448,7 @@ impl Auth {
             roles,
             disabled: false,
             created_at: self.now(),
+            credentials_gen: 0,
         };
         match self.store.insert_user(&user, &hash).await {
             Ok(()) => Ok(user),
@@ -493,49 +521,47 @@ impl Auth {
         let email = Email::parse(&req.email).ok();
         let acct = email.as_ref().map(account_key);
         let ip = ip_key(req.client.ip);
-        for (key, policy) in [
-            (acct.as_deref(), &self.config.account_throttle),
-            (ip.as_deref(), &self.config.ip_throttle),
-        ] {
-            if let Some(key) = key {
-                if let Some(wait) = self.throttle.retry_after(key, policy, now).await? {
-                    tracing::warn!(throttled = key.split(':').next(), "login throttled");
-                    return Err(AuthError::TooManyAttempts { retry_after: wait });
+        let keys = [
+            Attempt::account(acct.as_deref(), &self.config.account_throttle),
+            Attempt::client(ip.as_deref(), &self.config.ip_throttle),
+        ];
+        let user = self
+            .throttled(&keys, now, async {
+                let password = PasswordPolicy::normalize(&req.password);
+                let found = match &email {
+                    Some(email) => self.store.find_user_by_email(email).await?,
+                    None => None,
+                };
+                let verified = if email.is_some() && PasswordPolicy::acceptable_at_login(&password)
+                {
+                    let stored = found.as_ref().map(|(_, h)| h.clone());
+                    Some(self.hasher.verify(password.clone(), stored).await?)
+                } else {
+                    None
+                };
+                match (found, verified) {
+                    (Some((user, stored)), Some(v)) if v.matched && !user.disabled => {
+                        if v.needs_rehash {
+                            self.upgrade_hash(user.id, &stored, password).await;
+                        }
+                        Ok(user)
+                    }
+                    _ => {
+                        tracing::info!("login failed");
+                        Err(AuthError::InvalidCredentials)
+                    }
                 }
-            }
-        }
-        let password = PasswordPolicy::normalize(&req.password);
-        let found = match &email {
-            Some(email) => self.store.find_user_by_email(email).await?,
-            None => None,
-        };
-        let verified = if email.is_some() && PasswordPolicy::acceptable_at_login(&password) {
-            let stored = found.as_ref().map(|(_, h)| h.clone());
-            Some(self.hasher.verify(password.clone(), stored).await?)
-        } else {
-            None
-        };
-        let user = match (found, verified) {
-            (Some((user, _)), Some(v)) if v.matched && !user.disabled => {
-                if v.needs_rehash {
-                    self.upgrade_hash(user.id, password).await;
-                }
-                user
-            }
-            _ => {
-                self.record_failure(acct.as_deref(), ip.as_deref(), now)
-                    .await?;
-                tracing::info!("login failed");
-                return Err(AuthError::InvalidCredentials);
-            }
-        };
-        if let Some(key) = &acct {
-            self.throttle.clear(key).await?;
-        }
-        // Re-login ends the session the client held (no session fixation, ASVS 5.0 7.2.4).
-        if let Some(old) = req.current_token.as_deref().and_then(SessionToken::parse) {
-            if let Some(old) = self.store.find_by_token(&old.hash()).await? {
-                self.end_session_record(old.id).await?;
+            })
+            .await?;
+        // Re-login ends the session the client held, whether its cookie carries the session
+        // token or an access JWT (no session fixation, ASVS 5.0 7.2.4).
+        if let Some(current) = req.current_token.as_deref() {
+            let held = match SessionToken::hash_presented(current) {
+                Some(hash) => self.store.find_by_token(&hash).await?.map(|s| s.id),
+                None => self.session_named_by(current),
+            };
+            if let Some(id) = held {
+                self.end_session_record(id).await?;
             }
         }
         let lifetime = if req.remember {
@@ -557,6 +583,9 @@ impl Auth {
             absolute_expires_at: now + lifetime.absolute,
             ip: req.client.ip.map(|ip| ip.to_string()),
             user_agent: req.client.user_agent.clone(),
+            // The password was checked against this count: a change that lands before the
+            // session is stored makes it void (see `check_live`).
+            credentials_gen: user.credentials_gen,
         };
         self.store.insert_session(&session).await?;
         self.live.insert(session.clone());
@@ -568,33 +597,65 @@ impl Auth {
         })
     }
 
-    async fn upgrade_hash(&self, id: UserId, password: String) {
+    async fn upgrade_hash(&self, id: UserId, stored: &str, password: String) {
         match self.hasher.hash(password).await {
-            Ok(hash) => match self.store.set_password(id, &hash).await {
-                Ok(_) => tracing::info!(user = %id, "password hash upgraded"),
+            Ok(hash) => match self.store.rehash_password(id, stored, &hash).await {
+                Ok(true) => tracing::info!(user = %id, "password hash upgraded"),
+                Ok(false) => tracing::debug!(user = %id, "password changed before the upgrade"),
                 Err(e) => tracing::warn!(error = %e, "could not store the upgraded hash"),
             },
             Err(e) => tracing::debug!(error = %e, "hash upgrade postponed"),
         }
     }
 
-    async fn record_failure(
+    /// Runs `work` (a password check) as one throttled attempt on each key: every key's
+    /// attempt is taken before the work starts (see [`Throttle::reserve`]); a wrong password
+    /// leaves them counted as failures, a success clears the account's failures and gives the
+    /// others back, and any other outcome (overload, an outage) gives them all back.
+    async fn throttled<T>(
         &self,
-        acct: Option<&str>,
-        ip: Option<&str>,
+        keys: &[Attempt<'_>],
         now: OffsetDateTime,
-    ) -> Result<(), AuthError> {
-        if let Some(key) = acct {
-            self.throttle
-                .record_failure(key, &self.config.account_throttle, now)
-                .await?;
+        work: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        let mut taken: Vec<&Attempt<'_>> = Vec::with_capacity(keys.len());
+        for attempt in keys {
+            let Some(key) = attempt.key else { continue };
+            let refused = match self.throttle.reserve(key, attempt.policy, now).await {
+                Ok(None) => {
+                    taken.push(attempt);
+                    continue;
+                }
+                Ok(Some(wait)) => {
+                    tracing::warn!(throttled = key.split(':').next(), "attempt throttled");
+                    AuthError::TooManyAttempts { retry_after: wait }
+                }
+                Err(e) => e.into(),
+            };
+            self.give_back(&taken, false).await;
+            return Err(refused);
         }
-        if let Some(key) = ip {
-            self.throttle
-                .record_failure(key, &self.config.ip_throttle, now)
-                .await?;
+        let result = work.await;
+        match &result {
+            Ok(_) => self.give_back(&taken, true).await,
+            Err(AuthError::InvalidCredentials) => {}
+            Err(_) => self.give_back(&taken, false).await,
         }
-        Ok(())
+        result
+    }
+
+    async fn give_back(&self, taken: &[&Attempt<'_>], succeeded: bool) {
+        for attempt in taken {
+            let Some(key) = attempt.key else { continue };
+            let done = if succeeded && attempt.clear_on_success {
+                self.throttle.clear(key).await
+            } else {
+                self.throttle.release(key).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not update a throttle counter");
+            }
+        }
     }
 
     /// Recognises a session token: format first (a malformed token never reaches the store),
@@ -643,6 +704,11 @@ impl Auth {
         if user.disabled {
             return Err(AuthError::Unauthenticated);
         }
+        if session.credentials_gen < user.credentials_gen {
+            // Proven with a password that has changed since: void, here and in the store.
+            self.end_session_record(session.id).await?;
+            return Err(AuthError::Unauthenticated);
+        }
         live.touch(now);
         Ok(Authenticated {
             user,
@@ -655,8 +721,9 @@ impl Auth {
         if let Some(user) = self.live.user(id) {
             return Ok(user);
         }
+        let epoch = self.live.users_epoch();
         match self.store.find_user(id).await? {
-            Some(user) => Ok(self.live.put_user(user)),
+            Some(user) => Ok(self.live.put_user(user, epoch)),
             None => Err(AuthError::Unauthenticated),
         }
     }
@@ -726,10 +793,11 @@ impl Auth {
         user: UserId,
     ) -> Result<Vec<(Session, OffsetDateTime)>, AuthError> {
         let now = self.now();
+        let current = self.user(user).await?.credentials_gen;
         let sessions = self.store.list_for_user(user).await?;
         Ok(sessions
             .into_iter()
-            .filter(|s| !self.live.is_revoked(s.id))
+            .filter(|s| !self.live.is_revoked(s.id) && s.credentials_gen >= current)
             .map(|s| {
                 let seen = self
                     .live
@@ -779,66 +847,83 @@ impl Auth {
         }
     }
 
-    /// Verifies the password of a signed-in user; failures count toward their throttle.
+    /// Verifies the password of a signed-in user, as one throttled attempt on their account.
     async fn check_password(&self, user: &User, password: &str) -> Result<(), AuthError> {
-        let now = self.now();
         let acct = account_key(&user.email);
-        if let Some(wait) = self
-            .throttle
-            .retry_after(&acct, &self.config.account_throttle, now)
-            .await?
-        {
-            return Err(AuthError::TooManyAttempts { retry_after: wait });
-        }
-        let normalized = PasswordPolicy::normalize(password);
-        let stored = self.store.password_hash(user.id).await?;
-        let ok = PasswordPolicy::acceptable_at_login(&normalized)
-            && self.hasher.verify(normalized, stored).await?.matched;
-        if ok {
-            Ok(())
-        } else {
-            self.record_failure(Some(&acct), None, now).await?;
-            Err(AuthError::InvalidCredentials)
-        }
+        let keys = [Attempt::account(Some(&acct), &self.config.account_throttle)];
+        self.throttled(&keys, self.now(), async {
+            let normalized = PasswordPolicy::normalize(password);
+            let stored = self.store.password_hash(user.id).await?;
+            let ok = PasswordPolicy::acceptable_at_login(&normalized)
+                && self.hasher.verify(normalized, stored).await?.matched;
+            if ok {
+                Ok(())
+            } else {
+                Err(AuthError::InvalidCredentials)
+            }
+        })
+        .await
     }
 
-    /// Changes the caller's password (the current one is always required) and ends every other
-    /// session. A cookie session also gets a new token, which is returned; a token session keeps
-    /// its refresh token (its access tokens name the session, which lives on).
+    /// Changes the caller's password (the current one is always required) and ends every
+    /// session of the user, the caller's included: the caller continues in a new session (new
+    /// id, new secret, same transport), returned with its token. So nothing the old session
+    /// handed out (a cookie, a JWT cookie, access and refresh tokens), copied by whoever else
+    /// holds it, works anywhere afterwards.
+    ///
+    /// The new password and the user's new `credentials_gen` are stored in one step, before
+    /// anything else: should the rest fail (a crash, an outage), every older session is already
+    /// void by its count, on every instance.
     pub async fn change_password(
         &self,
         who: &Authenticated,
         current: &str,
         new: &str,
-    ) -> Result<Option<SessionToken>, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         self.check_password(&who.user, current).await?;
         let normalized = PasswordPolicy::normalize(new);
         self.policy
             .check_new(&normalized, who.user.email.as_str())?;
         let hash = self.hasher.hash(normalized).await?;
-        self.store.set_password(who.user.id, &hash).await?;
-        self.end_all(who.user.id, Some(who.session.id)).await?;
-        if who.session.transport == Transport::Token {
-            tracing::info!(user = %who.user.id, "password changed");
-            return Ok(None);
-        }
-        let token = SessionToken::generate();
-        let now = self.now();
-        let old = who.session.secret_hash;
-        if !self
+        let generation = self
             .store
-            .replace_secret(who.session.id, &old, &token.hash(), now)
+            .set_password(who.user.id, &hash)
             .await?
-        {
-            return Err(AuthError::Unauthenticated);
-        }
-        self.live.remove(who.session.id);
-        let mut renewed = (*who.session).clone();
-        renewed.secret_hash = token.hash();
-        renewed.last_seen_at = now;
-        self.live.insert(renewed);
-        tracing::info!(user = %who.user.id, "password changed");
-        Ok(Some(token))
+            .ok_or(AuthError::Unauthenticated)?;
+        self.live.forget_user(who.user.id);
+        let old = &who.session;
+        let now = self.now();
+        let lifetime = if old.remember {
+            self.config.remember
+        } else {
+            self.config.session
+        };
+        let token = SessionToken::generate();
+        let session = Session {
+            id: SessionId::random(),
+            user_id: who.user.id,
+            transport: old.transport,
+            secret_hash: token.hash(),
+            remember: old.remember,
+            created_at: now,
+            authenticated_at: now,
+            last_seen_at: now,
+            idle_timeout: lifetime.idle,
+            absolute_expires_at: now + lifetime.absolute,
+            ip: old.ip.clone(),
+            user_agent: old.user_agent.clone(),
+            credentials_gen: generation,
+        };
+        self.store.insert_session(&session).await?;
+        self.end_all(who.user.id, Some(session.id)).await?;
+        self.live.insert(session.clone());
+        let user = (*self.user(who.user.id).await?).clone();
+        tracing::info!(user = %user.id, session = %session.id, "password changed");
+        Ok(LoginOutcome {
+            user,
+            session,
+            token,
+        })
     }
 
     // ----- administration -----------------------------------------------------------------

@@ -115,7 +115,7 @@ impl Verifier {
                         return Err(Rejection::CrossSite);
                     }
                     if token.contains('.') {
-                        auth.authenticate_bearer(&token).await
+                        auth.authenticate_jwt_cookie(&token).await
                     } else {
                         auth.authenticate(&token).await
                     }

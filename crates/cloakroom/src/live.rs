@@ -3,7 +3,7 @@
 //! sessions revoked before their time (kept until their absolute deadline passes).
 
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -78,6 +78,9 @@ pub(crate) struct LiveSessions {
     by_id: ServerKeyed<SessionId, TokenHash>,
     revoked: ServerKeyed<SessionId, i64>,
     users: ServerKeyed<UserId, Arc<User>>,
+    /// Moves on each time a user is forgotten, so a user read from the store before a change
+    /// was applied is not cached after it (see [`LiveSessions::put_user`]).
+    users_epoch: AtomicU64,
 }
 
 impl LiveSessions {
@@ -154,13 +157,30 @@ impl LiveSessions {
         self.users.get(&id).map(|u| Arc::clone(u.value()))
     }
 
-    pub(crate) fn put_user(&self, user: User) -> Arc<User> {
+    /// Where the cache of users stands: take it before reading a user from the store, and
+    /// give it to [`LiveSessions::put_user`].
+    pub(crate) fn users_epoch(&self) -> u64 {
+        self.users_epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches a user read from the store after `epoch` was taken, unless a user was forgotten
+    /// meanwhile: the copy may predate that change, and caching it would undo the change here
+    /// until the next one.
+    pub(crate) fn put_user(&self, user: User, epoch: u64) -> Arc<User> {
         let user = Arc::new(user);
+        if self.users_epoch() != epoch {
+            return user;
+        }
         self.users.insert(user.id, Arc::clone(&user));
+        // A change applied between the check and the insert: undo the insert.
+        if self.users_epoch() != epoch {
+            self.users.remove(&user.id);
+        }
         user
     }
 
     pub(crate) fn forget_user(&self, id: UserId) {
+        self.users_epoch.fetch_add(1, Ordering::AcqRel);
         self.users.remove(&id);
     }
 

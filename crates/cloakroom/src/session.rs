@@ -198,6 +198,9 @@ pub struct Session {
     pub ip: Option<String>,
     /// Client `User-Agent` at login.
     pub user_agent: Option<String>,
+    /// The user's [`crate::User::credentials_gen`] when the password was checked; the session
+    /// is void once the user's count has moved past it.
+    pub credentials_gen: i64,
 }
 
 impl Session {
@@ -294,6 +297,7 @@ mod tests {
             absolute_expires_at: t0 + Duration::hours(12),
             ip: None,
             user_agent: None,
+            credentials_gen: 0,
         };
         assert!(!s.is_expired(t0, t0 + Duration::minutes(29)));
         assert!(s.is_expired(t0, t0 + Duration::minutes(30)));

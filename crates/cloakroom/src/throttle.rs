@@ -83,6 +83,19 @@ pub trait Throttle: Send + Sync + 'static {
         policy: &ThrottlePolicy,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Takes one attempt for `key` before the work it guards, in one atomic step: held back,
+    /// it answers the wait and counts nothing; otherwise it counts the attempt as a failure
+    /// at once. So a burst of parallel attempts cannot all pass one check before any of them
+    /// has failed: at most `free_failures + 1` get through. A success then calls
+    /// [`Throttle::clear`] or [`Throttle::release`].
+    async fn reserve(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        at: OffsetDateTime,
+    ) -> Result<Option<Duration>, StoreError>;
+    /// Gives back one attempt taken by [`Throttle::reserve`] that did not fail.
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets `key`'s failures (after a success).
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
     /// Spends one unit of `key`'s budget of `limit` per `window`; returns the wait when the
@@ -133,6 +146,23 @@ fn fresh(at: OffsetDateTime) -> Entry {
     }
 }
 
+fn count_failure(
+    map: &mut HashMap<String, Entry>,
+    key: &str,
+    policy: &ThrottlePolicy,
+    at: OffsetDateTime,
+) {
+    if map.len() >= MAX_ENTRIES {
+        map.retain(|_, e| at - e.last_failure <= policy.window || e.hits > 0);
+    }
+    let e = map.entry(key.to_string()).or_insert_with(|| fresh(at));
+    if at - e.last_failure > policy.window {
+        e.failures = 0;
+    }
+    e.failures = e.failures.saturating_add(1);
+    e.last_failure = at;
+}
+
 #[async_trait]
 impl Throttle for MemoryThrottle {
     async fn retry_after(
@@ -153,16 +183,32 @@ impl Throttle for MemoryThrottle {
         policy: &ThrottlePolicy,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        self.with(|map| count_failure(map, key, policy, at));
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        at: OffsetDateTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        Ok(self.with(|map| {
+            if let Some(e) = map.get(key) {
+                if let Some(wait) = policy.wait(e.failures, e.last_failure, at) {
+                    return Some(wait);
+                }
+            }
+            count_failure(map, key, policy, at);
+            None
+        }))
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
         self.with(|map| {
-            if map.len() >= MAX_ENTRIES {
-                map.retain(|_, e| at - e.last_failure <= policy.window || e.hits > 0);
+            if let Some(e) = map.get_mut(key) {
+                e.failures = e.failures.saturating_sub(1);
             }
-            let e = map.entry(key.to_string()).or_insert_with(|| fresh(at));
-            if at - e.last_failure > policy.window {
-                e.failures = 0;
-            }
-            e.failures = e.failures.saturating_add(1);
-            e.last_failure = at;
         });
         Ok(())
     }

@@ -390,6 +390,26 @@ impl Auth {
         })
     }
 
+    /// Recognises an access JWT carried as the session cookie: checked like a bearer token,
+    /// and it must name a cookie session (one started with `cookie: "jwt"`). An access token of
+    /// a token session is refused there, so a leaked one cannot be renewed through the cookie
+    /// without its refresh token.
+    pub async fn authenticate_jwt_cookie(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let who = self.authenticate_bearer(token).await?;
+        if who.session.transport != Transport::Cookie {
+            return Err(AuthError::Unauthenticated);
+        }
+        Ok(who)
+    }
+
+    /// The session an access JWT names, if it carries our valid signature and claims (the
+    /// session itself is not looked at).
+    pub(crate) fn session_named_by(&self, token: &str) -> Option<SessionId> {
+        self.verify_access_token(token, self.now())
+            .ok()
+            .map(|v| v.sid)
+    }
+
     /// Recognises an access JWT: signature by `kid` and the key's own algorithm, the RFC 9068
     /// claims, then the session it names, which must be live, unrevoked and the subject's.
     ///

@@ -46,9 +46,14 @@ pub enum EmailError {
     Malformed,
 }
 
-/// An email address: trimmed, checked, and with ASCII letters lower-cased so `Ada@Example.com` and
-/// `ada@example.com` are one account. Non-ASCII characters are kept exactly as given: folding them
-/// (`K` KELVIN SIGN to `k`, `ß` to `ss`) would let two different addresses collide.
+/// An email address: trimmed, checked, in Unicode NFC, and with ASCII letters lower-cased so
+/// `Ada@Example.com` and `ada@example.com` are one account, and so are `café@` typed with a
+/// precomposed `é` and with `e` + U+0301. Other non-ASCII characters are kept as given: folding
+/// them (`K` KELVIN SIGN to `k`, `ß` to `ss`) would let two different addresses collide.
+/// Invisible characters (default-ignorable and format code points: zero-width space, bidi
+/// overrides, BOM, soft hyphen, …) are refused, so an address cannot look like another one.
+///
+/// An address is a claim, not an identity, until it has been verified by mail.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Email(String);
@@ -56,7 +61,12 @@ pub struct Email(String);
 impl Email {
     /// Validates and normalises an address.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
-        let s = raw.trim();
+        use unicode_normalization::UnicodeNormalization;
+        if raw.chars().any(invisible) {
+            return Err(EmailError::Malformed);
+        }
+        let nfc: String = raw.trim().nfc().collect();
+        let s = nfc.as_str();
         if s.is_empty() {
             return Err(EmailError::Empty);
         }
@@ -93,10 +103,51 @@ impl Email {
         Ok(Self(s.to_ascii_lowercase()))
     }
 
+    /// An address read back from storage, as it was stored: stores only ever hold addresses
+    /// that passed [`Email::parse`] when they were written, and an account made under older
+    /// rules must stay readable.
+    pub(crate) fn from_stored(stored: String) -> Self {
+        Self(stored)
+    }
+
     /// The normalised address.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `c` is a default-ignorable code point (Unicode's `Default_Ignorable_Code_Point`) or a
+/// format character (`General_Category=Cf`): characters that render as nothing, or reorder what
+/// is around them.
+fn invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x034F
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 impl fmt::Display for Email {
@@ -161,6 +212,11 @@ pub struct User {
     /// When the account was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Counts the password's changes. A session proven against an older count is void, on every
+    /// instance, whatever store holds it: a login that checked the old password while the
+    /// password changed cannot leave a session behind.
+    #[serde(skip)]
+    pub credentials_gen: i64,
 }
 
 #[cfg(test)]
@@ -174,12 +230,62 @@ mod tests {
     }
 
     #[test]
-    fn l7_unicode_case_is_not_folded() {
-        // U+212A KELVIN SIGN must not become 'k', nor dotless i become 'i'.
-        let kelvin = Email::parse("\u{212A}ate@example.com").unwrap_or_else(|e| panic!("{e}"));
-        assert_ne!(kelvin.as_str(), "kate@example.com");
+    fn l7_unicode_case_and_compatibility_forms_are_not_folded() {
+        // Dotless i must not become 'i', fullwidth 'ａ' not 'a' (NFKC would), 'É' not 'é'.
         let dotless = Email::parse("\u{131}da@example.com").unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(dotless.as_str(), "ida@example.com");
+        let wide = Email::parse("\u{FF41}da@example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(wide.as_str(), "ada@example.com");
+        let upper = Email::parse("\u{C9}mile@example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(upper.as_str(), "\u{E9}mile@example.com");
+    }
+
+    #[test]
+    fn l7_canonically_equal_addresses_are_one_account() {
+        let nfc = Email::parse("caf\u{E9}@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let nfd = Email::parse("cafe\u{301}@example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nfc, nfd);
+        assert_eq!(nfd.as_str(), "caf\u{E9}@example.com");
+        // U+212A KELVIN SIGN is canonically equal to 'K' (a singleton decomposition).
+        let kelvin = Email::parse("\u{212A}ate@example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kelvin.as_str(), "kate@example.com");
+    }
+
+    #[test]
+    fn l7_invisible_and_format_characters_are_refused() {
+        for c in [
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{034F}',
+            '\u{061C}',
+            '\u{115F}',
+            '\u{180E}',
+            '\u{2060}',
+            '\u{3164}',
+            '\u{FE0F}',
+            '\u{FFA0}',
+            '\u{E0041}',
+            '\u{1D173}',
+        ] {
+            for raw in [
+                format!("ad{c}a@example.com"),
+                format!("{c}ada@example.com"),
+                format!("ada@exa{c}mple.com"),
+            ] {
+                assert_eq!(
+                    Email::parse(&raw),
+                    Err(EmailError::Malformed),
+                    "U+{:04X} was accepted",
+                    c as u32
+                );
+            }
+        }
     }
 
     #[test]

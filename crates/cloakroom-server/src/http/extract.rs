@@ -257,7 +257,7 @@ impl FromRequestParts<AppState> for CurrentSession {
         if !token.contains('.') {
             return Ok(CurrentSession(state.auth.authenticate(token).await?));
         }
-        let who = state.auth.authenticate_bearer(token).await?;
+        let who = state.auth.authenticate_jwt_cookie(token).await?;
         if needs_renewal(token, state.auth.now()) {
             let (jwt, _) = state.auth.mint_access_token(&who.user, &who.session)?;
             if let Some(slot) = parts.extensions.get::<CookieRenewal>() {

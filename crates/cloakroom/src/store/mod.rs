@@ -86,8 +86,18 @@ pub trait UserStore: Send + Sync + 'static {
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// The user's password hash.
     async fn password_hash(&self, id: UserId) -> Result<Option<String>, StoreError>;
-    /// Replaces the password hash; false if there is no such user. Publishes `UserChanged`.
-    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool, StoreError>;
+    /// Replaces the password (a new password: a change or a reset) and moves the user's
+    /// `credentials_gen` on by one, in one atomic step; returns the new count, or `None` if
+    /// there is no such user. Publishes `UserChanged`.
+    async fn set_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Replaces the hash of the same password (stronger parameters) if the stored hash is still
+    /// `old`: a compare-and-set, so it never undoes a password change that landed meanwhile.
+    /// Sessions are not affected.
+    async fn rehash_password(&self, id: UserId, old: &str, new: &str) -> Result<bool, StoreError>;
     /// Disables or enables; false if there is no such user. Publishes `UserChanged`.
     async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError>;
     /// Replaces the roles; false if there is no such user. Publishes `UserChanged`.

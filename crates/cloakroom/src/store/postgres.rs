@@ -45,7 +45,10 @@ super::sql::sql_store!(
     notify = Some(
         "SELECT pg_notify('cloakroom_changes', \
          CAST(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS TEXT))"
-    )
+    ),
+    // Conflicts with itself and with plain inserts, not with readers: appends commit one at a
+    // time, in the order of their positions.
+    append_lock = Some("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE")
 );
 
 #[async_trait]

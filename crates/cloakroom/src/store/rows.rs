@@ -91,19 +91,20 @@ pub(super) fn user(row: &impl RowExt) -> Result<User, StoreError> {
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(User {
         id: parse("users.id", &row.text("id")?)?,
-        email: Email::parse(&row.text("email")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        email: Email::from_stored(row.text("email")?),
         roles: roles
             .iter()
             .map(|r| Role::parse(r).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect::<Result<_, _>>()?,
         disabled: row.flag("disabled")?,
         created_at: from_ts(row.int("created_at")?)?,
+        credentials_gen: row.int("credentials_gen")?,
     })
 }
 
 /// The session columns every query reads, in the order [`session`] expects nothing of.
 pub(super) const SESSION_COLUMNS: &str = "id, user_id, transport, secret_hash, remember, \
-     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent";
+     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen";
 
 pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
     Ok(Session {
@@ -122,6 +123,7 @@ pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
         absolute_expires_at: from_ts(row.int("absolute_expires_at")?)?,
         ip: row.opt_text("ip")?,
         user_agent: row.opt_text("user_agent")?,
+        credentials_gen: row.int("credentials_gen")?,
     })
 }
 

@@ -1,6 +1,15 @@
 //! The store traits implemented once in SQL for both SQL backends. `sql_store!` expands the same
 //! queries for SQLite and PostgreSQL; the only dialect differences are passed in: the expression
-//! for "now" in seconds and the two-argument maximum. Placeholders are `$N`, which both accept.
+//! for "now" in seconds, the two-argument maximum, how to signal other processes and how to keep
+//! the change log in commit order. Placeholders are `$N`, which both accept.
+//!
+//! The change log is read by position (`seq > cursor`), so a position must never become visible
+//! after a higher one: a follower that saw the higher one would skip it for good. SQLite has one
+//! writer at a time, so positions commit in order. PostgreSQL assigns an identity value when a row
+//! is inserted, not when its transaction commits, so appends take a table lock that lasts until
+//! commit: a second writer gets its position only after the first one's is visible. The lock
+//! is taken last in each transaction, just before the append, so it is held for the append and
+//! the commit only.
 
 /// How long a user change stays in the log for followers that were briefly away.
 pub(super) const USER_CHANGE_TTL_SECS: i64 = 24 * 3600;
@@ -19,7 +28,14 @@ pub(super) fn map_err(e: sqlx::Error) -> super::StoreError {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $conn:ty, now = $now:literal, max = $max:literal, notify = $notify:expr) => {
+    (
+        $store:ty,
+        $conn:ty,
+        now = $now:literal,
+        max = $max:literal,
+        notify = $notify:expr,
+        append_lock = $append_lock:expr
+    ) => {
         use async_trait::async_trait;
         use time::{Duration, OffsetDateTime};
 
@@ -43,7 +59,18 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// Holds back every other append to the change log until this transaction ends, so
+        /// positions become visible in order (see the module's comment).
+        async fn lock_change_log(tx: &mut $conn) -> Result<(), StoreError> {
+            let statement: Option<&str> = $append_lock;
+            if let Some(sql) = statement {
+                sqlx::query(sql).execute(tx).await.map_err(map_err)?;
+            }
+            Ok(())
+        }
+
         async fn record_user_change(tx: &mut $conn, id: UserId) -> Result<(), StoreError> {
+            lock_change_log(&mut *tx).await?;
             sqlx::query(concat!(
                 "INSERT INTO changes (kind, subject, expires_at, created_at) \
                  VALUES ('user_changed', $1, ", $now, " + $2, ", $now, ")"
@@ -61,6 +88,7 @@ macro_rules! sql_store {
             id: &str,
             expires_at: i64,
         ) -> Result<(), StoreError> {
+            lock_change_log(&mut *tx).await?;
             sqlx::query(concat!(
                 "INSERT INTO changes (kind, subject, expires_at, created_at) \
                  VALUES ('session_revoked', $1, $2, ", $now, ")"
@@ -75,7 +103,6 @@ macro_rules! sql_store {
 
         /// One change to a user row.
         enum UserUpdate {
-            Password(String),
             Disabled(bool),
             Roles(String),
         }
@@ -97,10 +124,6 @@ macro_rules! sql_store {
             async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let q = match update {
-                    UserUpdate::Password(h) => sqlx::query(concat!(
-                        "UPDATE users SET password_hash = $1, updated_at = ", $now, " WHERE id = $2"
-                    ))
-                    .bind(h),
                     UserUpdate::Disabled(d) => sqlx::query(concat!(
                         "UPDATE users SET disabled = $1, updated_at = ", $now, " WHERE id = $2"
                     ))
@@ -130,7 +153,7 @@ macro_rules! sql_store {
             async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, \
-                     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                     updated_at, credentials_gen) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
                 )
                 .bind(user.id.to_string())
                 .bind(user.email.as_str())
@@ -138,6 +161,7 @@ macro_rules! sql_store {
                 .bind(roles_json(&user.roles)?)
                 .bind(user.disabled)
                 .bind(ts(user.created_at))
+                .bind(user.credentials_gen)
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?;
@@ -174,8 +198,44 @@ macro_rules! sql_store {
                     .map_err(map_err)
             }
 
-            async fn set_password(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
-                self.update_user(id, UserUpdate::Password(hash.to_string())).await
+            async fn set_password(
+                &self,
+                id: UserId,
+                hash: &str,
+            ) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let generation: Option<i64> = sqlx::query_scalar(concat!(
+                    "UPDATE users SET password_hash = $1, credentials_gen = credentials_gen + 1, \
+                     updated_at = ", $now, " WHERE id = $2 RETURNING credentials_gen"
+                ))
+                .bind(hash)
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if generation.is_some() {
+                    record_user_change(&mut tx, id).await?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(generation)
+            }
+
+            async fn rehash_password(
+                &self,
+                id: UserId,
+                old: &str,
+                new: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+                )
+                .bind(new)
+                .bind(id.to_string())
+                .bind(old)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
@@ -201,7 +261,8 @@ macro_rules! sql_store {
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, transport, secret_hash, remember, \
                      created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, \
-                     ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     ip, user_agent, credentials_gen) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(s.id.to_string())
                 .bind(s.user_id.to_string())
@@ -215,6 +276,7 @@ macro_rules! sql_store {
                 .bind(ts(s.absolute_expires_at))
                 .bind(&s.ip)
                 .bind(&s.user_agent)
+                .bind(s.credentials_gen)
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?;

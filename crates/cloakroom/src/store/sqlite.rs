@@ -63,7 +63,9 @@ super::sql::sql_store!(
     sqlx::SqliteConnection,
     now = "unixepoch()",
     max = "MAX",
-    notify = None
+    notify = None,
+    // One writer at a time: positions already commit in order.
+    append_lock = None
 );
 
 #[async_trait]

@@ -324,6 +324,7 @@ async fn users_stay_in_sql(prefix: RedisPrefix) {
         roles: vec![Role::default_role()],
         disabled: false,
         created_at: now(),
+        credentials_gen: 0,
     };
     store.insert_user(&u, "h").await.unwrap();
     let mut conn = raw(&prefix).await;

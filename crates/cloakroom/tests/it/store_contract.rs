@@ -19,6 +19,7 @@ fn user(email: &str) -> User {
         roles: vec![Role::default_role()],
         disabled: false,
         created_at: t0(),
+        credentials_gen: 0,
     }
 }
 
@@ -37,6 +38,7 @@ pub(crate) fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToke
         absolute_expires_at: at + Duration::hours(12),
         ip: Some("192.0.2.1".into()),
         user_agent: Some("test".into()),
+        credentials_gen: 0,
     };
     (s, token)
 }
@@ -68,14 +70,30 @@ async fn users_round_trip_and_unique_email(store: &dyn Store) {
         .await
         .unwrap());
     assert!(store.set_disabled(u.id, true).await.unwrap());
-    assert!(store.set_password(u.id, "$new").await.unwrap());
+    assert_eq!(store.set_password(u.id, "$new").await.unwrap(), Some(1));
+    assert_eq!(
+        store.set_password(UserId::random(), "$x").await.unwrap(),
+        None
+    );
+    // A rehash is a compare-and-set on the hash, and leaves the count alone.
+    assert!(!store.rehash_password(u.id, "$old", "$re").await.unwrap());
+    assert!(store.rehash_password(u.id, "$new", "$re").await.unwrap());
+    assert_eq!(
+        store
+            .find_user(u.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials_gen,
+        1
+    );
     assert!(!store.set_disabled(UserId::random(), true).await.unwrap());
     let u2 = store.find_user(u.id).await.unwrap().unwrap();
     assert!(u2.disabled);
     assert_eq!(u2.roles, vec![Role::parse("admin").unwrap()]);
     assert_eq!(
         store.password_hash(u.id).await.unwrap().as_deref(),
-        Some("$new")
+        Some("$re")
     );
     let changes = store.changes_since(before).await.unwrap();
     assert_eq!(changes.len(), 3);

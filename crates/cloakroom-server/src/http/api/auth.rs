@@ -206,38 +206,47 @@ async fn change_password(
     CurrentSession(who): CurrentSession,
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<Response, ApiError> {
-    let token = state
+    let changed = state
         .auth
         .change_password(&who, &body.current_password, &body.new_password)
         .await?;
-    let Some(token) = token else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let cookie = renewed_cookie(&state, &headers, &who, &token)?;
+    // A token session continues in a new one: its old refresh and access tokens are void, so
+    // the client gets a new pair (200 instead of 204).
+    if changed.session.transport == Transport::Token {
+        let (access_token, expires_in) = state
+            .auth
+            .mint_access_token(&changed.user, &changed.session)?;
+        return Ok(super::token::token_response(&cloakroom::TokenPair {
+            access_token,
+            expires_in,
+            refresh_token: changed.token,
+            session: changed.session,
+            user: changed.user,
+        }));
+    }
+    let cookie = renewed_cookie(&state, &headers, &changed)?;
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
 }
 
-/// The session cookie after a password change gave the session a new secret: the new token, or
-/// a fresh access JWT when the client keeps a JWT cookie; persistent if the session is.
+/// The session cookie for the session a password change started: its token, or an access JWT
+/// for it when the client kept a JWT cookie; persistent if the session is.
 pub fn renewed_cookie(
     state: &AppState,
     headers: &HeaderMap,
-    who: &cloakroom::Authenticated,
-    token: &cloakroom::SessionToken,
+    changed: &cloakroom::LoginOutcome,
 ) -> Result<String, ApiError> {
-    let now = state.auth.now();
-    let max_age = who
-        .session
+    let session = &changed.session;
+    let max_age = session
         .remember
-        .then(|| who.session.absolute_expires_at - now);
+        .then(|| session.absolute_expires_at - session.created_at);
     let jwt_cookie = session_cookie(headers, state)
         .ok()
         .flatten()
         .is_some_and(|c| c.contains('.'));
     let value = if jwt_cookie {
-        state.auth.mint_access_token(&who.user, &who.session)?.0
+        state.auth.mint_access_token(&changed.user, session)?.0
     } else {
-        token.expose().to_string()
+        changed.token.expose().to_string()
     };
     Ok(state.cookie.set(&value, max_age))
 }

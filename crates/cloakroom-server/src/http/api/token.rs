@@ -216,7 +216,8 @@ async fn token(
     Ok(token_response(&pair))
 }
 
-fn token_response(pair: &TokenPair) -> Response {
+/// The RFC 6749 §5.1 answer for a token pair.
+pub(crate) fn token_response(pair: &TokenPair) -> Response {
     let mut res = Json(json!({
         "access_token": pair.access_token,
         "token_type": "Bearer",

@@ -210,6 +210,7 @@ mod tests {
                 .collect(),
             disabled: false,
             created_at: created,
+            credentials_gen: 0,
         };
         let session = Session {
             id: SessionId::random(),
@@ -224,6 +225,7 @@ mod tests {
             absolute_expires_at: created + time::Duration::days(1),
             ip: None,
             user_agent: None,
+            credentials_gen: 0,
         };
         Authenticated {
             user: Arc::new(user),

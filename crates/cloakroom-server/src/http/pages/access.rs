@@ -50,7 +50,10 @@ pub fn login_url(target: &str) -> String {
 /// `next` if it is a relative path on this site, else `None`. Refused: anything not starting
 /// with one `/` (`https://…`, `//host`, `/\host`), backslashes, control characters and spaces
 /// anywhere, percent-encoded slashes or backslashes (which some servers and browsers decode
-/// into the forms above), and anything a URL parser resolves to another host.
+/// into the forms above), anything a URL parser resolves to another host, and anything whose
+/// path, once its dot segments are resolved, starts with `//` (`/.//evil.com`, `/..//evil.com`,
+/// `/%2e%2e//evil.com`): a browser sent there asks this site for `//evil.com`, which a page or a
+/// redirect may then treat as another host.
 pub fn safe_next(next: &str) -> Option<&str> {
     if next.is_empty() || next.len() > 1024 || !next.starts_with('/') {
         return None;
@@ -77,7 +80,10 @@ pub fn safe_next(next: &str) -> Option<&str> {
     }
     let base = url::Url::parse("http://cloakroom.invalid/").ok()?;
     let joined = base.join(next).ok()?;
-    (joined.host_str() == Some("cloakroom.invalid") && joined.scheme() == "http").then_some(next)
+    (joined.host_str() == Some("cloakroom.invalid")
+        && joined.scheme() == "http"
+        && !joined.path().starts_with("//"))
+    .then_some(next)
 }
 
 /// The CSRF token of the forms shown to one session: an HMAC of its id under the hash of its
@@ -163,6 +169,13 @@ mod tests {
             "/%0d%0aSet-Cookie:x=y",
             "/évil",
             "/settings\\..\\..\\evil",
+            "/.//evil.com",
+            "/..//evil.com",
+            "/./..//evil.com",
+            "/%2e%2e//evil.com",
+            "/%2E//evil.com",
+            "/a/..//evil.com",
+            "/.%2e//evil.com",
         ] {
             assert_eq!(safe_next(bad), None, "{bad:?}");
         }

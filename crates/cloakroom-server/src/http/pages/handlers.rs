@@ -411,14 +411,11 @@ pub(super) async fn change_password(
         .change_password(&who, form.get("current_password"), form.get("new_password"))
         .await;
     match changed {
-        Ok(token) => {
-            let mut cookies = Vec::new();
-            if let Some(token) = token {
-                match renewed_cookie(&state, &headers, &who, &token) {
-                    Ok(cookie) => cookies.push(cookie),
-                    Err(e) => return templates::error_page(&e).into_response(),
-                }
-            }
+        Ok(changed) => {
+            let cookies = match renewed_cookie(&state, &headers, &changed) {
+                Ok(cookie) => vec![cookie],
+                Err(e) => return templates::error_page(&e).into_response(),
+            };
             with_headers(
                 Redirect::to("/settings?done=password").into_response(),
                 &cookies,

@@ -225,8 +225,15 @@ impl UserStore for RedisStore {
     async fn password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
         self.sql.password_hash(id).await
     }
-    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool, StoreError> {
+    async fn set_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+    ) -> Result<Option<i64>, StoreError> {
         self.sql.set_password(id, password_hash).await
+    }
+    async fn rehash_password(&self, id: UserId, old: &str, new: &str) -> Result<bool, StoreError> {
+        self.sql.rehash_password(id, old, new).await
     }
     async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
         self.sql.set_disabled(id, disabled).await

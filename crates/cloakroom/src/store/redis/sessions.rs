@@ -141,6 +141,12 @@ fn session_from(map: &HashMap<String, String>) -> Result<Session, StoreError> {
         absolute_expires_at: time(map, "abs")?,
         ip: map.get("ip").cloned(),
         user_agent: map.get("ua").cloned(),
+        // Sessions stored before the count existed were proven against the first password.
+        credentials_gen: map
+            .get("gen")
+            .map(|v| v.parse().map_err(|_| corrupt("gen")))
+            .transpose()?
+            .unwrap_or(0),
     })
 }
 
@@ -283,6 +289,7 @@ impl SessionStore for RedisStore {
             ("seen", s.last_seen_at.unix_timestamp().to_string()),
             ("idle", s.idle_timeout.whole_seconds().to_string()),
             ("abs", s.absolute_expires_at.unix_timestamp().to_string()),
+            ("gen", s.credentials_gen.to_string()),
         ];
         if let Some(ip) = &s.ip {
             fields.push(("ip", ip.clone()));

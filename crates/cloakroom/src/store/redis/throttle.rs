@@ -30,6 +30,44 @@ static FAILURE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Takes one attempt (KEYS: counters; ARGV: at, window, ttl, free failures, base delay, max
+/// delay): the seconds to wait when held back (the rule of `ThrottlePolicy::wait`, in Lua), or
+/// -1 after counting the attempt as a failure.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local h = redis.call('HMGET', KEYS[1], 'failures', 'last')
+        local at = tonumber(ARGV[1])
+        local window = tonumber(ARGV[2])
+        local failures = tonumber(h[1]) or 0
+        local last = tonumber(h[2])
+        if last and at - last > window then failures = 0 end
+        local free = tonumber(ARGV[4])
+        if last and failures > free then
+          local delay = tonumber(ARGV[5]) * 2 ^ math.min(failures - free - 1, 30)
+          delay = math.min(delay, tonumber(ARGV[6]))
+          if last + delay > at then return last + delay - at end
+        end
+        redis.call('HSET', KEYS[1], 'failures', failures + 1, 'last', ARGV[1])
+        if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
+          redis.call('EXPIRE', KEYS[1], ARGV[3])
+        end
+        return -1
+        ",
+    )
+});
+
+/// Gives back one attempt (KEYS: counters).
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local n = tonumber(redis.call('HGET', KEYS[1], 'failures'))
+        if n and n > 0 then redis.call('HSET', KEYS[1], 'failures', n - 1) end
+        return 0
+        ",
+    )
+});
+
 /// Spends one unit of a budget (KEYS: counters; ARGV: at, limit, window): answers the seconds
 /// to wait, or -1 when the unit was spent.
 static HIT: LazyLock<Script> = LazyLock::new(|| {
@@ -115,6 +153,36 @@ impl Throttle for RedisThrottle {
             .arg(at.unix_timestamp())
             .arg(policy.window.whole_seconds())
             .arg(ttl)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        at: OffsetDateTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        let ttl = (policy.window + policy.max_delay).whole_seconds().max(1);
+        let wait: i64 = RESERVE
+            .key(self.key(key))
+            .arg(at.unix_timestamp())
+            .arg(policy.window.whole_seconds())
+            .arg(ttl)
+            .arg(policy.free_failures)
+            .arg(policy.base_delay.whole_seconds())
+            .arg(policy.max_delay.whole_seconds())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok((wait >= 0).then(|| Duration::seconds(wait)))
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = RELEASE
+            .key(self.key(key))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;
