@@ -304,16 +304,44 @@ async fn l7_email_case_and_unicode_collisions() {
     let t = TestServer::start().await;
     assert_eq!(t.signup("kate@example.com", PASSWORD).await.status(), 201);
     t.login("KATE@EXAMPLE.COM", PASSWORD).await;
-    // KELVIN SIGN is not 'K': a different account, never a way into kate's.
+    // KELVIN SIGN is canonically equal to 'K' (Unicode NFC): the same address, so no second
+    // account that looks like kate's, and no way into hers without her password.
     let kelvin = "\u{212A}ate@example.com";
-    assert_eq!(login_status(&t, kelvin, PASSWORD).await.0, 401);
     assert_eq!(
         t.signup(kelvin, "another good passphrase").await.status(),
+        409
+    );
+    assert_eq!(
+        login_status(&t, kelvin, "another good passphrase").await.0,
+        401
+    );
+    let tok = t.login(kelvin, PASSWORD).await;
+    let who: Value = t.get("/auth/whoami", &tok).await.json().await.unwrap();
+    assert_eq!(who["user"]["email"], "kate@example.com");
+    // NFC and NFD spellings are one account; X-Auth-Email and whoami show the NFC form.
+    assert_eq!(
+        t.signup("caf\u{E9}@example.com", PASSWORD).await.status(),
         201
     );
-    let tok = t.login(kelvin, "another good passphrase").await;
+    assert_eq!(
+        t.signup("cafe\u{301}@example.com", PASSWORD).await.status(),
+        409
+    );
+    let tok = t.login("cafe\u{301}@example.com", PASSWORD).await;
     let who: Value = t.get("/auth/whoami", &tok).await.json().await.unwrap();
-    assert_eq!(who["user"]["email"], kelvin);
+    assert_eq!(who["user"]["email"], "caf\u{E9}@example.com");
+    // Invisible characters make a lookalike: refused at signup, and at login like any bad email.
+    for lookalike in [
+        "ka\u{200B}te@example.com",
+        "\u{FEFF}kate@example.com",
+        "kate\u{202E}@example.com",
+        "ka\u{AD}te@example.com",
+    ] {
+        let res = t.signup(lookalike, PASSWORD).await;
+        assert_eq!(res.status(), 400, "{lookalike:?}");
+        assert_eq!(error_code(res).await, "invalid_email");
+        assert_eq!(login_status(&t, lookalike, PASSWORD).await.0, 401);
+    }
     for hostile in [
         "' OR 1=1 --",
         "admin'--@x.io",

@@ -9,6 +9,7 @@ mod attacks_login;
 mod browser;
 mod cli;
 mod forward;
+mod hardening;
 mod interop;
 mod lifecycle;
 mod pages;
