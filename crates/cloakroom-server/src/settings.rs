@@ -6,10 +6,12 @@ use clap::Args;
 use cloakroom::jwt::Algorithm;
 use cloakroom::{Argon2Config, AuthConfig, CookiePolicy, JwtConfig, Lifetime, Secret};
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use time::Duration;
 use url::Url;
+
+use crate::http::proxies::ProxyRange;
 
 /// Settings as given: flags and environment (through clap) or the TOML file (through serde).
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -37,14 +39,14 @@ pub struct RawSettings {
     #[arg(long, global = true, env = "CLOAKROOM_INSECURE_DEV", num_args = 0..=1,
           default_missing_value = "true")]
     pub insecure_dev: Option<bool>,
-    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs)
+    /// Proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDR ranges)
     #[arg(
         long,
         global = true,
         env = "CLOAKROOM_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
-    pub trusted_proxies: Option<Vec<IpAddr>>,
+    pub trusted_proxies: Option<Vec<ProxyRange>>,
     /// Run password hashing at the lowest scheduling priority [default: true]
     #[arg(long, global = true, env = "CLOAKROOM_HASH_IDLE_PRIORITY", num_args = 0..=1,
           default_missing_value = "true")]
@@ -193,7 +195,7 @@ pub struct Settings {
     /// Plain http allowed beyond localhost.
     pub insecure_dev: bool,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<ProxyRange>,
     /// Keys that may follow `GET /auth/revocations`.
     pub verifier_keys: Vec<Secret<String>>,
     /// The engine's settings.

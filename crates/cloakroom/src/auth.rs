@@ -311,8 +311,18 @@ fn account_key(email: &Email) -> String {
     format!("acct:{email}")
 }
 
+/// The throttling key of a client address: IPv4 (and IPv4-mapped) addresses whole, IPv6 by
+/// their /64, the block one subscriber usually holds whole, so that stepping through it does
+/// not give a client fresh counters.
 fn ip_key(ip: Option<IpAddr>) -> Option<String> {
-    ip.map(|ip| format!("ip:{ip}"))
+    ip.map(|ip| match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("ip:{net}/64")
+        }
+    })
 }
 
 impl Auth {
@@ -1077,5 +1087,30 @@ impl Auth {
             .delete_keys_retired_before(now - self.config.jwt.key_horizon())
             .await?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> Option<String> {
+        ip_key(s.parse().ok())
+    }
+
+    #[test]
+    fn l4_clients_are_keyed_by_ipv4_address_and_ipv6_slash_64() {
+        assert_eq!(key("203.0.113.7").as_deref(), Some("ip:203.0.113.7"));
+        assert_eq!(key("::ffff:203.0.113.7"), key("203.0.113.7"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:eeee:dddd:cccc")
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1").as_deref(),
+            Some("ip:2001:db8:1:2::/64")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(ip_key(None), None);
     }
 }

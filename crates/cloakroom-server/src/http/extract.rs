@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::csrf;
 use super::error::ApiError;
+use super::proxies::{client_behind, ProxyRange};
 use super::{AppState, BODY_TIMEOUT};
 
 /// Longest `User-Agent` kept with a session.
@@ -119,16 +120,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
 pub struct Client(pub ClientInfo);
 
 /// The client IP for a request, honouring `X-Forwarded-For` only from trusted proxies.
-pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> Option<IpAddr> {
+pub fn client_ip(parts: &Parts, trusted: &[ProxyRange]) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())?;
-    if !trusted.contains(&peer) {
-        return Some(peer);
-    }
-    // Walk the chain from the right: the first hop we do not trust is the client.
-    let mut ip = peer;
     let hops: Vec<&str> = parts
         .headers
         .get_all("x-forwarded-for")
@@ -136,18 +132,7 @@ pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> Option<IpAddr> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .collect();
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(addr) => {
-                ip = addr;
-                if !trusted.contains(&addr) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    Some(ip)
+    Some(client_behind(trusted, peer, hops.into_iter()))
 }
 
 impl FromRequestParts<AppState> for Client {

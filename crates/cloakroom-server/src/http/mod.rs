@@ -7,11 +7,11 @@ pub mod extract;
 pub mod guard;
 pub mod metrics;
 pub mod pages;
+pub mod proxies;
 
 use axum::http::StatusCode;
 use axum::Router;
 use cloakroom::{Auth, CookiePolicy};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ pub struct StateInner {
     /// Origins whose requests count as ours (CSRF checks).
     pub origins: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<proxies::ProxyRange>,
     /// Send HSTS (the public URL is https).
     pub hsts: bool,
     /// Request and propagation counters.

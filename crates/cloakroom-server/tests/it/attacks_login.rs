@@ -167,6 +167,58 @@ async fn l3_trusted_proxy_forwarded_for_is_the_client_ip() {
     assert_eq!(list["sessions"][0]["ip"], "192.0.2.2");
 }
 
+/// On a dual-stack listener IPv4 peers arrive as `::ffff:a.b.c.d`: they still match the trusted
+/// range, so each client behind the proxy keeps its own bucket. IPv6 clients share one per /64.
+#[tokio::test]
+async fn l3_ipv4_mapped_proxies_match_and_ipv6_clients_are_keyed_by_slash_64() {
+    let t = TestServer::start_with(|r| {
+        r.listen = Some("[::]:0".parse().unwrap());
+        r.insecure_dev = Some(true);
+        r.trusted_proxies = Some(vec!["127.0.0.0/8".parse().unwrap()]);
+        r.login_ip_free_failures = Some(2);
+    })
+    .await;
+    t.signup("mapped@example.com", PASSWORD).await;
+    let attempt = |client: String, email: &str, pw: &'static str| {
+        let rb = t
+            .req(Method::POST, "/auth/login")
+            .header("x-forwarded-for", client)
+            .json(&json!({"email": email, "password": pw}));
+        async move { rb.send().await.unwrap().status() }
+    };
+    // 25 bad logins from 25 clients: none is held back, and nobody else is either.
+    for i in 0..25 {
+        let email = format!("m{i}@example.com");
+        assert_eq!(
+            attempt(format!("198.51.100.{i}"), &email, PASSWORD).await,
+            401
+        );
+    }
+    assert_eq!(
+        attempt("198.51.100.200".into(), "mapped@example.com", PASSWORD).await,
+        200
+    );
+    // Stepping through one /64 does not give fresh counters.
+    for i in 1..=3 {
+        let client = format!("2001:db8:5:6::{i:x}");
+        let email = format!("v6-{i}@example.com");
+        assert_eq!(attempt(client, &email, PASSWORD).await, 401);
+    }
+    assert_eq!(
+        attempt(
+            "2001:db8:5:6:ffff::9".into(),
+            "mapped@example.com",
+            PASSWORD
+        )
+        .await,
+        429
+    );
+    assert_eq!(
+        attempt("2001:db8:5:7::1".into(), "mapped@example.com", PASSWORD).await,
+        200
+    );
+}
+
 #[tokio::test]
 async fn l3_signups_are_throttled_per_ip() {
     let t = TestServer::start_with(|r| r.signups_per_hour = Some(2)).await;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use crate::http::error::ApiError;
 use crate::http::extract::CurrentSession;
 use crate::http::pages::{login_url, safe_next, wants_html};
+use crate::http::proxies::is_trusted;
 use crate::http::AppState;
 
 /// The routes of this module.
@@ -59,7 +60,7 @@ pub(crate) async fn verify(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let trusted = peer.is_some_and(|p| state.trusted_proxies.contains(&p));
+    let trusted = peer.is_some_and(|p| is_trusted(&state.trusted_proxies, p));
     let who = match CurrentSession::from_request_parts(&mut parts, &state).await {
         Ok(CurrentSession(who)) => who,
         Err(e) if e.status() == StatusCode::UNAUTHORIZED && wants_html(&parts.headers) => {
