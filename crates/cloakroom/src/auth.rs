@@ -705,9 +705,10 @@ impl Auth {
             return Err(AuthError::Unauthenticated);
         }
         let now_secs = now.unix_timestamp();
-        if live.is_expired(now_secs) {
+        if live.is_expired(now_secs) && !self.used_elsewhere(live, now).await? {
+            // Idle everywhere as far as anyone can tell. Not revoked: expiry follows from the
+            // last-seen time, which every instance reads alike, and the sweep deletes it.
             self.live.remove(session.id);
-            self.store.revoke(session.id).await?;
             return Err(AuthError::Unauthenticated);
         }
         let user = self.user(session.user_id).await?;
@@ -725,6 +726,24 @@ impl Auth {
             session: Arc::clone(session),
             expires_at: live.expires_at(now_secs),
         })
+    }
+
+    /// Whether a session that looks idle here was used on another instance since: the store's
+    /// last-seen time (written by every instance in batches) is the shared one. If so, this
+    /// instance adopts it.
+    async fn used_elsewhere(
+        &self,
+        live: &Arc<LiveSession>,
+        now: OffsetDateTime,
+    ) -> Result<bool, AuthError> {
+        let Some(stored) = self.store.find_session(live.session.id).await? else {
+            return Ok(false);
+        };
+        if stored.is_expired(stored.last_seen_at, now) {
+            return Ok(false);
+        }
+        live.touch(stored.last_seen_at);
+        Ok(true)
     }
 
     pub(crate) async fn user(&self, id: UserId) -> Result<Arc<User>, AuthError> {

@@ -3,6 +3,7 @@
 
 mod change_log;
 mod engine;
+mod idle;
 mod integration;
 mod redis_store;
 mod store_contract;

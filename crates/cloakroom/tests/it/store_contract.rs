@@ -431,7 +431,7 @@ async fn delete_expired_respects_grace(store: &dyn Store) {
     assert_eq!(n, 1, "absolute deadline, however recent the activity");
 }
 
-async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+pub(crate) async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     (Arc::new(SqliteStore::open(&url).await.unwrap()), dir)
@@ -472,7 +472,7 @@ contract!(sqlite:
 
 use cloakroom::testing::PgSchema;
 
-async fn postgres(test: &str) -> Option<(Arc<dyn Store>, PgSchema)> {
+pub(crate) async fn postgres(test: &str) -> Option<(Arc<dyn Store>, PgSchema)> {
     let schema = PgSchema::create(test).await?;
     let store = cloakroom::PostgresStore::open(&schema.url).await.unwrap();
     Some((Arc::new(store), schema))
