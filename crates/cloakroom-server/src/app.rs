@@ -270,6 +270,30 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Applies each revocation event the store pushes, until told to stop or the feed ends.
+async fn apply_revocations(
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    mut events: tokio::sync::mpsc::Receiver<cloakroom::RevocationEvent>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stop_signal = std::pin::pin!(stopped(stop));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    if let cloakroom::RevocationEvent::Revoked { sent_ms: Some(sent_ms), .. } = event {
+                        metrics.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0);
+                    }
+                    auth.apply_revocation(event);
+                }
+                None => return,
+            },
+            _ = &mut stop_signal => return,
+        }
+    }
+}
+
 /// Keeps the in-memory state and the store in step until told to stop.
 async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
     let mut changes = tokio::time::interval(CHANGE_POLL);
@@ -286,13 +310,20 @@ async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receive
             None
         }
     };
-    let mut revocations = match auth.revocation_events().await {
-        Ok(rx) => rx,
-        Err(e) => {
-            tracing::warn!(error = %e, "no revocation feed");
-            None
+    match auth.revocation_events().await {
+        // Revocations pushed by Redis are applied by a task of their own, so that they never
+        // wait behind a slow or hung database call of this loop.
+        Ok(Some(rx)) => {
+            tokio::spawn(apply_revocations(
+                Arc::clone(&auth),
+                Arc::clone(&metrics),
+                rx,
+                stop.clone(),
+            ));
         }
-    };
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "no revocation feed"),
+    }
     let mut stop_signal = std::pin::pin!(stopped(stop));
     loop {
         let notified = async {
@@ -301,22 +332,7 @@ async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receive
                 None => std::future::pending().await,
             }
         };
-        let revoked = async {
-            match revocations.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            event = revoked => match event {
-                Some(event) => {
-                    if let cloakroom::RevocationEvent::Revoked { sent_ms: Some(sent_ms), .. } = event {
-                        metrics.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0);
-                    }
-                    auth.apply_revocation(event);
-                }
-                None => revocations = None,
-            },
             signal = notified => {
                 match auth.apply_changes().await {
                     Ok(_) => {

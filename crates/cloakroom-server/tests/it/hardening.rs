@@ -412,3 +412,65 @@ async fn burst(url: String, redis: Option<Arc<RedisPrefix>>) {
 async fn l4_a_parallel_burst_gets_only_the_attempts_the_policy_allows() {
     on_postgres("throttle_burst", burst).await;
 }
+
+/// S4, fault run: with PostgreSQL hung on B and Redis up, a logout on A is refused on B at once:
+/// applying Redis's revocation events never waits on a database call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_revocations_from_redis_do_not_wait_on_a_hung_postgresql() {
+    let Some(schema) = PgSchema::create("hung_postgres").await else {
+        return;
+    };
+    let Some(redis) = RedisPrefix::create("hung_postgres").await else {
+        schema.drop().await;
+        return;
+    };
+    let outcome = AssertUnwindSafe(async {
+        let proxy = crate::postgres::Cuttable::start("127.0.0.1:5432").await;
+        let via_proxy = schema
+            .url
+            .replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+        let a = TestServer::start_with(|r| {
+            backends(&schema.url, Some(&redis))(r);
+            r.public_url = Some("http://localhost:7443".into());
+        })
+        .await;
+        let b = TestServer::start_with(|r| {
+            backends(&via_proxy, Some(&redis))(r);
+            r.public_url = Some("http://localhost:7443".into());
+        })
+        .await;
+        a.signup("hung@example.com", PASSWORD).await;
+        let mut tokens = Vec::new();
+        for _ in 0..20 {
+            let token = a.login("hung@example.com", PASSWORD).await;
+            assert_eq!(b.whoami_status(&token).await, 200);
+            tokens.push(token);
+        }
+        proxy.hang();
+        // B's next poll of the change log is now stuck on the database.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut worst = Duration::ZERO;
+        for token in &tokens {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(a.post("/auth/logout", token, None).await.status(), 204);
+            let start = Instant::now();
+            while b.whoami_status(token).await != 401 {
+                assert!(
+                    start.elapsed() < Duration::from_millis(500),
+                    "B accepted a session logged out on A while its database hung"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            worst = worst.max(start.elapsed());
+        }
+        println!("with PostgreSQL hung, logouts reached B within {worst:?} (20 tries)");
+        proxy.restore();
+    })
+    .catch_unwind()
+    .await;
+    schema.drop().await;
+    redis.drop().await;
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}

@@ -166,6 +166,8 @@ async fn two_instances_on_one_postgresql_act_as_one() {
 pub(crate) struct Cuttable {
     pub(crate) addr: std::net::SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, connections are accepted and then left without an answer (a hung server).
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
     links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -174,12 +176,22 @@ impl Cuttable {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, links2, target) = (up.clone(), links.clone(), target.to_string());
+        let (up2, hung2, links2, target) =
+            (up.clone(), hung.clone(), links.clone(), target.to_string());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !up2.load(std::sync::atomic::Ordering::SeqCst) {
                     continue; // dropped: connection refused, in effect
+                }
+                if hung2.load(std::sync::atomic::Ordering::SeqCst) {
+                    let held = tokio::spawn(async move {
+                        let _open = inbound;
+                        std::future::pending::<()>().await;
+                    });
+                    links2.lock().unwrap().push(held.abort_handle());
+                    continue;
                 }
                 let target = target.clone();
                 let task = tokio::spawn(async move {
@@ -190,7 +202,20 @@ impl Cuttable {
                 links2.lock().unwrap().push(task.abort_handle());
             }
         });
-        Self { addr, up, links }
+        Self {
+            addr,
+            up,
+            hung,
+            links,
+        }
+    }
+
+    /// Plays a hung server: open connections go silent, new ones get no answer.
+    pub(crate) fn hang(&self) {
+        self.hung.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
     }
 
     pub(crate) fn cut(&self) {
@@ -202,6 +227,7 @@ impl Cuttable {
 
     pub(crate) fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.hung.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
