@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::header_timer::ConnectionTimer;
-use crate::http::metrics::Metrics;
+use crate::http::metrics::{wall_ms, Metrics};
 use crate::http::{self, AppState, StateInner};
 use crate::settings::Settings;
 
@@ -36,8 +36,11 @@ pub enum StartError {
     /// The data directory could not be made.
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    /// The data directory cannot be written (SQLite needs to write its file and journal).
+    #[error("the data directory {0} is not writable ({1}); give the server write access to it, or choose another with --data-dir")]
+    ReadOnly(String, std::io::Error),
     /// The store could not be opened.
-    #[error("cannot open the database: {0}")]
+    #[error("cannot open the database: {}", with_causes(.0))]
     Store(#[from] cloakroom::StoreError),
     /// The engine could not start.
     #[error("cannot start: {0}")]
@@ -45,6 +48,18 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+}
+
+/// An error followed by what caused it, as one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 /// Opens the stores the settings name: the database, and Redis in front of it for sessions and
@@ -81,6 +96,11 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartErro
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+                // Said plainly here: SQLite's own word for it is "unable to open database file".
+                let probe = dir.join(format!(".cloakroom-write-test-{}", std::process::id()));
+                std::fs::write(&probe, b"")
+                    .map_err(|e| StartError::ReadOnly(dir.display().to_string(), e))?;
+                let _ = std::fs::remove_file(&probe);
             }
         }
     }
@@ -261,13 +281,6 @@ async fn run(
     if let Err(e) = auth.flush_activity().await {
         tracing::warn!(error = %e, "could not write the last activity");
     }
-}
-
-/// Wall-clock milliseconds, to compare with the time a notification was stamped with.
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Applies each revocation event the store pushes, until told to stop or the feed ends.

@@ -1,6 +1,7 @@
 //! API errors: every failure becomes `{"error": {"code": "snake_case", "message": "…"}}` with a
 //! fitting status. A 500 logs its cause and tells the client only `internal`.
 
+use super::metrics::StoreFailed;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +15,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<i64>,
+    store_failed: bool,
     challenge: bool,
 }
 
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            store_failed: false,
             challenge: false,
         }
     }
@@ -99,6 +102,17 @@ impl ApiError {
         &self.message
     }
 
+    /// Marks the error as the store's failing (see [`StoreFailed`]).
+    fn store_failed(mut self) -> Self {
+        self.store_failed = true;
+        self
+    }
+
+    /// Whether the store failed (the request may succeed once it is back).
+    pub fn is_store_failure(&self) -> bool {
+        self.store_failed
+    }
+
     /// The `Retry-After` seconds, if any.
     pub fn retry_after_secs(&self) -> Option<i64> {
         self.retry_after
@@ -115,6 +129,7 @@ fn store_error(e: &StoreError) -> ApiError {
                 "the service is temporarily unavailable",
             )
             .retry_after(5)
+            .store_failed()
         }
         StoreError::Conflict | StoreError::Corrupt(_) | StoreError::Backend(_) => {
             ApiError::internal(e)
@@ -177,6 +192,9 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
             }
+        }
+        if self.store_failed {
+            res.extensions_mut().insert(StoreFailed);
         }
         res
     }

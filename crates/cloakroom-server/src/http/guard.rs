@@ -21,6 +21,7 @@ use tower::{Layer, Service};
 
 use super::error::ApiError;
 use super::extract::CookieRenewal;
+use super::metrics::{wall_ms, StoreFailed};
 use super::{api, csrf, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
 
 type Limited = <DefaultBodyLimit as Layer<Router>>::Service;
@@ -224,6 +225,9 @@ impl After {
             );
         }
         self.state.metrics.count(self.route, res.status().as_u16());
+        if res.extensions().get::<StoreFailed>().is_some() {
+            self.state.metrics.store_failed(wall_ms());
+        }
         res
     }
 }

@@ -21,7 +21,18 @@ pub struct Metrics {
     propagation_buckets: [AtomicU64; BUCKETS.len()],
     propagation_count: AtomicU64,
     propagation_sum_micros: AtomicU64,
+    /// When a request last failed because the store could not take it (ms since the epoch).
+    store_failed_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How long after a request failed for want of the store `/readyz` still says "not ready":
+/// a probe may fit where real writes do not (a nearly full disk).
+pub const STORE_FAILURE_MEMORY_MS: i64 = 10_000;
+
+/// Marks an answer that failed because the store could not take the request (a response
+/// extension, never sent).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreFailed;
 
 impl Metrics {
     /// Records how long a change took from its commit elsewhere to being applied here.
@@ -37,6 +48,18 @@ impl Metrics {
             .fetch_add((seconds * 1e6) as u64, Relaxed);
     }
 
+    /// Records that a request failed because the store could not take it, at `now_ms`.
+    pub fn store_failed(&self, now_ms: i64) {
+        self.store_failed_ms.fetch_max(now_ms, Relaxed);
+    }
+
+    /// Whether a request failed for want of the store in the last
+    /// [`STORE_FAILURE_MEMORY_MS`] before `now_ms`.
+    pub fn store_failing(&self, now_ms: i64) -> bool {
+        let last = self.store_failed_ms.load(Relaxed);
+        last > 0 && now_ms - last < STORE_FAILURE_MEMORY_MS
+    }
+
     fn count_request(&self, route: &'static str, status: u16) {
         if let Some(c) = self.requests.get(&(route, status)) {
             c.fetch_add(1, Relaxed);
@@ -47,6 +70,13 @@ impl Metrics {
             .or_default()
             .fetch_add(1, Relaxed);
     }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The route label of a request path: the route it is served by, or `other`, so a scan of

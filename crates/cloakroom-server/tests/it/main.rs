@@ -9,6 +9,7 @@ mod attacks_login;
 mod browser;
 mod cli;
 mod forward;
+mod full_disk;
 mod hardening;
 mod interop;
 mod lifecycle;

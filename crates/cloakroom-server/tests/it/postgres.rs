@@ -246,6 +246,13 @@ async fn outage(schema_url: String) {
     assert!(res.headers().contains_key("retry-after"));
     let res = t.signup("new@example.com", PASSWORD).await;
     assert_eq!(res.status(), 503);
+    // The token endpoint and the pages say when to come back, as the API does.
+    let res = t.refresh(&format!("{}A", "Q".repeat(42))).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let res = t.get("/dashboard", &format!("{}A", "R".repeat(42))).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
     let res = t.http.get(t.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let res = t.post("/auth/logout", &token, None).await;

@@ -26,6 +26,11 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(StdDuration::from_secs(5))
+            // A connection the driver still counts inside a transaction (a failed `COMMIT`) is
+            // closed rather than reused; the driver counts a rollback on drop at once.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await
             .map_err(map_err)?;

@@ -14,10 +14,32 @@
 /// How long a user change stays in the log for followers that were briefly away.
 pub(super) const USER_CHANGE_TTL_SECS: i64 = 24 * 3600;
 
+/// Whether a database error will likely pass by itself: SQLite's full disk, locked or busy
+/// database and I/O errors; PostgreSQL's insufficient resources (a full disk among them),
+/// lost connections, shutdowns and serialisation failures. Those are "unavailable" (503 with
+/// `Retry-After`), not bugs (500).
+fn transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if let Ok(extended) = code.parse::<i32>() {
+        // SQLite: the primary result code is the low byte of the extended one.
+        // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_NOMEM 7, SQLITE_READONLY 8, SQLITE_IOERR 10,
+        // SQLITE_FULL 13, SQLITE_CANTOPEN 14, SQLITE_PROTOCOL 15.
+        return matches!(extended & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15);
+    }
+    code.starts_with("53")
+        || code.starts_with("08")
+        || code.starts_with("57P0")
+        || code == "40001"
+        || code == "40P01"
+}
+
 pub(super) fn map_err(e: sqlx::Error) -> super::StoreError {
     use super::StoreError;
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(db) if transient(db.as_ref()) => StoreError::Unavailable(Box::new(e)),
         sqlx::Error::PoolTimedOut
         | sqlx::Error::Io(_)
         | sqlx::Error::PoolClosed
@@ -113,8 +135,10 @@ macro_rules! sql_store {
                 self.pool.close().await;
             }
 
+            /// Readiness: the database answers and takes a write (a full disk or a database
+            /// locked by a stuck writer is not ready, though reads may still work).
             async fn ping_pool(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1")
+                sqlx::query("UPDATE write_probe SET probes = probes + 1 WHERE id = 1")
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;

@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::http::metrics::wall_ms;
 use crate::http::AppState;
 
 /// The OpenAPI 3 description of the API.
@@ -26,13 +27,23 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.metrics.store_failing(wall_ms()) {
+        tracing::warn!("not ready: requests failed for want of the store in the last seconds");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({"error": {"code": "not_ready", "message": "the database cannot take writes"}})),
+        )
+            .into_response();
+    }
     match state.auth.ready().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": {"code": "not_ready", "message": "the database is not reachable"}})),
+                [(header::RETRY_AFTER, "5")],
+                Json(json!({"error": {"code": "not_ready", "message": "the database is not reachable or cannot take writes"}})),
             )
                 .into_response()
         }

@@ -28,6 +28,7 @@ pub struct OAuthError {
     error: &'static str,
     description: String,
     retry_after: Option<i64>,
+    store_failed: bool,
 }
 
 impl OAuthError {
@@ -37,6 +38,7 @@ impl OAuthError {
             error,
             description: description.into(),
             retry_after: None,
+            store_failed: false,
         }
     }
 
@@ -72,7 +74,11 @@ impl From<AuthError> for OAuthError {
                 } else {
                     "server_error"
                 };
-                Self::new(api.status(), error, "the request could not be completed")
+                Self {
+                    retry_after: api.retry_after_secs(),
+                    store_failed: api.is_store_failure(),
+                    ..Self::new(api.status(), error, "the request could not be completed")
+                }
             }
         }
     }
@@ -93,6 +99,10 @@ impl IntoResponse for OAuthError {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if self.store_failed {
+            res.extensions_mut()
+                .insert(crate::http::metrics::StoreFailed);
         }
         res
     }

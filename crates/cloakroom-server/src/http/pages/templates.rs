@@ -52,6 +52,10 @@ impl IntoResponse for Page {
         );
         // For browsers older than `frame-ancestors`.
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // A page that says "try again shortly" says when, as the API does.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && !h.contains_key(header::RETRY_AFTER) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         res
     }
 }

@@ -1,0 +1,3 @@
+-- One row that readiness checks update: a database that cannot take a write is not ready.
+CREATE TABLE write_probe (id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1), probes INTEGER NOT NULL);
+INSERT INTO write_probe (id, probes) VALUES (1, 0);
