@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::jwt::{ClaimsPolicy, KeyRing};
 use crate::live::{LiveSession, LiveSessions};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
-use crate::session::{Lifetime, Session, SessionId, SessionToken, Transport};
+use crate::session::{Lifetime, Lineage, Session, SessionId, SessionToken, Transport};
 use crate::store::{Change, RevocationEvent, Store, StoreError};
 use crate::throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 use crate::tokens::{load_ring, JwtConfig};
@@ -307,6 +307,18 @@ impl<'a> Attempt<'a> {
     }
 }
 
+/// A new session's secret: a plain random token for a cookie session; for a token session, the
+/// first refresh token of a new family, and the family's hash for the store.
+fn new_secret(transport: Transport) -> (SessionToken, Option<crate::session::TokenHash>) {
+    match transport {
+        Transport::Cookie => (SessionToken::generate(), None),
+        Transport::Token => {
+            let family = Lineage::generate();
+            (SessionToken::in_family(&family), Some(family.hash()))
+        }
+    }
+}
+
 fn account_key(email: &Email) -> String {
     format!("acct:{email}")
 }
@@ -579,7 +591,7 @@ impl Auth {
         } else {
             self.config.session
         };
-        let token = SessionToken::generate();
+        let (token, refresh_family) = new_secret(req.transport);
         let session = Session {
             id: SessionId::random(),
             user_id: user.id,
@@ -596,6 +608,7 @@ impl Auth {
             // The password was checked against this count: a change that lands before the
             // session is stored makes it void (see `check_live`).
             credentials_gen: user.credentials_gen,
+            refresh_family,
         };
         self.store.insert_session(&session).await?;
         self.live.insert(session.clone());
@@ -927,7 +940,7 @@ impl Auth {
         } else {
             self.config.session
         };
-        let token = SessionToken::generate();
+        let (token, refresh_family) = new_secret(old.transport);
         let session = Session {
             id: SessionId::random(),
             user_id: who.user.id,
@@ -942,6 +955,7 @@ impl Auth {
             ip: old.ip.clone(),
             user_agent: old.user_agent.clone(),
             credentials_gen: generation,
+            refresh_family,
         };
         self.store.insert_session(&session).await?;
         self.end_all(who.user.id, Some(session.id)).await?;

@@ -89,6 +89,28 @@ impl SessionToken {
             && sextet(b[TOKEN_LEN - 1]).is_some_and(|v| v & 0b11 == 0)
     }
 
+    /// A refresh token of the lineage `family`: its first 16 bytes are the family, the other
+    /// 16 fresh from the OS CSPRNG. Every refresh token of one token session shares the family,
+    /// so a spent one of any age is recognised as that session's (see [`Lineage`]); the 128
+    /// fresh bits are what tells the current token from the spent ones.
+    pub fn in_family(family: &Lineage) -> Self {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(&family.0);
+        OsRng.fill_bytes(&mut bytes[16..]);
+        Self(Secret::new(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The family a refresh token claims: its first 16 bytes.
+    pub fn family(&self) -> Lineage {
+        let mut family = [0u8; 16];
+        if let Ok(bytes) = URL_SAFE_NO_PAD.decode(self.0.expose()) {
+            if let Some(head) = bytes.get(..16) {
+                family.copy_from_slice(head);
+            }
+        }
+        Lineage(family)
+    }
+
     /// The encoded token, to hand to the client.
     pub fn expose(&self) -> &str {
         self.0.expose()
@@ -103,6 +125,34 @@ impl SessionToken {
 impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionToken([redacted])")
+    }
+}
+
+/// The secret shared by every refresh token of one token session: 128 random bits, known
+/// only to whoever holds (or held) one of its tokens. Stored only as its hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Lineage([u8; 16]);
+
+impl Lineage {
+    /// A fresh family.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// What the store keeps to find the session of a family.
+    pub fn hash(&self) -> TokenHash {
+        let mut h = Sha256::new();
+        h.update(b"cloakroom refresh lineage v1\0");
+        h.update(self.0);
+        TokenHash(h.finalize().into())
+    }
+}
+
+impl fmt::Debug for Lineage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Lineage([redacted])")
     }
 }
 
@@ -201,6 +251,9 @@ pub struct Session {
     /// The user's [`crate::User::credentials_gen`] when the password was checked; the session
     /// is void once the user's count has moved past it.
     pub credentials_gen: i64,
+    /// A token session's [`Lineage`] (its hash): any of its refresh tokens, however old, finds
+    /// the session. `None` for cookie sessions.
+    pub refresh_family: Option<TokenHash>,
 }
 
 impl Session {
@@ -276,6 +329,22 @@ mod tests {
     }
 
     #[test]
+    fn refresh_tokens_of_one_family_share_it_and_nothing_else() {
+        let family = Lineage::generate();
+        let a = SessionToken::in_family(&family);
+        let b = SessionToken::in_family(&family);
+        assert_ne!(a, b);
+        assert_eq!(a.family(), family);
+        assert_eq!(b.family(), family);
+        assert_eq!(
+            SessionToken::parse(a.expose()).map(|t| t.family()),
+            Some(family)
+        );
+        assert_ne!(SessionToken::generate().family(), family);
+        assert_ne!(family.hash(), Lineage::generate().hash());
+    }
+
+    #[test]
     fn debug_never_shows_the_token() {
         let t = SessionToken::generate();
         assert!(!format!("{t:?}").contains(t.expose()));
@@ -298,6 +367,7 @@ mod tests {
             ip: None,
             user_agent: None,
             credentials_gen: 0,
+            refresh_family: None,
         };
         assert!(!s.is_expired(t0, t0 + Duration::minutes(29)));
         assert!(s.is_expired(t0, t0 + Duration::minutes(30)));

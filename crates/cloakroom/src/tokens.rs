@@ -337,12 +337,19 @@ impl Auth {
     /// successor back; later, it is theft, and the whole session ends.
     pub async fn refresh(&self, raw: &str) -> Result<TokenPair, AuthError> {
         let presented = SessionToken::parse(raw).ok_or(AuthError::InvalidGrant)?;
-        let next = SessionToken::generate();
+        let family = presented.family();
+        let next = SessionToken::in_family(&family);
         let sealed = seal(&presented, &next)?;
         let now = self.now();
         let rotation = self
             .store
-            .rotate_refresh(&presented.hash(), &next.hash(), &sealed, now)
+            .rotate_refresh(
+                &presented.hash(),
+                &family.hash(),
+                &next.hash(),
+                &sealed,
+                now,
+            )
             .await?;
         let (session, refresh_token) = match rotation {
             Rotation::Rotated(session) => (session, next),
@@ -356,19 +363,10 @@ impl Auth {
                         open(&presented, &sealed_next).ok_or(AuthError::InvalidGrant)?;
                     (session, successor)
                 } else {
-                    tracing::warn!(
-                        session = %session.id,
-                        user = %session.user_id,
-                        security_event = "refresh_token_reuse",
-                        "a spent refresh token was used again; the session is ended"
-                    );
-                    self.metrics
-                        .refresh_reuse
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.end_session_record(session.id).await?;
-                    return Err(AuthError::InvalidGrant);
+                    return self.refresh_reused(&session).await;
                 }
             }
+            Rotation::Reused(session) => return self.refresh_reused(&session).await,
             Rotation::Unknown => return Err(AuthError::InvalidGrant),
         };
         if self.live.is_revoked(session.id) || session.is_expired(session.last_seen_at, now) {
@@ -388,6 +386,22 @@ impl Auth {
             session: (*live.session).clone(),
             user: (*user).clone(),
         })
+    }
+
+    /// A spent refresh token of `session` came back (RFC 9700 §4.14.2): whoever holds the
+    /// lineage now, the thief or the victim, the session ends.
+    async fn refresh_reused(&self, session: &Session) -> Result<TokenPair, AuthError> {
+        tracing::warn!(
+            session = %session.id,
+            user = %session.user_id,
+            security_event = "refresh_token_reuse",
+            "a spent refresh token was used again; the session is ended"
+        );
+        self.metrics
+            .refresh_reuse
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.end_session_record(session.id).await?;
+        Err(AuthError::InvalidGrant)
     }
 
     /// Recognises an access JWT carried as the session cookie: checked like a bearer token,

@@ -348,6 +348,10 @@ async fn c3_re_login_with_a_jwt_cookie_ends_the_old_session() {
 
 async fn burst(url: String, redis: Option<Arc<RedisPrefix>>) {
     let [a, b, c] = three(&url, redis.as_deref()).await;
+    // One instant on every instance: the policy's delays are what is counted, not clock skew.
+    let now = cloakroom::Clock::now(&*a.clock);
+    b.clock.set(now);
+    c.clock.set(now);
     let servers = [Arc::new(a), Arc::new(b), Arc::new(c)];
     // Without Redis, each instance keeps its own counters: the burst goes to one of them.
     let shared = redis.is_some();
@@ -473,4 +477,48 @@ async fn s4_revocations_from_redis_do_not_wait_on_a_hung_postgresql() {
     if let Err(panic) = outcome {
         resume_unwind(panic)
     }
+}
+
+async fn lineage(url: String, redis: Option<Arc<RedisPrefix>>) {
+    let [a, b, c] = three(&url, redis.as_deref()).await;
+    a.signup("lineage@example.com", PASSWORD).await;
+    for round in 0..30 {
+        let pair = a.token_login("lineage@example.com", PASSWORD).await;
+        let stolen = pair["refresh_token"].as_str().unwrap().to_string();
+        // The thief rotates the stolen token twice (or more), on other instances.
+        let mut thief = stolen.clone();
+        let mut thief_access = String::new();
+        for _ in 0..2 + round % 3 {
+            let res = b.refresh(&thief).await;
+            assert_eq!(res.status(), 200);
+            let v: Value = res.json().await.unwrap();
+            thief = v["refresh_token"].as_str().unwrap().to_string();
+            thief_access = v["access_token"].as_str().unwrap().to_string();
+        }
+        for t in [&a, &b, &c] {
+            t.clock.advance(time::Duration::seconds(30));
+        }
+        // The victim comes back with the token it holds: reuse, the whole session ends.
+        let res = c.refresh(&stolen).await;
+        assert_eq!(res.status(), 400);
+        let res = a.refresh(&thief).await;
+        assert_eq!(
+            res.status(),
+            400,
+            "round {round}: the thief's lineage lives on"
+        );
+        for t in [&a, &b, &c] {
+            eventually("the thief's access token still works", || async {
+                t.bearer_status(&thief_access).await == 401
+            })
+            .await;
+        }
+    }
+}
+
+/// J19 RT1: a spent refresh token of any age ends the whole session, so a thief who rotated
+/// twice loses it the moment the victim comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j19_reuse_of_any_spent_refresh_token_ends_the_session() {
+    on_postgres("refresh_lineage", lineage).await;
 }

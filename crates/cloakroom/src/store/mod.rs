@@ -130,11 +130,15 @@ pub trait SessionStore: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
     /// Atomically rotates a token session's refresh token: if `presented` is the current secret,
-    /// it becomes the previous one, `next` the current one, and `sealed_next` is kept beside it.
+    /// it becomes the previous one, `next` the current one, and `sealed_next` is kept beside it;
+    /// the session's family becomes `lineage` if it had none (sessions from before families).
     /// A single compare-and-set, so concurrent rotations of one token mint one successor.
+    /// A token that is neither current nor previous but of the session's family is
+    /// [`Rotation::Reused`].
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
+        lineage: &TokenHash,
         next: &TokenHash,
         sealed_next: &[u8],
         at: OffsetDateTime,
@@ -172,6 +176,8 @@ pub enum Rotation {
         /// The sealed successor.
         sealed_next: Vec<u8>,
     },
+    /// An older spent token of the session's family (two or more rotations back): reuse.
+    Reused(Session),
     /// No session knows this token.
     Unknown,
 }

@@ -104,7 +104,7 @@ pub(super) fn user(row: &impl RowExt) -> Result<User, StoreError> {
 
 /// The session columns every query reads, in the order [`session`] expects nothing of.
 pub(super) const SESSION_COLUMNS: &str = "id, user_id, transport, secret_hash, remember, \
-     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen";
+     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen, refresh_family";
 
 pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
     Ok(Session {
@@ -124,6 +124,7 @@ pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
         ip: row.opt_text("ip")?,
         user_agent: row.opt_text("user_agent")?,
         credentials_gen: row.int("credentials_gen")?,
+        refresh_family: row.opt_bytes("refresh_family")?.map(hash).transpose()?,
     })
 }
 

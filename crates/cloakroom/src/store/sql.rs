@@ -285,8 +285,8 @@ macro_rules! sql_store {
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, transport, secret_hash, remember, \
                      created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, \
-                     ip, user_agent, credentials_gen) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     ip, user_agent, credentials_gen, refresh_family) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(s.id.to_string())
                 .bind(s.user_id.to_string())
@@ -301,6 +301,7 @@ macro_rules! sql_store {
                 .bind(&s.ip)
                 .bind(&s.user_agent)
                 .bind(s.credentials_gen)
+                .bind(s.refresh_family.map(|f| f.0.to_vec()))
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?;
@@ -383,13 +384,15 @@ macro_rules! sql_store {
             async fn rotate_refresh(
                 &self,
                 presented: &TokenHash,
+                lineage: &TokenHash,
                 next: &TokenHash,
                 sealed_next: &[u8],
                 at: OffsetDateTime,
             ) -> Result<Rotation, StoreError> {
                 let sql = format!(
                     "UPDATE sessions SET previous_hash = secret_hash, secret_hash = $1, \
-                     successor_box = $2, rotated_at = $3, last_seen_at = {}(last_seen_at, $3) \
+                     successor_box = $2, rotated_at = $3, last_seen_at = {}(last_seen_at, $3), \
+                     refresh_family = COALESCE(refresh_family, $5) \
                      WHERE secret_hash = $4 AND transport = 'token' \
                      AND absolute_expires_at > $3 AND last_seen_at + idle_secs > $3 \
                      RETURNING {SESSION_COLUMNS}",
@@ -400,6 +403,7 @@ macro_rules! sql_store {
                     .bind(sealed_next)
                     .bind(ts(at))
                     .bind(&presented.0[..])
+                    .bind(&lineage.0[..])
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(map_err)?;
@@ -415,14 +419,26 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(map_err)?;
-                match row {
-                    None => Ok(Rotation::Unknown),
-                    Some(row) => Ok(Rotation::Spent {
-                        session: rows::session(&row)?,
-                        rotated_at: from_ts(row.opt_int("rotated_at")?.unwrap_or_default())?,
-                        sealed_next: row.opt_bytes("successor_box")?.unwrap_or_default(),
-                    }),
-                }
+                let Some(row) = row else {
+                    let sql = format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions \
+                         WHERE refresh_family = $1 AND transport = 'token'"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(&lineage.0[..])
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    return match row {
+                        Some(row) => Ok(Rotation::Reused(rows::session(&row)?)),
+                        None => Ok(Rotation::Unknown),
+                    };
+                };
+                Ok(Rotation::Spent {
+                    session: rows::session(&row)?,
+                    rotated_at: from_ts(row.opt_int("rotated_at")?.unwrap_or_default())?,
+                    sealed_next: row.opt_bytes("successor_box")?.unwrap_or_default(),
+                })
             }
 
             async fn revoke(&self, id: SessionId) -> Result<Option<Session>, StoreError> {

@@ -2,8 +2,8 @@
 //! plain async function over `&dyn Store`, instantiated per backend by `contract!`.
 
 use cloakroom::{
-    Change, Email, RedisStore, Role, Rotation, Session, SessionId, SessionToken, SqliteStore,
-    Store, StoreError, Transport, User, UserId,
+    Change, Email, Lineage, RedisStore, Role, Rotation, Session, SessionId, SessionToken,
+    SqliteStore, Store, StoreError, Transport, User, UserId,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -39,6 +39,7 @@ pub(crate) fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToke
         ip: Some("192.0.2.1".into()),
         user_agent: Some("test".into()),
         credentials_gen: 0,
+        refresh_family: None,
     };
     (s, token)
 }
@@ -279,6 +280,8 @@ async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
     store.insert_user(&u, "h").await.unwrap();
     let (mut s, presented) = session(u.id, t0());
     s.transport = Transport::Token;
+    let family = Lineage::generate().hash();
+    s.refresh_family = Some(family);
     store.insert_session(&s).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..10u8 {
@@ -289,6 +292,7 @@ async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
             let rotation = store
                 .rotate_refresh(
                     &presented,
+                    &family,
                     &next.hash(),
                     &[i; 8],
                     t0() + Duration::seconds(1),
@@ -319,7 +323,9 @@ async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
                 assert_eq!(session.id, s.id);
                 sealed_seen.push(sealed_next);
             }
-            (Rotation::Unknown, _, _) => panic!("a racing rotation lost the session"),
+            (Rotation::Unknown | Rotation::Reused(_), _, _) => {
+                panic!("a racing rotation lost the session")
+            }
         }
     }
     assert_eq!(winners.len(), 1, "one successor");
@@ -335,12 +341,13 @@ async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
-    // A token two rotations old is unknown; the presented one is spent.
+    // A token two rotations old is reuse, found by its family; the presented one is spent.
     let third = SessionToken::generate();
     assert!(matches!(
         store
             .rotate_refresh(
                 &next.hash(),
+                &family,
                 &third.hash(),
                 b"x",
                 t0() + Duration::seconds(2)
@@ -349,31 +356,95 @@ async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
             .unwrap(),
         Rotation::Rotated(_)
     ));
+    match store
+        .rotate_refresh(
+            &presented.hash(),
+            &family,
+            &SessionToken::generate().hash(),
+            b"y",
+            t0(),
+        )
+        .await
+        .unwrap()
+    {
+        Rotation::Reused(r) => assert_eq!(r.id, s.id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .rotate_refresh(
+                &next.hash(),
+                &family,
+                &SessionToken::generate().hash(),
+                b"z",
+                t0()
+            )
+            .await
+            .unwrap(),
+        Rotation::Spent { .. }
+    ));
+    // A token nobody issued, of a family nobody has, is unknown.
     assert_eq!(
         store
             .rotate_refresh(
-                &presented.hash(),
                 &SessionToken::generate().hash(),
-                b"y",
+                &Lineage::generate().hash(),
+                &SessionToken::generate().hash(),
+                b"w",
                 t0()
             )
             .await
             .unwrap(),
         Rotation::Unknown
     );
+    // A session from before families takes the family of its first rotation.
+    let (mut old, first) = session(u.id, t0());
+    old.transport = Transport::Token;
+    store.insert_session(&old).await.unwrap();
+    let lineage = Lineage::generate().hash();
+    let mut current = first.clone();
+    for n in 0..2 {
+        let next = SessionToken::generate();
+        assert!(matches!(
+            store
+                .rotate_refresh(
+                    &current.hash(),
+                    &lineage,
+                    &next.hash(),
+                    b"l",
+                    t0() + Duration::seconds(n)
+                )
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        current = next;
+    }
     assert!(matches!(
         store
-            .rotate_refresh(&next.hash(), &SessionToken::generate().hash(), b"z", t0())
+            .rotate_refresh(
+                &first.hash(),
+                &lineage,
+                &SessionToken::generate().hash(),
+                b"l",
+                t0()
+            )
             .await
             .unwrap(),
-        Rotation::Spent { .. }
+        Rotation::Reused(_)
     ));
     // A cookie session is never rotated as a refresh token.
     let (c, cookie) = session(u.id, t0());
     store.insert_session(&c).await.unwrap();
     assert_eq!(
         store
-            .rotate_refresh(&cookie.hash(), &SessionToken::generate().hash(), b"c", t0())
+            .rotate_refresh(
+                &cookie.hash(),
+                &Lineage::generate().hash(),
+                &SessionToken::generate().hash(),
+                b"c",
+                t0()
+            )
             .await
             .unwrap(),
         Rotation::Unknown

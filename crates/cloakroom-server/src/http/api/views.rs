@@ -226,6 +226,7 @@ mod tests {
             ip: None,
             user_agent: None,
             credentials_gen: 0,
+            refresh_family: None,
         };
         Authenticated {
             user: Arc::new(user),

@@ -14,7 +14,8 @@ use crate::session::{Session, SessionId, TokenHash};
 use crate::store::{Rotation, SessionStore, StoreError};
 use crate::user::UserId;
 
-/// Rotates a refresh token (KEYS: session; ARGV: presented, next, sealed successor, at, grace):
+/// Rotates a refresh token (KEYS: session; ARGV: presented, next, sealed successor, at, grace,
+/// lineage; the session takes the lineage as its family if it has none):
 /// the compare-and-set that makes concurrent rotations of one token mint one successor.
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -26,6 +27,7 @@ static ROTATE: LazyLock<Script> = LazyLock::new(|| {
           local seen = tonumber(h[4])
           if tonumber(h[6]) <= at or seen + tonumber(h[5]) <= at then return false end
           redis.call('HSET', KEYS[1], 'prev', ARGV[1], 'cur', ARGV[2], 'sealed', ARGV[3], 'rot', ARGV[4])
+          redis.call('HSETNX', KEYS[1], 'fam', ARGV[6])
           if at > seen then
             redis.call('HSET', KEYS[1], 'seen', ARGV[4])
             seen = at
@@ -147,6 +149,7 @@ fn session_from(map: &HashMap<String, String>) -> Result<Session, StoreError> {
             .map(|v| v.parse().map_err(|_| corrupt("gen")))
             .transpose()?
             .unwrap_or(0),
+        refresh_family: map.get("fam").and_then(|f| unhex(f)),
     })
 }
 
@@ -156,6 +159,34 @@ fn pairs(items: &[String]) -> HashMap<String, String> {
         .chunks_exact(2)
         .map(|kv| (kv[0].clone(), kv[1].clone()))
         .collect()
+}
+
+impl RedisStore {
+    /// The token session whose family is `lineage`, as [`Rotation::Reused`]; a pointer is
+    /// believed only if the session itself names that family.
+    async fn reused(&self, lineage: &TokenHash) -> Result<Rotation, StoreError> {
+        let Some((user, id)) = self
+            .get(&self.keys.token(lineage))
+            .await?
+            .as_deref()
+            .and_then(parse_pointer)
+        else {
+            return Ok(Rotation::Unknown);
+        };
+        let map: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.session(&user, &id))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        if map.is_empty() || map.get("tr").map(String::as_str) != Some("token") {
+            return Ok(Rotation::Unknown);
+        }
+        let session = session_from(&map)?;
+        if session.refresh_family != Some(*lineage) {
+            return Ok(Rotation::Unknown);
+        }
+        Ok(Rotation::Reused(session))
+    }
 }
 
 /// `<user> <session>`, what the pointers hold.
@@ -275,6 +306,14 @@ impl SessionStore for RedisStore {
             .arg(deadline.unix_timestamp())
             .arg(pointer(s))
             .ignore();
+        if let Some(family) = &s.refresh_family {
+            pipe.cmd("SET")
+                .arg(self.keys.token(family))
+                .arg(pointer(s))
+                .arg("PX")
+                .arg(pointer_ttl)
+                .ignore();
+        }
         let mut conn = self.conn.clone();
         let _: () = pipe.query_async(&mut conn).await.map_err(map_err)?;
 
@@ -291,6 +330,9 @@ impl SessionStore for RedisStore {
             ("abs", s.absolute_expires_at.unix_timestamp().to_string()),
             ("gen", s.credentials_gen.to_string()),
         ];
+        if let Some(family) = &s.refresh_family {
+            fields.push(("fam", hex(&family.0)));
+        }
         if let Some(ip) = &s.ip {
             fields.push(("ip", ip.clone()));
         }
@@ -431,6 +473,7 @@ impl SessionStore for RedisStore {
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
+        lineage: &TokenHash,
         next: &TokenHash,
         sealed_next: &[u8],
         at: OffsetDateTime,
@@ -441,7 +484,7 @@ impl SessionStore for RedisStore {
             .as_deref()
             .and_then(parse_pointer)
         else {
-            return Ok(Rotation::Unknown);
+            return self.reused(lineage).await;
         };
         let key = self.keys.session(&user, &id);
         let mut conn = self.conn.clone();
@@ -454,16 +497,19 @@ impl SessionStore for RedisStore {
         let Some(abs) = abs else {
             return Ok(Rotation::Unknown);
         };
-        // The successor's pointer before the swap that makes it current.
+        // The successor's pointer before the swap that makes it current, and the family's (the
+        // presented token is the session's, so its family is too).
         let ttl = ((abs - at.unix_timestamp() + self.grace_secs) * 1000).max(1000);
-        let _: () = redis::cmd("SET")
-            .arg(self.keys.token(next))
-            .arg(format!("{user} {id}"))
-            .arg("PX")
-            .arg(ttl)
-            .query_async(&mut conn)
-            .await
-            .map_err(map_err)?;
+        let mut pipe = redis::pipe();
+        for pointer in [self.keys.token(next), self.keys.token(lineage)] {
+            pipe.cmd("SET")
+                .arg(pointer)
+                .arg(format!("{user} {id}"))
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.map_err(map_err)?;
         let outcome: Option<Vec<String>> = ROTATE
             .key(&key)
             .arg(hex(&presented.0))
@@ -471,6 +517,7 @@ impl SessionStore for RedisStore {
             .arg(STANDARD.encode(sealed_next))
             .arg(at.unix_timestamp())
             .arg(self.grace_secs)
+            .arg(hex(&lineage.0))
             .invoke_async(&mut conn)
             .await
             .map_err(map_err)?;
