@@ -93,6 +93,13 @@ pub struct RawSettings {
     /// Failed logins per client IP before back-off starts [default: 20]
     #[arg(long, global = true, env = "CLOAKROOM_LOGIN_IP_FREE_FAILURES")]
     pub login_ip_free_failures: Option<u32>,
+    /// Password checks one client address, or one account, may have in progress at once;
+    /// more get 429 [default: 4]
+    #[arg(long, global = true, env = "CLOAKROOM_HASHING_PER_CLIENT")]
+    pub hashing_per_client: Option<usize>,
+    /// Live sessions one user may have; a new login ends the oldest beyond it [default: 100]
+    #[arg(long, global = true, env = "CLOAKROOM_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
     /// Signups allowed per client IP per hour [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
     pub signups_per_hour: Option<u32>,
@@ -160,6 +167,8 @@ impl RawSettings {
             hash_queue,
             login_account_free_failures,
             login_ip_free_failures,
+            hashing_per_client,
+            max_sessions_per_user,
             signups_per_hour,
             jwt_alg,
             hs256_secret,
@@ -418,6 +427,14 @@ impl Settings {
             hash_threads,
             hash_queue: raw.hash_queue.unwrap_or(hash_threads * 8).max(1),
             hash_idle_priority: raw.hash_idle_priority.unwrap_or(true),
+            hashing_per_client: raw
+                .hashing_per_client
+                .unwrap_or(defaults.hashing_per_client)
+                .max(1),
+            max_sessions_per_user: raw
+                .max_sessions_per_user
+                .unwrap_or(defaults.max_sessions_per_user)
+                .max(1),
             ..defaults
         };
         Ok(Self {
@@ -495,6 +512,8 @@ impl Settings {
             hash_idle_priority: bool,
             login_account_free_failures: u32,
             login_ip_free_failures: u32,
+            hashing_per_client: usize,
+            max_sessions_per_user: usize,
             signups_per_hour: u32,
             jwt_alg: &'static str,
             hs256_secret: Option<&'static str>,
@@ -529,6 +548,8 @@ impl Settings {
             hash_idle_priority: a.hash_idle_priority,
             login_account_free_failures: a.account_throttle.free_failures,
             login_ip_free_failures: a.ip_throttle.free_failures,
+            hashing_per_client: a.hashing_per_client,
+            max_sessions_per_user: a.max_sessions_per_user,
             signups_per_hour: a.signup_limit,
             jwt_alg: a.jwt.algorithm.as_str(),
             hs256_secret: a.jwt.hs256_secret.as_ref().map(|_| "[redacted]"),

@@ -53,6 +53,12 @@ pub struct AuthConfig {
     /// Run hashing threads at the lowest scheduling priority (`SCHED_IDLE` on Linux), so a
     /// login flood cannot slow session checks down.
     pub hash_idle_priority: bool,
+    /// Password checks one client address, or one account, may have in progress at once in
+    /// this process (queued or hashing); more are refused as too many attempts. So one client,
+    /// even with the right password, cannot fill the hashing queue that everyone shares.
+    pub hashing_per_client: usize,
+    /// Live sessions one user may have; a login beyond it ends the oldest.
+    pub max_sessions_per_user: usize,
     /// Sessions idle longer than their timeout plus this are deleted from the store.
     pub idle_grace: Duration,
     /// Access and refresh tokens.
@@ -74,6 +80,8 @@ impl Default for AuthConfig {
             hash_threads: threads,
             hash_queue: threads * 8,
             hash_idle_priority: true,
+            hashing_per_client: 4,
+            max_sessions_per_user: 100,
             idle_grace: Duration::minutes(10),
             jwt: JwtConfig::default(),
         }
@@ -249,6 +257,8 @@ pub struct Auth {
     pub(crate) keys: ArcSwap<KeyRing>,
     pub(crate) claims_policy: ClaimsPolicy,
     pub(crate) verified: crate::live::ServerKeyed<Box<str>, crate::tokens::VerifiedToken>,
+    /// Password checks in progress, per throttle key (see `AuthConfig::hashing_per_client`).
+    checking: dashmap::DashMap<String, usize>,
     /// Event counters.
     pub metrics: AuthMetrics,
 }
@@ -278,6 +288,22 @@ pub enum Revocation {
     /// Every session was lost (the session store restarted empty): refuse every token issued
     /// at or before this time.
     AllBefore(OffsetDateTime),
+}
+
+/// A password check in progress for one key; freed when dropped (the check finished, failed,
+/// or its request went away).
+struct CheckSlot<'a> {
+    map: &'a dashmap::DashMap<String, usize>,
+    key: String,
+}
+
+impl Drop for CheckSlot<'_> {
+    fn drop(&mut self) {
+        self.map.remove_if_mut(&self.key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
 }
 
 /// One throttle key a password check counts against.
@@ -372,6 +398,7 @@ impl Auth {
             keys: ArcSwap::from_pointee(ring),
             claims_policy,
             verified: Default::default(),
+            checking: Default::default(),
             metrics: AuthMetrics::default(),
             store,
             throttle,
@@ -612,12 +639,26 @@ impl Auth {
         };
         self.store.insert_session(&session).await?;
         self.live.insert(session.clone());
+        self.end_sessions_beyond_cap(user.id, session.id).await?;
         tracing::info!(user = %user.id, session = %session.id, "login");
         Ok(LoginOutcome {
             user,
             session,
             token,
         })
+    }
+
+    /// Ends a user's oldest sessions beyond `max_sessions_per_user`, never `new` (logins in
+    /// the same second tie on their start time).
+    async fn end_sessions_beyond_cap(&self, user: UserId, new: SessionId) -> Result<(), AuthError> {
+        let sessions = self.store.list_for_user(user).await?;
+        // Newest first: everything past the cap is the oldest.
+        let others = sessions.iter().filter(|s| s.id != new);
+        for old in others.skip(self.config.max_sessions_per_user.saturating_sub(1)) {
+            tracing::info!(user = %user, session = %old.id, "oldest session ended: too many");
+            self.end_session_record(old.id).await?;
+        }
+        Ok(())
     }
 
     async fn upgrade_hash(&self, id: UserId, stored: &str, password: String) {
@@ -641,6 +682,7 @@ impl Auth {
         now: OffsetDateTime,
         work: impl std::future::Future<Output = Result<T, AuthError>>,
     ) -> Result<T, AuthError> {
+        let _slots = self.check_slots(keys)?;
         let mut taken: Vec<&Attempt<'_>> = Vec::with_capacity(keys.len());
         for attempt in keys {
             let Some(key) = attempt.key else { continue };
@@ -665,6 +707,30 @@ impl Auth {
             Err(_) => self.give_back(&taken, false).await,
         }
         result
+    }
+
+    /// One slot per key among the password checks in progress, or a refusal when a key has
+    /// all its slots taken; the slots free themselves when dropped.
+    fn check_slots<'s>(&'s self, keys: &[Attempt<'_>]) -> Result<Vec<CheckSlot<'s>>, AuthError> {
+        let mut slots = Vec::with_capacity(keys.len());
+        for key in keys.iter().filter_map(|a| a.key) {
+            let mut n = self.checking.entry(key.to_string()).or_insert(0);
+            if *n >= self.config.hashing_per_client {
+                tracing::warn!(
+                    throttled = key.split(':').next(),
+                    "password checks in progress"
+                );
+                return Err(AuthError::TooManyAttempts {
+                    retry_after: OVERLOAD_RETRY,
+                });
+            }
+            *n += 1;
+            slots.push(CheckSlot {
+                map: &self.checking,
+                key: key.to_string(),
+            });
+        }
+        Ok(slots)
     }
 
     async fn give_back(&self, taken: &[&Attempt<'_>], succeeded: bool) {

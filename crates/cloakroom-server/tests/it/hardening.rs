@@ -522,3 +522,147 @@ async fn lineage(url: String, redis: Option<Arc<RedisPrefix>>) {
 async fn j19_reuse_of_any_spent_refresh_token_ends_the_session() {
     on_postgres("refresh_lineage", lineage).await;
 }
+
+/// One client logging in again and again with the right password holds at most its share of
+/// the hashing queue: everyone else's logins still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_one_client_with_the_right_password_cannot_fill_the_hashing_queue() {
+    let t = TestServer::start_with(|r| {
+        r.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]);
+        r.argon2_memory_kib = Some(4096);
+        r.argon2_iterations = Some(2);
+        r.hash_threads = Some(1);
+        r.hash_queue = Some(8);
+        r.hashing_per_client = Some(2);
+        r.login_ip_free_failures = Some(100_000);
+    })
+    .await;
+    let t = Arc::new(t);
+    let from = |t: &TestServer, ip: String, email: String| {
+        t.req(Method::POST, "/auth/login")
+            .header("x-forwarded-for", ip)
+            .json(&json!({"email": email, "password": PASSWORD}))
+    };
+    t.signup("flood@example.com", PASSWORD).await;
+    for i in 0..40 {
+        t.signup(&format!("other{i}@example.com"), PASSWORD).await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for _ in 0..24 {
+        let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
+        flood.push(tokio::spawn(async move {
+            let (mut ok, mut refused) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = from(&t, "198.51.100.1".into(), "flood@example.com".into())
+                    .send()
+                    .await
+                    .unwrap();
+                match res.status().as_u16() {
+                    200 => ok += 1,
+                    429 | 503 => refused += 1,
+                    other => panic!("the flood got {other}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Other users log in one after another, each from an address of its own.
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let res = from(
+            &t,
+            format!("203.0.113.{i}"),
+            format!("other{i}@example.com"),
+        )
+        .send()
+        .await
+        .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut refused) = (0, 0);
+    for f in flood {
+        let (o, r) = f.await.unwrap();
+        ok += o;
+        refused += r;
+    }
+    let good = statuses.iter().filter(|s| **s == 200).count();
+    println!("flood: {ok} logins, {refused} refused; others: {good} of 40 logged in");
+    assert_eq!(good, 40, "other users' logins were refused: {statuses:?}");
+    assert!(refused > 0, "the flood was never held back");
+}
+
+/// Sessions per user are capped (the oldest end), and the list comes a page at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_user_are_capped_and_listed_by_page() {
+    let t = Arc::new(
+        TestServer::start_with(|r| {
+            r.max_sessions_per_user = Some(120);
+            // Parallel logins hold attempts until they succeed: not what is tested here.
+            r.login_ip_free_failures = Some(100_000);
+            r.login_account_free_failures = Some(100_000);
+        })
+        .await,
+    );
+    t.signup("many@example.com", PASSWORD).await;
+    let mut tokens = Vec::new();
+    for _ in 0..15 {
+        t.clock.advance(time::Duration::seconds(1));
+        let mut batch = Vec::new();
+        for _ in 0..10 {
+            let t = Arc::clone(&t);
+            batch.push(tokio::spawn(async move {
+                t.login("many@example.com", PASSWORD).await
+            }));
+        }
+        for b in batch {
+            tokens.push(b.await.unwrap());
+        }
+    }
+    let newest = tokens.last().unwrap().clone();
+    assert_eq!(t.whoami_status(&newest).await, 200);
+    let first: Value = t.get("/auth/sessions", &newest).await.json().await.unwrap();
+    assert_eq!(first["total"], 120, "150 logins, a cap of 120");
+    assert_eq!(first["sessions"].as_array().unwrap().len(), 50);
+    let ended = {
+        let mut n = 0;
+        for token in &tokens[..20] {
+            if t.whoami_status(token).await == 401 {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert!(ended >= 10, "the oldest sessions were not the ones ended");
+    // Follow the cursors: every session once.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/auth/sessions?limit=50&cursor={c}"),
+            None => "/auth/sessions?limit=50".into(),
+        };
+        let page: Value = t.get(&path, &newest).await.json().await.unwrap();
+        for s in page["sessions"].as_array().unwrap() {
+            assert!(seen.insert(s["id"].as_str().unwrap().to_string()));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 120);
+    for bad in ["limit=0", "limit=201", "cursor=xyz"] {
+        let res = t.get(&format!("/auth/sessions?{bad}"), &newest).await;
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    // The settings page shows a page too, with a way to the older ones.
+    let html = t.get("/settings", &newest).await.text().await.unwrap();
+    assert!(
+        html.contains("Showing 1–50 of 120"),
+        "no paging on the settings page"
+    );
+    assert!(html.contains("/settings?from=50"));
+}

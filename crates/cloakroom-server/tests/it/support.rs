@@ -25,6 +25,8 @@ pub fn test_raw(dir: &std::path::Path) -> RawSettings {
         // timing tests depend on what else runs.
         hash_idle_priority: Some(false),
         signups_per_hour: Some(1000),
+        // Every test client is 127.0.0.1: tests of this limit set it themselves.
+        hashing_per_client: Some(1000),
         ..Default::default()
     }
 }

@@ -1,11 +1,12 @@
 //! `GET /auth/sessions` and `DELETE /auth/sessions/{id}`: the caller's own sessions.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use cloakroom::SessionId;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{cleared, ReauthBody};
@@ -21,15 +22,52 @@ pub fn router() -> Router<AppState> {
         .route("/auth/sessions/{id}", delete(end))
 }
 
+/// Sessions in one answer when the client does not say [`Page::limit`].
+pub const DEFAULT_PAGE: usize = 50;
+/// The most sessions in one answer.
+pub const MAX_PAGE: usize = 200;
+
+/// A page of the list: `?limit=` (1 to 200, default 50) and `?cursor=` (from the previous
+/// answer's `next_cursor`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl Page {
+    /// Where the page starts and how long it is, or why the query is refused.
+    pub fn bounds(&self) -> Result<(usize, usize), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let start = match &self.cursor {
+            None => 0,
+            Some(c) => c.parse::<usize>().map_err(|_| {
+                ApiError::bad_request("invalid_request", "cursor is not one this server gave")
+            })?,
+        };
+        Ok((start, limit))
+    }
+}
+
 async fn list(
     State(state): State<AppState>,
     CurrentSession(who): CurrentSession,
+    Query(page): Query<Page>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let sessions: Vec<SessionListEntry> = state
-        .auth
-        .sessions(&who)
-        .await?
+    let (start, limit) = page.bounds()?;
+    let all = state.auth.sessions(&who).await?;
+    let total = all.len();
+    let sessions: Vec<SessionListEntry> = all
         .into_iter()
+        .skip(start)
+        .take(limit)
         .map(|(s, seen)| SessionListEntry {
             id: s.id.to_string(),
             transport: s.transport.as_str(),
@@ -41,7 +79,11 @@ async fn list(
             user_agent: s.user_agent,
         })
         .collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    let mut body = json!({ "sessions": sessions, "total": total });
+    if start + limit < total {
+        body["next_cursor"] = json!((start + limit).to_string());
+    }
+    Ok(Json(body))
 }
 
 async fn end(

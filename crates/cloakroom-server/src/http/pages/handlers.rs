@@ -12,6 +12,7 @@ use super::access::{
 };
 use super::templates::{self, sentence, LoginForm, Page, SettingsView};
 use crate::http::api::auth::renewed_cookie;
+use crate::http::api::sessions::DEFAULT_PAGE;
 use crate::http::error::ApiError;
 use crate::http::extract::{body_bytes, session_cookie, Client};
 use crate::http::AppState;
@@ -286,15 +287,34 @@ async fn settings_page(
     error: Option<&str>,
     notice: Option<&str>,
 ) -> Response {
+    settings_page_from(state, who, status, error, notice, 0).await
+}
+
+/// The settings page with the session list from its `from`-th entry, a page at a time.
+async fn settings_page_from(
+    state: &AppState,
+    who: &Authenticated,
+    status: StatusCode,
+    error: Option<&str>,
+    notice: Option<&str>,
+    from: usize,
+) -> Response {
     let sessions = match state.auth.sessions(who).await {
         Ok(s) => s,
         Err(e) => return templates::error_page(&e.into()).into_response(),
     };
+    let total = sessions.len();
+    let from = from.min(total.saturating_sub(1));
+    let shown = &sessions[from..(from + DEFAULT_PAGE).min(total)];
     Page {
         status,
         body: templates::settings(&SettingsView {
             who,
-            sessions: &sessions,
+            sessions: shown,
+            from,
+            total,
+            newer: (from > 0).then(|| from.saturating_sub(DEFAULT_PAGE)),
+            older: (from + shown.len() < total).then_some(from + shown.len()),
             csrf: &session_csrf(&who.session),
             error,
             notice,
@@ -309,7 +329,8 @@ pub(super) async fn settings(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let done = notice(q.get("done").map(String::as_str));
-    settings_page(&state, &who, StatusCode::OK, None, done).await
+    let from = q.get("from").and_then(|f| f.parse().ok()).unwrap_or(0);
+    settings_page_from(&state, &who, StatusCode::OK, None, done, from).await
 }
 
 /// Whether a signed-in form carries the session's token.

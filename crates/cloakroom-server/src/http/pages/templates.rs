@@ -272,8 +272,16 @@ pub fn profile(who: &Authenticated, csrf: &str) -> Markup {
 pub struct SettingsView<'a> {
     /// The caller.
     pub who: &'a Authenticated,
-    /// Their sessions, with last activity.
+    /// One page of their sessions, with last activity.
     pub sessions: &'a [(Session, OffsetDateTime)],
+    /// Where the page starts in the whole list.
+    pub from: usize,
+    /// How many sessions there are in all.
+    pub total: usize,
+    /// Where the pages of newer and older sessions start, if there are any.
+    pub newer: Option<usize>,
+    /// See `newer`.
+    pub older: Option<usize>,
     /// The forms' CSRF token.
     pub csrf: &'a str,
     /// What went wrong.
@@ -316,6 +324,20 @@ pub fn settings(v: &SettingsView<'_>) -> Markup {
                                         }
                                     }
                                 }
+                            }
+                        }
+                    }
+                }
+                @if v.total > v.sessions.len() {
+                    nav aria-label="More sessions" {
+                        p {
+                            "Showing " (v.from + 1) "–" (v.from + v.sessions.len()) " of " (v.total) ". "
+                            @if let Some(newer) = v.newer {
+                                a href={ "/settings?from=" (newer) } { "Newer" }
+                                " "
+                            }
+                            @if let Some(older) = v.older {
+                                a href={ "/settings?from=" (older) } { "Older" }
                             }
                         }
                     }
