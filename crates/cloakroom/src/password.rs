@@ -135,6 +135,33 @@ struct Inner {
     queued: AtomicUsize,
     threads: usize,
     dummy_hash: String,
+    starvation: Arc<Starvation>,
+}
+
+/// How long queued hashing may go without finishing a job before the idle-priority threads are
+/// lifted to normal priority for one job each: under a flood that keeps the CPU busy, idle
+/// threads would otherwise get no time at all and every login would fail.
+const STARVED: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What the starvation watch and the hashing threads share.
+#[derive(Default)]
+struct Starvation {
+    /// When a job last finished, in ms since the watch started.
+    last_done_ms: std::sync::atomic::AtomicU64,
+    /// How many times the threads were lifted; a thread that sees a new count after a job
+    /// goes back to idle priority.
+    lifts: std::sync::atomic::AtomicU64,
+    /// The hashing threads, by their native ids.
+    #[cfg(target_os = "linux")]
+    threads: Mutex<Vec<thread_priority::ThreadId>>,
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Starvation {
+    fn now_ms(&self) -> u64 {
+        let start = self.started.get_or_init(std::time::Instant::now);
+        start.elapsed().as_millis() as u64
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -174,15 +201,24 @@ impl PasswordHasher {
         let threads = threads.max(1);
         let (tx, rx) = sync_channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let starvation = Arc::new(Starvation::default());
+        starvation.now_ms();
         for i in 0..threads {
             let rx = Arc::clone(&rx);
+            let starvation = Arc::clone(&starvation);
             std::thread::Builder::new()
                 .name(format!("cloakroom-hash-{i}"))
                 .spawn(move || {
                     if idle {
+                        #[cfg(target_os = "linux")]
+                        starvation
+                            .threads
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(thread_priority::thread_native_id());
                         lowest_priority();
                     }
-                    worker(&rx)
+                    worker(&rx, &starvation, idle)
                 })
                 .map_err(|e| PasswordError::Hash(e.to_string()))?;
         }
@@ -195,16 +231,23 @@ impl PasswordHasher {
             .hash_password(&random, &salt)
             .map_err(|e| PasswordError::Hash(e.to_string()))?
             .to_string();
-        Ok(Self {
-            inner: Arc::new(Inner {
-                argon,
-                config,
-                queue: tx,
-                queued: AtomicUsize::new(0),
-                threads,
-                dummy_hash,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            argon,
+            config,
+            queue: tx,
+            queued: AtomicUsize::new(0),
+            threads,
+            dummy_hash,
+            starvation,
+        });
+        if idle {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("cloakroom-hash-watch".into())
+                .spawn(move || watch_starvation(&weak))
+                .map_err(|e| PasswordError::Hash(e.to_string()))?;
+        }
+        Ok(Self { inner })
     }
 
     /// The configured cost.
@@ -304,7 +347,8 @@ fn needs_rehash(hash: &PasswordHash<'_>, want: Argon2Config) -> bool {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Job>>) {
+fn worker(rx: &Mutex<Receiver<Job>>, starvation: &Starvation, idle: bool) {
+    let mut lifts_seen = 0;
     loop {
         let job = {
             let guard = rx.lock().unwrap_or_else(|e| e.into_inner());
@@ -313,6 +357,57 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
         match job {
             Ok(job) => job(),
             Err(_) => return,
+        }
+        starvation
+            .last_done_ms
+            .store(starvation.now_ms(), Ordering::Relaxed);
+        let lifts = starvation.lifts.load(Ordering::Acquire);
+        if idle && lifts != lifts_seen {
+            // Lifted for one job: back to idle.
+            lifts_seen = lifts;
+            lowest_priority();
+        }
+    }
+}
+
+/// Runs at normal priority, wakes every 100 ms, and lifts the hashing threads to normal
+/// priority for one job each when jobs are waiting and none finished for [`STARVED`]: a
+/// guaranteed minimum share of the CPU for logins under a flood that leaves no idle time. When
+/// the CPU has idle time, jobs finish and nothing is lifted, so request latency keeps its
+/// priority over hashing. Ends with the hasher.
+fn watch_starvation(inner: &std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let s = &inner.starvation;
+        let now = s.now_ms();
+        let waiting = inner.queued.load(Ordering::Relaxed) > 0;
+        if waiting
+            && now.saturating_sub(s.last_done_ms.load(Ordering::Relaxed))
+                >= STARVED.as_millis() as u64
+        {
+            s.lifts.fetch_add(1, Ordering::AcqRel);
+            s.last_done_ms.store(now, Ordering::Relaxed);
+            lift(s);
+        }
+    }
+}
+
+/// Moves every hashing thread to normal priority (until each has finished one job).
+fn lift(_s: &Starvation) {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, NormalThreadSchedulePolicy, ThreadPriority,
+            ThreadSchedulePolicy,
+        };
+        let normal = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+        for id in _s.threads.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Err(e) = set_thread_priority_and_policy(*id, ThreadPriority::Min, normal) {
+                tracing::warn!(error = ?e, "cannot lift a starved hashing thread");
+            }
         }
     }
 }
@@ -338,6 +433,53 @@ fn lowest_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fault run: a flood that keeps every core busy leaves idle-priority threads no time at
+    /// all; the starvation watch lifts them for one job at a time, so logins still complete.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hashing_at_idle_priority_still_progresses_when_the_cpu_is_saturated() {
+        let config = Argon2Config {
+            memory_kib: 8 * 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher =
+            PasswordHasher::with_priority(config, 1, 16, true).unwrap_or_else(|e| panic!("{e}"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let spinners: Vec<_> = (0..cores * 2)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    x
+                })
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let start = std::time::Instant::now();
+        let done = rt.block_on(async {
+            let jobs = (0..4).map(|i| hasher.hash(format!("password number {i}")));
+            futures_util::future::join_all(jobs).await
+        });
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for s in spinners {
+            let _ = s.join();
+        }
+        assert!(done.iter().all(Result::is_ok));
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "4 hashes took {took:?} under a saturated CPU"
+        );
+    }
 
     fn cheap() -> Argon2Config {
         Argon2Config {
