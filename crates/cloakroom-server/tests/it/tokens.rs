@@ -198,11 +198,23 @@ async fn j19_refresh_token_misuse() {
     let pair = t.token_login("mis@example.com", PASSWORD).await;
     let rt = pair["refresh_token"].as_str().unwrap();
     let at = pair["access_token"].as_str().unwrap();
-    // One character changed.
+    // One character changed: a token of the session's family that is not its current one can
+    // only come from someone who held one of its tokens, so it ends the session like reuse.
     let mut changed = rt.to_string();
     let last = if changed.ends_with('A') { "B" } else { "A" };
     changed.replace_range(42.., last);
     assert_eq!(t.refresh(&changed).await.status(), 400);
+    assert_eq!(t.bearer_status(at).await, 401);
+    assert_eq!(t.refresh(rt).await.status(), 400);
+    // A token of no family at all is just unknown.
+    let pair = t.token_login("mis@example.com", PASSWORD).await;
+    let rt = pair["refresh_token"].as_str().unwrap();
+    let at = pair["access_token"].as_str().unwrap();
+    let mut changed = rt.to_string();
+    let first = if changed.starts_with('A') { "B" } else { "A" };
+    changed.replace_range(..1, first);
+    assert_eq!(t.refresh(&changed).await.status(), 400);
+    assert_eq!(t.bearer_status(at).await, 200);
     // A refresh token is not a bearer token, nor a cookie; an access token is not a refresh token.
     assert_eq!(t.bearer_status(rt).await, 401);
     assert_eq!(t.whoami_status(rt).await, 401);
