@@ -145,8 +145,21 @@ pub fn router(
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> http::guard::Guarded {
+    http::router(
+        state(settings, auth, bound, metrics, stop),
+        settings.metrics_listen.is_some(),
+    )
+}
+
+fn state(
+    settings: &Settings,
+    auth: Arc<Auth>,
+    bound: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> AppState {
     let cookie = settings.cookie_policy();
-    http::router(AppState::new(StateInner {
+    AppState::new(StateInner {
         auth,
         cookie,
         origins: origins(settings, bound),
@@ -155,7 +168,7 @@ pub fn router(
         metrics,
         verifier_keys: settings.verifier_keys.clone(),
         stop,
-    }))
+    })
 }
 
 /// A running server.
@@ -163,6 +176,8 @@ pub fn router(
 pub struct Server {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when apart from `addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// The engine it runs.
     pub auth: Arc<Auth>,
     stop: watch::Sender<bool>,
@@ -187,6 +202,32 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = watch::channel(false);
+        let metrics_addr = match settings.metrics_listen {
+            None => None,
+            Some(at) => {
+                let private = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| StartError::Bind(at, e))?;
+                let bound = private.local_addr().map_err(|e| StartError::Bind(at, e))?;
+                let app = http::metrics_router(state(
+                    settings,
+                    Arc::clone(&auth),
+                    addr,
+                    Arc::clone(&metrics),
+                    stopped.clone(),
+                ));
+                let done = stopped.clone();
+                tokio::spawn(async move {
+                    let served = axum::serve(private, app)
+                        .with_graceful_shutdown(self::stopped(done))
+                        .await;
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "the metrics listener stopped");
+                    }
+                });
+                Some(bound)
+            }
+        };
         let router = router(
             settings,
             Arc::clone(&auth),
@@ -204,6 +245,7 @@ impl Server {
         ));
         Ok(Self {
             addr,
+            metrics_addr,
             auth,
             stop,
             task,

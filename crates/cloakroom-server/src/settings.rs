@@ -118,6 +118,10 @@ pub struct RawSettings {
     /// Seconds in which a spent refresh token may be retried for the same result [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_REFRESH_GRACE_SECS")]
     pub refresh_grace_secs: Option<i64>,
+    /// Serve `GET /metrics` on this address only (e.g. 127.0.0.1:9090), not on the public
+    /// listener [default: on the public listener]
+    #[arg(long, global = true, env = "CLOAKROOM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Seconds a client has to send its request headers [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
@@ -175,6 +179,7 @@ impl RawSettings {
             access_token_secs,
             jwt_audience,
             refresh_grace_secs,
+            metrics_listen,
             header_timeout_secs,
             log
         )
@@ -213,6 +218,8 @@ pub struct Settings {
     pub header_timeout: std::time::Duration,
     /// The configured `aud`, if not the public URL.
     pub jwt_audience: Option<String>,
+    /// Where `/metrics` is served instead of the public listener, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Log filter.
     pub log: String,
 }
@@ -456,6 +463,7 @@ impl Settings {
                 Some(n) => n,
                 None => 10,
             }),
+            metrics_listen: raw.metrics_listen,
             log: raw.log.unwrap_or_else(|| "info".into()),
         })
     }
@@ -520,6 +528,7 @@ impl Settings {
             access_token_secs: i64,
             refresh_grace_secs: i64,
             header_timeout_secs: u64,
+            metrics_listen: Option<String>,
             log: &'a str,
         }
         let a = &self.auth;
@@ -556,6 +565,7 @@ impl Settings {
             access_token_secs: a.jwt.access_ttl.whole_seconds(),
             refresh_grace_secs: a.jwt.refresh_grace.whole_seconds(),
             header_timeout_secs: self.header_timeout.as_secs(),
+            metrics_listen: self.metrics_listen.map(|a| a.to_string()),
             log: &self.log,
         };
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))

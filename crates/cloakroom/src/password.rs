@@ -377,6 +377,8 @@ fn worker(rx: &Mutex<Receiver<Job>>, starvation: &Starvation, idle: bool) {
 /// priority over hashing. Ends with the hasher.
 fn watch_starvation(inner: &std::sync::Weak<Inner>) {
     loop {
+        // A thread of its own, outside the async runtime: sleeping blocks nothing else.
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(std::time::Duration::from_millis(100));
         let Some(inner) = inner.upgrade() else {
             return;

@@ -62,21 +62,33 @@ impl AppState {
     }
 }
 
-/// The whole router, behind the checks every request passes.
-pub fn router(state: AppState) -> guard::Guarded {
-    let routes = Router::new()
+/// The whole router, behind the checks every request passes; `/metrics` among its routes unless
+/// `metrics_apart` (it is then served on a listener of its own, see [`metrics_router`]).
+pub fn router(state: AppState, metrics_apart: bool) -> guard::Guarded {
+    let mut routes = Router::new()
         .merge(api::auth::router())
         .merge(api::sessions::router())
         .merge(api::health::router())
         .merge(api::token::router())
         .merge(api::forward::router())
         .merge(api::revocations::router())
-        .merge(pages::router())
-        .route("/metrics", axum::routing::get(metrics::render))
+        .merge(pages::router());
+    if !metrics_apart {
+        routes = routes.route("/metrics", axum::routing::get(metrics::render));
+    }
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
     guard::Guarded::new(state, routes)
+}
+
+/// `GET /metrics` alone, for a private listener (`--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::render))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -666,3 +666,32 @@ async fn sessions_per_user_are_capped_and_listed_by_page() {
     );
     assert!(html.contains("/settings?from=50"));
 }
+
+/// `--metrics-listen`: the metrics leave the public listener for a private one.
+#[tokio::test]
+async fn metrics_can_be_served_on_a_private_listener_only() {
+    let t =
+        TestServer::start_with(|r| r.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let res = t.http.get(t.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 404, "metrics still on the public listener");
+    let private = t.server.as_ref().unwrap().metrics_addr.unwrap();
+    let res = t
+        .http
+        .get(format!("http://{private}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("cloakroom_http_requests_total"));
+    let res = t
+        .http
+        .get(format!("http://{private}/auth/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "only metrics on the private listener");
+}

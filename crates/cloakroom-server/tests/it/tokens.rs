@@ -561,7 +561,7 @@ async fn a_cached_token_still_expires_and_still_needs_its_session() {
 async fn hs256_only_with_an_explicit_secret_and_never_published() {
     let t = TestServer::start_with(|r| {
         r.jwt_alg = Some("HS256".into());
-        r.hs256_secret = Some("k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0-extra".into());
+        r.hs256_secret = Some("TS91DwafmQCHcPT74L5X4QWBxfPIOarsBdFk298qKC4=".into());
     })
     .await;
     t.signup("hs@example.com", PASSWORD).await;
@@ -587,7 +587,14 @@ async fn hs256_only_with_an_explicit_secret_and_never_published() {
     for (alg, secret) in [
         ("HS256", None),
         ("HS256", Some("too short")),
-        ("EdDSA", Some("k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0")),
+        (
+            "HS256",
+            Some("a long passphrase is still only a passphrase, 64 characters"),
+        ),
+        (
+            "EdDSA",
+            Some("TS91DwafmQCHcPT74L5X4QWBxfPIOarsBdFk298qKC4="),
+        ),
     ] {
         let raw = cloakroom_server::settings::RawSettings {
             jwt_alg: Some(alg.into()),

@@ -90,18 +90,47 @@ impl fmt::Debug for VerifyKey {
 
 /// Refuses HMAC secrets that are short or plainly not random (RFC 7518 §3.2, JW-3): fewer than
 /// 32 bytes, or so repetitive (under 10 distinct byte values) that they cannot be random.
+/// An HMAC secret must be at least 32 random bytes (RFC 7518 §3.2; catalogue J6): raw bytes
+/// that look random, or text that is the base64 or hex spelling of such bytes. Text that is not
+/// (a passphrase, however long) is refused: its entropy is far below its length.
 fn check_hmac_secret(secret: &[u8]) -> Result<(), String> {
-    if secret.len() < 32 {
-        return Err("an HS256 secret must have at least 32 bytes".into());
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+    // 32 uniformly random bytes hold about 30 distinct values; under 20 is not random.
+    let random =
+        |b: &[u8]| b.len() >= 32 && b.iter().collect::<std::collections::HashSet<_>>().len() >= 20;
+    if !secret.iter().all(u8::is_ascii_graphic) {
+        return if random(secret) {
+            Ok(())
+        } else {
+            Err("an HS256 secret must have at least 32 random bytes".into())
+        };
     }
-    let distinct = secret
-        .iter()
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    if distinct < 10 {
-        return Err("the HS256 secret is not random (too few distinct bytes)".into());
+    let text = std::str::from_utf8(secret).unwrap_or_default();
+    let decoded = [
+        decode_hex(text),
+        STANDARD.decode(text).ok(),
+        STANDARD_NO_PAD.decode(text).ok(),
+        URL_SAFE.decode(text).ok(),
+        URL_SAFE_NO_PAD.decode(text).ok(),
+    ];
+    if decoded.iter().flatten().any(|d| random(d)) {
+        return Ok(());
     }
-    Ok(())
+    Err(
+        "an HS256 secret must be at least 32 random bytes written in base64 or hex \
+         (for example the output of `openssl rand -base64 32`); a passphrase is not enough"
+            .into(),
+    )
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -533,6 +562,17 @@ mod tests {
         assert!(SigningKey::hs256(b"short secret").is_err());
         assert!(SigningKey::hs256(&[0u8; 64]).is_err());
         assert!(SigningKey::hs256(b"aaaaaaaaaabbbbbbbbbbccccccccccdddddddddd").is_err());
-        assert!(SigningKey::hs256(b"k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0").is_ok());
+        // Long passphrases and short encodings are refused.
+        assert!(SigningKey::hs256(b"correct-horse-battery-staple-and-then-some-more").is_err());
+        assert!(SigningKey::hs256(b"k7Q2x9Vd0pLr8sT3mZb6Nw1Yc4Hf5Ju0").is_err());
+        // 32 random bytes, raw, in base64 (padded or not, either alphabet) or hex.
+        let raw: Vec<u8> = (0u8..32)
+            .map(|i| i.wrapping_mul(97).wrapping_add(13))
+            .collect();
+        assert!(SigningKey::hs256(&raw).is_ok());
+        assert!(SigningKey::hs256(b"TS91DwafmQCHcPT74L5X4QWBxfPIOarsBdFk298qKC4=").is_ok());
+        assert!(SigningKey::hs256(b"TS91DwafmQCHcPT74L5X4QWBxfPIOarsBdFk298qKC4").is_ok());
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(SigningKey::hs256(hex.as_bytes()).is_ok());
     }
 }
