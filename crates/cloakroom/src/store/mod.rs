@@ -228,6 +228,11 @@ pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
         Ok(None)
     }
 
+    /// Raises the mark `name` to at least `value` and returns it: a number that only grows,
+    /// kept durably, for what another store must not forget (how far Redis's revocation log had
+    /// got, so that a Redis restored from an older snapshot is noticed).
+    async fn raise_mark(&self, name: &str, value: i64) -> Result<i64, StoreError>;
+
     /// Revocations pushed as they happen, for backends whose sessions live outside the change
     /// log (Redis). `None`: revocations arrive through [`ChangeFeed::changes_since`].
     async fn revocations(

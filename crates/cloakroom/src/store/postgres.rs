@@ -62,6 +62,10 @@ impl super::Store for PostgresStore {
         self.ping_pool().await
     }
 
+    async fn raise_mark(&self, name: &str, value: i64) -> Result<i64, StoreError> {
+        self.raise_mark_sql(name, value).await
+    }
+
     /// LISTEN on the change channel. Each notification (carrying the time it was sent, in ms
     /// since the epoch) and each reconnection after the connection was lost (events may have been
     /// missed meanwhile; no time) yields a signal; the caller then reads the change log, so

@@ -145,6 +145,18 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn raise_mark_sql(&self, name: &str, value: i64) -> Result<i64, StoreError> {
+                sqlx::query_scalar(concat!(
+                    "INSERT INTO marks (name, value) VALUES ($1, $2) ON CONFLICT (name) \
+                     DO UPDATE SET value = ", $max, "(marks.value, excluded.value) RETURNING value"
+                ))
+                .bind(name)
+                .bind(value)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)
+            }
+
             async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let q = match update {

@@ -92,6 +92,10 @@ impl super::Store for SqliteStore {
         self.ping_pool().await
     }
 
+    async fn raise_mark(&self, name: &str, value: i64) -> Result<i64, StoreError> {
+        self.raise_mark_sql(name, value).await
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)

@@ -2,6 +2,14 @@
 //! numbered log and published in the same script; a follower delivers published revocations in
 //! order, reads the log to fill any gap (a missed message, a reconnect), and notices when Redis
 //! lost its data.
+//!
+//! It also notices a Redis restored from an older copy (a snapshot, an AOF cut short, a lagging
+//! replica promoted): its log position went backwards, either below what this follower had
+//! read, or below the mark kept in the database ([`crate::Store::raise_mark`], written every
+//! second by a task of its own so that following never waits on the database). Such a copy
+//! brings back sessions that were ended after it was taken, and there is no telling which: so
+//! every session in it is deleted and a new epoch is set, exactly as if Redis had come back
+//! empty.
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
@@ -77,6 +85,117 @@ pub(super) async fn log_revocations(
     Ok(())
 }
 
+/// The position of the newest revocation in the log (0 if none).
+pub(super) async fn head(conn: &mut ConnectionManager, keys: &Keys) -> Result<i64, StoreError> {
+    let head: Option<i64> = redis::cmd("GET")
+        .arg(keys.seq())
+        .query_async(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(head.unwrap_or(0))
+}
+
+/// The database mark that remembers how far the log of one data set (`epoch`) had got.
+pub(super) fn mark_name(keys: &Keys, epoch: &str) -> String {
+    format!("redis-revocation-log:{}:{epoch}", keys.prefix)
+}
+
+/// Starts a new data set after Redis went back to an older copy: every session (and each
+/// user's index of them) is deleted and a new epoch is set, so every process forgets what it
+/// holds. Answers the new epoch.
+pub(super) async fn start_over(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<String, StoreError> {
+    tracing::error!(
+        security_event = "redis_rewound",
+        "Redis's revocation log went backwards (restored from an older copy?): every session \
+         in it is ended, as after a restart without data"
+    );
+    let pattern = format!("{}:{{u:*", keys.prefix);
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(map_err)?;
+        // One key a command: keys of different users live in different Cluster slots.
+        for key in found {
+            let _: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query_async(conn)
+                .await
+                .map_err(map_err)?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let fresh = super::hex(&rand::random::<[u8; 16]>());
+    let _: () = redis::cmd("SET")
+        .arg(keys.epoch())
+        .arg(&fresh)
+        .query_async(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(fresh)
+}
+
+/// Keeps the database's mark of the log position up to date, every second, until `alive` is
+/// gone; raises `rewound` when the mark is past the position (Redis went back to an older copy).
+async fn witness(
+    mut conn: ConnectionManager,
+    keys: Keys,
+    sql: std::sync::Arc<dyn crate::store::Store>,
+    rewound: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    alive: std::sync::Weak<()>,
+) {
+    let mut tick = tokio::time::interval(CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recorded: Option<(String, i64)> = None;
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        let read = async {
+            let epoch: Option<String> = redis::cmd("GET")
+                .arg(keys.epoch())
+                .query_async(&mut conn)
+                .await
+                .map_err(map_err)?;
+            let head = head(&mut conn, &keys).await?;
+            Ok::<_, StoreError>((epoch, head))
+        };
+        let (Some(epoch), head) = (match read.await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "revocation log position not read");
+                continue;
+            }
+        }) else {
+            continue;
+        };
+        // Nothing new since the last write: nothing to record.
+        if recorded.as_ref() == Some(&(epoch.clone(), head)) {
+            continue;
+        }
+        match sql.raise_mark(&mark_name(&keys, &epoch), head).await {
+            Ok(mark) if mark > head => {
+                rewound.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Ok(_) => recorded = Some((epoch, head)),
+            Err(e) => tracing::warn!(error = %e, "the revocation log position was not recorded"),
+        }
+    }
+}
+
 /// The mark of the current data set: set once, so a Redis that restarted empty gets a new one.
 pub(super) async fn ensure_epoch(
     conn: &mut ConnectionManager,
@@ -146,14 +265,28 @@ pub(super) async fn prune(
 /// Starts following the revocations; the task ends when the receiver is dropped. `complete`:
 /// whether the receiver already knows every revocation so far (an engine that loaded them);
 /// if not, the follower says [`RevocationEvent::Resynced`] once its first read is delivered.
+/// `sql`: where the log position is also recorded, when the follower is the server's own
+/// (a remote verifier has no database and relies on its own position).
 pub(super) fn subscribe(
     client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
     epoch: String,
     complete: bool,
+    sql: Option<std::sync::Arc<dyn crate::store::Store>>,
 ) -> mpsc::Receiver<RevocationEvent> {
     let (tx, rx) = mpsc::channel(4096);
+    let alive = std::sync::Arc::new(());
+    let rewound = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(sql) = sql {
+        tokio::spawn(witness(
+            conn.clone(),
+            keys.clone(),
+            sql,
+            std::sync::Arc::clone(&rewound),
+            std::sync::Arc::downgrade(&alive),
+        ));
+    }
     let follower = Follower {
         client,
         conn,
@@ -162,6 +295,8 @@ pub(super) fn subscribe(
         epoch,
         cursor: None,
         healthy: complete,
+        rewound,
+        _alive: alive,
     };
     tokio::spawn(follower.run());
     rx
@@ -192,6 +327,10 @@ struct Follower {
     cursor: Option<i64>,
     /// Whether the last thing said was that the feed is complete.
     healthy: bool,
+    /// Set by the witness when the database's mark is past the log (see the module comment).
+    rewound: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Ends the witness when the follower ends.
+    _alive: std::sync::Arc<()>,
 }
 
 impl Follower {
@@ -292,7 +431,8 @@ impl Follower {
             })
             .await?;
             self.cursor = Some(seq);
-        } else if seq > cursor + 1 {
+        } else {
+            // A gap, or a position already seen: a missed message, or a log gone backwards.
             self.catch_up().await?;
         }
         Ok(())
@@ -300,19 +440,25 @@ impl Follower {
 
     /// Reads what was logged past the cursor; after a data loss, says so and starts over.
     async fn catch_up(&mut self) -> Result<(), Stop> {
-        let epoch = ensure_epoch(&mut self.conn, &self.keys).await?;
+        let mut epoch = ensure_epoch(&mut self.conn, &self.keys).await?;
+        if epoch == self.epoch {
+            let head = head(&mut self.conn, &self.keys).await?;
+            let behind = self.cursor.is_some_and(|c| head < c);
+            if self
+                .rewound
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+                || behind
+            {
+                epoch = start_over(&mut self.conn, &self.keys).await?;
+            }
+        }
         if epoch != self.epoch {
             tracing::warn!("Redis lost its data: forgetting every session held in memory");
             self.epoch = epoch;
             self.cursor = None;
             self.send(RevocationEvent::Reset).await?;
         }
-        let head: Option<i64> = redis::cmd("GET")
-            .arg(self.keys.seq())
-            .query_async(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        let head = head.unwrap_or(0);
+        let head = head(&mut self.conn, &self.keys).await?;
         let Some(cursor) = self.cursor else {
             // First read of this data set: everything revoked and not yet expired.
             self.deliver_all().await?;

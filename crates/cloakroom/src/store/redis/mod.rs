@@ -171,7 +171,16 @@ impl RedisStore {
         let keys = Keys {
             prefix: prefix.to_string(),
         };
-        let epoch = feed::ensure_epoch(&mut conn, &keys).await?;
+        let mut epoch = feed::ensure_epoch(&mut conn, &keys).await?;
+        // A Redis restored from an older copy, found before anything is served from it.
+        let head = feed::head(&mut conn, &keys).await?;
+        if sql
+            .raise_mark(&feed::mark_name(&keys, &epoch), head)
+            .await?
+            > head
+        {
+            epoch = feed::start_over(&mut conn, &keys).await?;
+        }
         Ok(Self {
             sql,
             client,
@@ -199,7 +208,7 @@ impl RedisStore {
             prefix: prefix.to_string(),
         };
         let epoch = feed::ensure_epoch(&mut conn, &keys).await?;
-        Ok(feed::subscribe(client, conn, keys, epoch, false))
+        Ok(feed::subscribe(client, conn, keys, epoch, false, None))
     }
 
     /// Throttle counters in the same Redis, under the same prefix.
@@ -296,6 +305,10 @@ impl Store for RedisStore {
         self.sql.watch().await
     }
 
+    async fn raise_mark(&self, name: &str, value: i64) -> Result<i64, StoreError> {
+        self.sql.raise_mark(name, value).await
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         self.sql.maintain().await
     }
@@ -309,6 +322,7 @@ impl Store for RedisStore {
             self.keys.clone(),
             self.epoch.clone(),
             true,
+            Some(Arc::clone(&self.sql)),
         )))
     }
 }

@@ -1,0 +1,3 @@
+-- Numbers that only grow, for facts another store must not forget: how far Redis's revocation
+-- log had got (a Redis restored from an older snapshot is then noticed).
+CREATE TABLE marks (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
