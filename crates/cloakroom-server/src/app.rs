@@ -39,6 +39,9 @@ pub enum StartError {
     /// The data directory cannot be written (SQLite needs to write its file and journal).
     #[error("the data directory {0} is not writable ({1}); give the server write access to it, or choose another with --data-dir")]
     ReadOnly(String, std::io::Error),
+    /// The key-encryption keys could not be read or made.
+    #[error("key-encryption keys: {0}")]
+    Secrets(String),
     /// The store could not be opened.
     #[error("cannot open the database: {}", with_causes(.0))]
     Store(#[from] cloakroom::StoreError),
@@ -113,7 +116,18 @@ pub async fn engine(
     clock: Arc<dyn Clock>,
     port: u16,
 ) -> Result<Arc<Auth>, StartError> {
-    let config = settings.auth_config(port);
+    let mut config = settings.auth_config(port);
+    config.sealing = settings
+        .secrets
+        .load()
+        .map_err(StartError::Secrets)?
+        .map(Arc::new);
+    if config.sealing.is_none() {
+        tracing::warn!(
+            "signing keys are stored in clear in the database: set --secrets-key-file or \
+             CLOAKROOM_SECRETS_KEY (the same on every instance) to seal them"
+        );
+    }
     let auth = match open_stores(settings).await? {
         (store, None) => Auth::new(store, config, clock).await?,
         (store, Some(throttle)) => Auth::with_throttle(store, throttle, config, clock).await?,

@@ -118,6 +118,20 @@ pub struct RawSettings {
     /// Seconds in which a spent refresh token may be retried for the same result [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_REFRESH_GRACE_SECS")]
     pub refresh_grace_secs: Option<i64>,
+    /// File of key-encryption keys that seal the signing keys in the database (one key a line,
+    /// `ID BASE64` or `BASE64`, 32 bytes; the first seals) [default: `secrets.key` in the data
+    /// directory, made on first start, for SQLite; none for PostgreSQL]
+    #[arg(long, global = true, env = "CLOAKROOM_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The key-encryption keys themselves, as the file would hold them (set it in the
+    /// environment, not on a command line)
+    #[arg(
+        long,
+        global = true,
+        env = "CLOAKROOM_SECRETS_KEY",
+        hide_env_values = true
+    )]
+    pub secrets_key: Option<String>,
     /// Serve `GET /metrics` on this address only (e.g. 127.0.0.1:9090), not on the public
     /// listener [default: on the public listener]
     #[arg(long, global = true, env = "CLOAKROOM_METRICS_LISTEN")]
@@ -179,10 +193,45 @@ impl RawSettings {
             access_token_secs,
             jwt_audience,
             refresh_grace_secs,
+            secrets_key_file,
+            secrets_key,
             metrics_listen,
             header_timeout_secs,
             log
         )
+    }
+}
+
+/// Where the key-encryption keys that seal the signing keys come from.
+#[derive(Debug, Clone)]
+pub enum SecretsSource {
+    /// From `CLOAKROOM_SECRETS_KEY`.
+    Given(Secret<String>),
+    /// From `--secrets-key-file`.
+    File(PathBuf),
+    /// From a file in the data directory, made on first start (SQLite's default).
+    Made(PathBuf),
+    /// None: signing keys are stored in clear (PostgreSQL without a key; a warning says so).
+    None,
+}
+
+impl SecretsSource {
+    /// The key set, read (or made, for [`SecretsSource::Made`]).
+    pub fn load(&self) -> Result<Option<cloakroom::sealing::KeySet>, String> {
+        use cloakroom::sealing::KeySet;
+        let keys = match self {
+            Self::Given(text) => KeySet::parse(text.expose()),
+            Self::File(path) => KeySet::load(path),
+            Self::Made(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                KeySet::load_or_create(path)
+            }
+            Self::None => return Ok(None),
+        };
+        keys.map(Some).map_err(|e| e.to_string())
     }
 }
 
@@ -220,6 +269,8 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
     /// Where `/metrics` is served instead of the public listener, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the key-encryption keys come from.
+    pub secrets: SecretsSource,
     /// Log filter.
     pub log: String,
 }
@@ -444,6 +495,18 @@ impl Settings {
                 .max(1),
             ..defaults
         };
+        let secrets = match (raw.secrets_key, raw.secrets_key_file) {
+            (Some(text), _) => {
+                cloakroom::sealing::KeySet::parse(&text)
+                    .map_err(|e| SettingsError(format!("CLOAKROOM_SECRETS_KEY: {e}")))?;
+                SecretsSource::Given(Secret::new(text))
+            }
+            (None, Some(path)) => SecretsSource::File(path),
+            (None, None) if database_url.starts_with("sqlite:") => {
+                SecretsSource::Made(data_dir.join("secrets.key"))
+            }
+            (None, None) => SecretsSource::None,
+        };
         Ok(Self {
             listen,
             data_dir,
@@ -464,6 +527,7 @@ impl Settings {
                 None => 10,
             }),
             metrics_listen: raw.metrics_listen,
+            secrets,
             log: raw.log.unwrap_or_else(|| "info".into()),
         })
     }
@@ -529,6 +593,7 @@ impl Settings {
             refresh_grace_secs: i64,
             header_timeout_secs: u64,
             metrics_listen: Option<String>,
+            secrets: String,
             log: &'a str,
         }
         let a = &self.auth;
@@ -566,6 +631,11 @@ impl Settings {
             refresh_grace_secs: a.jwt.refresh_grace.whole_seconds(),
             header_timeout_secs: self.header_timeout.as_secs(),
             metrics_listen: self.metrics_listen.map(|a| a.to_string()),
+            secrets: match &self.secrets {
+                SecretsSource::Given(_) => "CLOAKROOM_SECRETS_KEY [redacted]".into(),
+                SecretsSource::File(p) | SecretsSource::Made(p) => p.display().to_string(),
+                SecretsSource::None => "none: signing keys stored in clear".into(),
+            },
             log: &self.log,
         };
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))

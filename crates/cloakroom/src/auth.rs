@@ -63,6 +63,9 @@ pub struct AuthConfig {
     pub idle_grace: Duration,
     /// Access and refresh tokens.
     pub jwt: JwtConfig,
+    /// The key-encryption keys that seal the private signing keys in the store; `None` keeps
+    /// them in clear (see [`crate::sealing`]).
+    pub sealing: Option<Arc<crate::sealing::KeySet>>,
 }
 
 impl Default for AuthConfig {
@@ -84,6 +87,7 @@ impl Default for AuthConfig {
             max_sessions_per_user: 100,
             idle_grace: Duration::minutes(10),
             jwt: JwtConfig::default(),
+            sealing: None,
         }
     }
 }
@@ -392,9 +396,9 @@ impl Auth {
         for (id, exp) in store.revoked_sessions(clock.now()).await? {
             live.revoke(id, exp);
         }
-        let ring = load_ring(&*store, &config.jwt, clock.now(), true).await?;
+        let ring = load_ring(&*store, &config, clock.now(), true).await?;
         let claims_policy = config.jwt.policy();
-        Ok(Self {
+        let auth = Self {
             keys: ArcSwap::from_pointee(ring),
             claims_policy,
             verified: Default::default(),
@@ -411,7 +415,15 @@ impl Auth {
             feed_down: AtomicBool::new(false),
             revocations: tokio::sync::broadcast::channel(REVOCATION_BUFFER).0,
             sync: tokio::sync::Mutex::new(()),
-        })
+        };
+        let sealed = auth.seal_clear_keys().await?;
+        if sealed > 0 {
+            tracing::info!(
+                count = sealed,
+                "signing keys sealed that were stored in clear"
+            );
+        }
+        Ok(auth)
     }
 
     /// The engine's settings.

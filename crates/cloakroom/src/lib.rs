@@ -33,6 +33,7 @@ mod live;
 mod password;
 #[cfg(feature = "remote")]
 pub mod remote;
+pub mod sealing;
 mod secret;
 mod session;
 mod store;

@@ -144,10 +144,12 @@ fn open(presented: &SessionToken, sealed: &[u8]) -> Option<SessionToken> {
 /// horizon ago still verifies.
 pub(crate) async fn load_ring(
     store: &dyn Store,
-    config: &JwtConfig,
+    auth: &crate::auth::AuthConfig,
     now: OffsetDateTime,
     create: bool,
 ) -> Result<KeyRing, AuthError> {
+    let config = &auth.jwt;
+    let sealing = auth.sealing.as_deref();
     if config.algorithm == Algorithm::HS256 {
         let secret = config
             .hs256_secret
@@ -158,7 +160,12 @@ pub(crate) async fn load_ring(
             [],
         ));
     }
-    let stored = store.list_keys().await?;
+    let stored = store
+        .list_keys()
+        .await?
+        .into_iter()
+        .map(|k| unseal(k, sealing))
+        .collect::<Result<Vec<_>, _>>()?;
     let current = stored
         .iter()
         .rev()
@@ -168,7 +175,9 @@ pub(crate) async fn load_ring(
         None if create => {
             let (key, record) =
                 SigningKey::generate(config.algorithm, now).map_err(AuthError::Keys)?;
-            store.add_signing_key(&record).await?;
+            store
+                .add_signing_key(&seal_key(record.clone(), sealing)?)
+                .await?;
             tracing::info!(kid = %record.kid, alg = %record.alg, "signing key created");
             Some(key)
         }
@@ -185,6 +194,41 @@ pub(crate) async fn load_ring(
         }
     }
     Ok(KeyRing::new(signing, verify))
+}
+
+/// A stored signing key with its private key in clear: opened with `sealing` if sealed. A
+/// sealed key without the keys to open it, or one that does not open, is an error that says so.
+fn unseal(
+    mut key: crate::jwt::StoredKey,
+    sealing: Option<&crate::sealing::KeySet>,
+) -> Result<crate::jwt::StoredKey, AuthError> {
+    use crate::sealing::KeySet;
+    if KeySet::sealed_with(&key.private_pkcs8).is_none() {
+        return Ok(key);
+    }
+    let keys = sealing.ok_or_else(|| {
+        AuthError::Keys(format!(
+            "signing key {} is sealed, and no key-encryption key is configured",
+            key.kid
+        ))
+    })?;
+    key.private_pkcs8 = keys
+        .open(key.kid.as_bytes(), &key.private_pkcs8)
+        .map_err(|e| AuthError::Keys(format!("signing key {}: {e}", key.kid)))?;
+    Ok(key)
+}
+
+/// A signing key as the store should keep it: sealed when there are keys to seal it with.
+fn seal_key(
+    mut key: crate::jwt::StoredKey,
+    sealing: Option<&crate::sealing::KeySet>,
+) -> Result<crate::jwt::StoredKey, AuthError> {
+    if let Some(keys) = sealing {
+        key.private_pkcs8 = keys
+            .seal(key.kid.as_bytes(), &key.private_pkcs8)
+            .map_err(|e| AuthError::Keys(e.to_string()))?;
+    }
+    Ok(key)
 }
 
 /// What the cache of verified tokens keeps about a token that passed every check.
@@ -241,7 +285,7 @@ impl Auth {
     /// Rereads the keys from the store (another process may have rotated them). When a key
     /// stops verifying, tokens verified with it are dropped from the cache of verified tokens.
     pub async fn reload_keys(&self) -> Result<(), AuthError> {
-        let ring = load_ring(&*self.store, &self.config.jwt, self.now(), true).await?;
+        let ring = load_ring(&*self.store, &self.config, self.now(), true).await?;
         let old = self.keys.swap(Arc::new(ring));
         let current = self.keys.load();
         if old.keys().iter().any(|k| current.get(k.kid()).is_none()) {
@@ -259,10 +303,56 @@ impl Auth {
         }
         let (_, record) =
             SigningKey::generate(self.config.jwt.algorithm, self.now()).map_err(AuthError::Keys)?;
-        self.store.add_signing_key(&record).await?;
+        self.store
+            .add_signing_key(&seal_key(record.clone(), self.config.sealing.as_deref())?)
+            .await?;
         self.reload_keys().await?;
         tracing::info!(kid = %record.kid, "signing keys rotated");
         Ok(record.kid)
+    }
+
+    /// Seals every stored signing key with the current key-encryption key: keys in clear (from
+    /// before sealing) and keys sealed with another KEK (after a new one was put first). Each
+    /// is a compare-and-set, so instances doing it at once do no harm. Returns how many were
+    /// re-sealed.
+    pub async fn rekey(&self) -> Result<usize, AuthError> {
+        self.reseal(true).await
+    }
+
+    /// Seals the signing keys still in clear (from before sealing was configured).
+    pub(crate) async fn seal_clear_keys(&self) -> Result<usize, AuthError> {
+        if self.config.sealing.is_none() {
+            return Ok(0);
+        }
+        self.reseal(false).await
+    }
+
+    /// Re-seals with the current KEK every key in clear and, if `all`, every key sealed with
+    /// another KEK.
+    async fn reseal(&self, all: bool) -> Result<usize, AuthError> {
+        let Some(sealing) = self.config.sealing.as_deref() else {
+            return Err(AuthError::Keys(
+                "no key-encryption key is configured".into(),
+            ));
+        };
+        let mut done = 0;
+        for stored in self.store.list_keys().await? {
+            match crate::sealing::KeySet::sealed_with(&stored.private_pkcs8) {
+                Some(id) if id == sealing.current_id() || !all => continue,
+                _ => {}
+            }
+            let old = stored.private_pkcs8.clone();
+            let kid = stored.kid.clone();
+            let clear = unseal(stored, Some(sealing))?;
+            let sealed = sealing
+                .seal(kid.as_bytes(), &clear.private_pkcs8)
+                .map_err(|e| AuthError::Keys(e.to_string()))?;
+            if self.store.replace_private_key(&kid, &old, &sealed).await? {
+                tracing::info!(kid = %kid, kek = sealing.current_id(), "signing key sealed");
+                done += 1;
+            }
+        }
+        Ok(done)
     }
 
     /// Every stored key with its status.

@@ -1,4 +1,4 @@
-//! `cloakroom keys list` and `keys rotate`.
+//! `cloakroom keys list`, `keys rotate` and `keys rekey`.
 
 use clap::Subcommand;
 use cloakroom::Auth;
@@ -17,6 +17,9 @@ pub enum KeysCommand {
     /// Make a new signing key; running servers use it within seconds, and old public keys stay
     /// published until every token they signed has expired
     Rotate,
+    /// Seal every signing key with the first key-encryption key (after putting a new one first
+    /// in the key file); then the old key-encryption key can be removed
+    Rekey,
 }
 
 pub(super) async fn run(cmd: KeysCommand, auth: &Auth) -> Result<(), CliError> {
@@ -36,6 +39,10 @@ pub(super) async fn run(cmd: KeysCommand, auth: &Auth) -> Result<(), CliError> {
                     );
                 }
             }
+        }
+        KeysCommand::Rekey => {
+            let count = auth.rekey().await?;
+            println!("{count} signing key(s) sealed with the current key-encryption key");
         }
         KeysCommand::Rotate => {
             let kid = auth.rotate_keys().await?;

@@ -16,6 +16,7 @@ mod lifecycle;
 mod pages;
 mod postgres;
 mod proxies;
+mod sealing;
 mod support;
 mod tokens;
 mod with_redis;

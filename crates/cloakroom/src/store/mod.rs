@@ -189,6 +189,13 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// Adds a key and retires every other one at `key.created_at`, atomically.
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Replaces a key's stored private key if it is still `old` (re-sealing); false otherwise.
+    async fn replace_private_key(
+        &self,
+        kid: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// Deletes keys retired before `before`.
     async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }

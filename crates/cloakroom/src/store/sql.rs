@@ -594,6 +594,25 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn replace_private_key(
+                &self,
+                kid: &str,
+                old: &[u8],
+                new: &[u8],
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE signing_keys SET private_pkcs8 = $1 \
+                     WHERE kid = $2 AND private_pkcs8 = $3",
+                )
+                .bind(new)
+                .bind(kid)
+                .bind(old)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn delete_keys_retired_before(
                 &self,
                 before: OffsetDateTime,

@@ -263,6 +263,14 @@ impl KeyStore for RedisStore {
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.sql.add_signing_key(key).await
     }
+    async fn replace_private_key(
+        &self,
+        kid: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.sql.replace_private_key(kid, old, new).await
+    }
     async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         self.sql.delete_keys_retired_before(before).await
     }
