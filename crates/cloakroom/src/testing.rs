@@ -12,6 +12,14 @@ pub fn services_required() -> bool {
         .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"))
 }
 
+/// Says that a test is skipped, and why, where a person running `cargo test` sees it: straight
+/// to the process's standard error, which the test harness does not capture (it captures only
+/// what `print!` and `eprint!` write).
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {why}");
+}
+
 /// The PostgreSQL database tests use: `CLOAKROOM_TEST_POSTGRES_URL`, or the local default.
 pub fn postgres_url() -> String {
     std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
@@ -44,7 +52,7 @@ impl PgSchema {
                     !services_required(),
                     "PostgreSQL is required here but unreachable: {e}"
                 );
-                println!("SKIP {test}: PostgreSQL not reachable at {base} ({e})");
+                skip(&format!("{test}: PostgreSQL not reachable at {base} ({e})"));
                 return None;
             }
         };
@@ -103,7 +111,7 @@ impl RedisPrefix {
                     !services_required(),
                     "Redis is required here but unreachable: {why}"
                 );
-                println!("SKIP {test}: Redis not reachable at {url} ({why})");
+                skip(&format!("{test}: Redis not reachable at {url} ({why})"));
                 return None;
             }
         }

@@ -37,9 +37,9 @@ impl Driver {
                 !services_required(),
                 "Chromium is required here: missing {missing:?} (apt-get install chromium chromium-driver)"
             );
-            println!(
-                "SKIP {test}: {missing:?} not installed (apt-get install chromium chromium-driver)"
-            );
+            cloakroom::testing::skip(&format!(
+                "{test}: {missing:?} not installed (apt-get install chromium chromium-driver)"
+            ));
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

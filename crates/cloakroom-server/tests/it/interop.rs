@@ -25,7 +25,9 @@ async fn access_tokens_verify_in_pyjwt_from_the_jwks() {
             !services_required(),
             "python3 with PyJWT and cryptography is required here"
         );
-        println!("SKIP access_tokens_verify_in_pyjwt_from_the_jwks: python3 -m pip install 'pyjwt[crypto]'");
+        cloakroom::testing::skip(
+            "access_tokens_verify_in_pyjwt_from_the_jwks: python3 -m pip install 'pyjwt[crypto]'",
+        );
         return;
     }
     for alg in ["EdDSA", "ES256", "RS256"] {

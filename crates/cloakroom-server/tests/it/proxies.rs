@@ -26,6 +26,7 @@ async fn upstream() -> u16 {
             "user_id": get("x-auth-user-id"),
             "email": get("x-auth-email"),
             "roles": get("x-auth-roles"),
+            "session_id": get("x-auth-session-id"),
         }))
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -114,9 +115,11 @@ http {{
       auth_request_set $auth_user $upstream_http_x_auth_user_id;
       auth_request_set $auth_email $upstream_http_x_auth_email;
       auth_request_set $auth_roles $upstream_http_x_auth_roles;
+      auth_request_set $auth_session $upstream_http_x_auth_session_id;
       proxy_set_header X-Auth-User-Id $auth_user;
       proxy_set_header X-Auth-Email $auth_email;
       proxy_set_header X-Auth-Roles $auth_roles;
+      proxy_set_header X-Auth-Session-Id $auth_session;
       error_page 401 = @login;
       proxy_pass http://127.0.0.1:{up};
     }}
@@ -142,6 +145,7 @@ http://127.0.0.1:{port} {{
   request_header -X-Auth-User-Id
   request_header -X-Auth-Email
   request_header -X-Auth-Roles
+  request_header -X-Auth-Session-Id
   handle /login* {{
     reverse_proxy 127.0.0.1:{cloakroom}
   }}
@@ -155,7 +159,7 @@ http://127.0.0.1:{port} {{
   handle {{
     forward_auth 127.0.0.1:{cloakroom} {{
       uri /auth/verify
-      copy_headers X-Auth-User-Id X-Auth-Email X-Auth-Roles
+      copy_headers X-Auth-User-Id X-Auth-Email X-Auth-Roles X-Auth-Session-Id
     }}
     reverse_proxy 127.0.0.1:{up}
   }}
@@ -172,10 +176,10 @@ impl Proxy {
                 !services_required(),
                 "{kind:?} is required here: apt-get install nginx caddy"
             );
-            println!(
-                "SKIP {kind:?} forward-auth: {} not installed",
+            cloakroom::testing::skip(&format!(
+                "{kind:?} forward-auth: {} not installed",
                 kind.binary()
-            );
+            ));
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -288,12 +292,17 @@ async fn through(kind: Kind) {
         .header("cookie", format!("cloakroom_session={cookie}"))
         .header("x-auth-user-id", "00000000-0000-0000-0000-000000000000")
         .header("x-auth-roles", "admin")
+        .header("x-auth-session-id", "00000000-0000-0000-0000-000000000001")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "{kind:?}");
     let seen: Value = res.json().await.unwrap();
     assert_eq!(seen["user_id"], id.as_str(), "{kind:?}");
+    assert_eq!(
+        seen["session_id"], who["session"]["id"],
+        "{kind:?}: the session id is cloakroom's, never the client's"
+    );
     assert_eq!(seen["email"], "fwd@example.com");
     assert_eq!(
         seen["roles"], "user",

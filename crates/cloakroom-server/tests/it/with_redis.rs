@@ -108,7 +108,7 @@ impl OwnRedis {
         };
         if let Err(e) = me.spawn().await {
             assert!(!services_required(), "redis-server is required here: {e}");
-            println!("SKIP {test}: cannot run redis-server ({e})");
+            cloakroom::testing::skip(&format!("{test}: cannot run redis-server ({e})"));
             return None;
         }
         Some(me)
