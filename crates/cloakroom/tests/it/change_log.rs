@@ -228,3 +228,95 @@ async fn concurrent_revocations_on_two_instances_all_reach_the_third() {
     })
     .await;
 }
+
+/// Fault run: a crash between storing the new password and ending the old sessions. The state
+/// it leaves (the password and its generation stored, nothing else) is safe: every session proven
+/// with the old password is refused by every instance once the change reaches it.
+async fn crash_after_the_password_was_stored(store: Arc<dyn Store>, extra: Option<Arc<dyn Store>>) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let a = engine(&store, &clock).await;
+    let b = engine(extra.as_ref().unwrap_or(&store), &clock).await;
+    let user = new_user(&*store, "crash@example.com").await;
+    let mut tokens = Vec::new();
+    for _ in 0..100 {
+        let (s, token) = session(user.id, a.now());
+        store.insert_session(&s).await.unwrap();
+        a.authenticate(token.expose()).await.unwrap();
+        b.authenticate(token.expose()).await.unwrap();
+        tokens.push(token);
+    }
+    // What `Auth::change_password` writes first, and then nothing more.
+    assert!(store
+        .set_password(user.id, "$argon2id$new")
+        .await
+        .unwrap()
+        .is_some());
+    a.apply_changes().await.unwrap();
+    b.apply_changes().await.unwrap();
+    for token in &tokens {
+        for engine in [&a, &b] {
+            assert!(
+                matches!(
+                    engine.authenticate(token.expose()).await,
+                    Err(AuthError::Unauthenticated)
+                ),
+                "a session from before the password change outlived it"
+            );
+        }
+    }
+    // They are ended in the store too, on first sight.
+    assert!(store.list_for_user(user.id).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_crash_after_the_new_password_was_stored_leaves_no_old_session_on_postgresql() {
+    with_schema("crash_password_change", |url| async move {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).await.unwrap());
+        let other: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).await.unwrap());
+        crash_after_the_password_was_stored(store, Some(other)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_crash_after_the_new_password_was_stored_leaves_no_old_session_with_redis() {
+    let Some(prefix) = cloakroom::testing::RedisPrefix::create("crash_password_change").await
+    else {
+        return;
+    };
+    let keys = cloakroom::testing::RedisPrefix {
+        url: prefix.url.clone(),
+        prefix: prefix.prefix.clone(),
+    };
+    let outcome = AssertUnwindSafe(with_schema(
+        "crash_password_change_redis",
+        |url| async move {
+            let open = |url: String, prefix: cloakroom::testing::RedisPrefix| async move {
+                let sql: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).await.unwrap());
+                Arc::new(
+                    cloakroom::RedisStore::open(
+                        &prefix.url,
+                        &prefix.prefix,
+                        sql,
+                        time::Duration::minutes(10),
+                    )
+                    .await
+                    .unwrap(),
+                ) as Arc<dyn Store>
+            };
+            let again = cloakroom::testing::RedisPrefix {
+                url: prefix.url.clone(),
+                prefix: prefix.prefix.clone(),
+            };
+            let store = open(url.clone(), prefix).await;
+            let other = open(url, again).await;
+            crash_after_the_password_was_stored(store, Some(other)).await;
+        },
+    ))
+    .catch_unwind()
+    .await;
+    keys.drop().await;
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}
