@@ -224,8 +224,8 @@ async fn a_redis_restart_fails_closed_then_recovers() {
     assert_eq!(t.whoami_status(&fresh).await, 200);
 }
 
-/// Every key under the prefix with what `DUMP` gives and its time to live: a snapshot.
-async fn snapshot(redis: &RedisPrefix) -> Vec<(String, Vec<u8>, i64)> {
+/// A connection to the test's Redis, and every key under its prefix.
+async fn prefix_keys(redis: &RedisPrefix) -> (redis::aio::MultiplexedConnection, Vec<String>) {
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -233,6 +233,12 @@ async fn snapshot(redis: &RedisPrefix) -> Vec<(String, Vec<u8>, i64)> {
         .query_async(&mut conn)
         .await
         .unwrap();
+    (conn, keys)
+}
+
+/// Every key under the prefix with what `DUMP` gives and its time to live: a snapshot.
+async fn snapshot(redis: &RedisPrefix) -> Vec<(String, Vec<u8>, i64)> {
+    let (mut conn, keys) = prefix_keys(redis).await;
     let mut out = Vec::new();
     for key in keys {
         let dump: Option<Vec<u8>> = redis::cmd("DUMP")
@@ -254,13 +260,7 @@ async fn snapshot(redis: &RedisPrefix) -> Vec<(String, Vec<u8>, i64)> {
 
 /// Puts the prefix back exactly as `snapshot` found it.
 async fn restore(redis: &RedisPrefix, snap: &[(String, Vec<u8>, i64)]) {
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", redis.prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (mut conn, keys) = prefix_keys(redis).await;
     for key in keys {
         let _: i64 = redis::cmd("DEL")
             .arg(&key)

@@ -4,8 +4,7 @@
 
 use cloakroom::testing::PgSchema;
 use cloakroom::{
-    Argon2Config, Auth, AuthConfig, AuthError, ManualClock, PostgresStore, Role, Store, User,
-    UserId,
+    Auth, AuthConfig, AuthError, ManualClock, PostgresStore, Role, Store, User, UserId,
 };
 use futures::FutureExt;
 use std::panic::{resume_unwind, AssertUnwindSafe};
@@ -15,16 +14,7 @@ use std::time::Duration as StdDuration;
 use crate::store_contract::session;
 
 fn config() -> AuthConfig {
-    AuthConfig {
-        argon2: Argon2Config {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        hash_threads: 1,
-        hash_queue: 16,
-        ..AuthConfig::default()
-    }
+    crate::engine::cheap_config()
 }
 
 async fn engine(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Auth {

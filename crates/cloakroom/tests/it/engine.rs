@@ -9,12 +9,9 @@ use time::Duration;
 
 const PW: &str = "correct horse battery staple";
 
-async fn engine() -> (Auth, Arc<ManualClock>, Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("e.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-    let clock = Arc::new(ManualClock::starting_now());
-    let config = AuthConfig {
+/// The engine's settings for tests: a cheap Argon2 cost, one hashing thread.
+pub(crate) fn cheap_config() -> AuthConfig {
+    AuthConfig {
         argon2: Argon2Config {
             memory_kib: 64,
             iterations: 1,
@@ -23,8 +20,15 @@ async fn engine() -> (Auth, Arc<ManualClock>, Arc<dyn Store>, tempfile::TempDir)
         hash_threads: 1,
         hash_queue: 16,
         ..AuthConfig::default()
-    };
-    let auth = Auth::new(Arc::clone(&store), config, clock.clone())
+    }
+}
+
+async fn engine() -> (Auth, Arc<ManualClock>, Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("e.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let clock = Arc::new(ManualClock::starting_now());
+    let auth = Auth::new(Arc::clone(&store), cheap_config(), clock.clone())
         .await
         .unwrap();
     (auth, clock, store, dir)

@@ -2,7 +2,7 @@
 //! for a while never ends it for a user who is active on another instance.
 
 use cloakroom::{
-    Argon2Config, Auth, AuthConfig, AuthError, ManualClock, Role, SessionToken, Store, User, UserId,
+    Auth, AuthConfig, AuthError, ManualClock, Role, SessionToken, Store, User, UserId,
 };
 use futures::FutureExt;
 use std::panic::{resume_unwind, AssertUnwindSafe};
@@ -12,16 +12,7 @@ use time::Duration;
 use crate::store_contract::{postgres, redis, session, sqlite};
 
 fn config() -> AuthConfig {
-    AuthConfig {
-        argon2: Argon2Config {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        hash_threads: 1,
-        hash_queue: 16,
-        ..AuthConfig::default()
-    }
+    crate::engine::cheap_config()
 }
 
 async fn ok(engine: &Auth, token: &SessionToken) -> bool {

@@ -7,8 +7,8 @@ use cloakroom::extract::{Authenticated, RequireRole, RoleName, Verifier};
 use cloakroom::remote::{RemoteConfig, RemoteError, RemoteVerifier, RevocationSource};
 use cloakroom::testing::RedisPrefix;
 use cloakroom::{
-    Argon2Config, Auth, AuthConfig, ClientInfo, CookiePolicy, LoginRequest, RedisStore,
-    SqliteStore, Store, SystemClock, Transport,
+    Auth, AuthConfig, ClientInfo, CookiePolicy, LoginRequest, RedisStore, SqliteStore, Store,
+    SystemClock, Transport,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,16 +21,7 @@ impl RoleName for Admin {
 }
 
 fn config() -> AuthConfig {
-    AuthConfig {
-        argon2: Argon2Config {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        hash_threads: 1,
-        hash_queue: 16,
-        ..AuthConfig::default()
-    }
+    crate::engine::cheap_config()
 }
 
 async fn serve(app: Router) -> String {
