@@ -58,6 +58,8 @@ async fn engine(sessions: usize, revoked: usize) -> (Auth, Vec<String>, tempfile
         },
         hash_threads: 2,
         hash_queue: 1024,
+        // A million sessions of one user: no cap.
+        max_sessions_per_user: usize::MAX,
         ..AuthConfig::default()
     };
     let auth = Auth::new(store, config, Arc::new(SystemClock))

@@ -100,6 +100,11 @@ pub struct RawSettings {
     /// Live sessions one user may have; a new login ends the oldest beyond it [default: 100]
     #[arg(long, global = true, env = "CLOAKROOM_MAX_SESSIONS_PER_USER")]
     pub max_sessions_per_user: Option<usize>,
+    /// Store lookups per second of well-formed session or refresh tokens without a valid check
+    /// value (minted before the check existed, or forged); beyond it they are refused with no
+    /// lookup. 0 once every session older than the check has expired [default: 50]
+    #[arg(long, global = true, env = "CLOAKROOM_UNCHECKED_TOKEN_LOOKUPS")]
+    pub unchecked_token_lookups: Option<u32>,
     /// Signups allowed per client IP per hour [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
     pub signups_per_hour: Option<u32>,
@@ -187,6 +192,7 @@ impl RawSettings {
             login_ip_free_failures,
             hashing_per_client,
             max_sessions_per_user,
+            unchecked_token_lookups,
             signups_per_hour,
             jwt_alg,
             hs256_secret,
@@ -493,6 +499,9 @@ impl Settings {
                 .max_sessions_per_user
                 .unwrap_or(defaults.max_sessions_per_user)
                 .max(1),
+            unchecked_lookups_per_sec: raw
+                .unchecked_token_lookups
+                .unwrap_or(defaults.unchecked_lookups_per_sec),
             ..defaults
         };
         let secrets = match (raw.secrets_key, raw.secrets_key_file) {
@@ -586,6 +595,7 @@ impl Settings {
             login_ip_free_failures: u32,
             hashing_per_client: usize,
             max_sessions_per_user: usize,
+            unchecked_token_lookups: u32,
             signups_per_hour: u32,
             jwt_alg: &'static str,
             hs256_secret: Option<&'static str>,
@@ -624,6 +634,7 @@ impl Settings {
             login_ip_free_failures: a.ip_throttle.free_failures,
             hashing_per_client: a.hashing_per_client,
             max_sessions_per_user: a.max_sessions_per_user,
+            unchecked_token_lookups: a.unchecked_lookups_per_sec,
             signups_per_hour: a.signup_limit,
             jwt_alg: a.jwt.algorithm.as_str(),
             hs256_secret: a.jwt.hs256_secret.as_ref().map(|_| "[redacted]"),

@@ -18,7 +18,9 @@ use crate::clock::Clock;
 use crate::jwt::{ClaimsPolicy, KeyRing};
 use crate::live::{LiveSession, LiveSessions};
 use crate::password::{Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, WeakPassword};
-use crate::session::{Lifetime, Lineage, Session, SessionId, SessionToken, Transport};
+use crate::session::{
+    Lifetime, Lineage, Session, SessionId, SessionToken, TokenCheck, TokenHash, Transport,
+};
 use crate::store::{Change, RevocationEvent, Store, StoreError};
 use crate::throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 use crate::tokens::{load_ring, JwtConfig};
@@ -59,6 +61,12 @@ pub struct AuthConfig {
     pub hashing_per_client: usize,
     /// Live sessions one user may have; a login beyond it ends the oldest.
     pub max_sessions_per_user: usize,
+    /// Store lookups per second, per instance, of well-formed tokens that carry no valid check
+    /// value: tokens minted before the check existed (every token now carries one), or forged
+    /// ones. Beyond it they are refused with no lookup, so a flood of forged tokens cannot load
+    /// the store. Once every session older than the check has expired, 0 refuses every such
+    /// token outright.
+    pub unchecked_lookups_per_sec: u32,
     /// Sessions idle longer than their timeout plus this are deleted from the store.
     pub idle_grace: Duration,
     /// Access and refresh tokens.
@@ -85,6 +93,7 @@ impl Default for AuthConfig {
             hash_idle_priority: true,
             hashing_per_client: 4,
             max_sessions_per_user: 100,
+            unchecked_lookups_per_sec: 50,
             idle_grace: Duration::minutes(10),
             jwt: JwtConfig::default(),
             sealing: None,
@@ -263,6 +272,9 @@ pub struct Auth {
     pub(crate) verified: crate::live::ServerKeyed<Box<str>, crate::tokens::VerifiedToken>,
     /// Password checks in progress, per throttle key (see `AuthConfig::hashing_per_client`).
     checking: dashmap::DashMap<String, usize>,
+    /// The key of the check value inside every token this engine mints.
+    pub(crate) check: TokenCheck,
+    unchecked: UncheckedBudget,
     /// Event counters.
     pub metrics: AuthMetrics,
 }
@@ -337,15 +349,67 @@ impl<'a> Attempt<'a> {
     }
 }
 
-/// A new session's secret: a plain random token for a cookie session; for a token session, the
-/// first refresh token of a new family, and the family's hash for the store.
-fn new_secret(transport: Transport) -> (SessionToken, Option<crate::session::TokenHash>) {
-    match transport {
-        Transport::Cookie => (SessionToken::generate(), None),
-        Transport::Token => {
-            let family = Lineage::generate();
-            (SessionToken::in_family(&family), Some(family.hash()))
+/// The name of the shared secret that keys the tokens' check value.
+pub(crate) const TOKEN_CHECK: &str = "token-check";
+
+/// The check value's key, shared by every instance through the store (sealed when there are
+/// key-encryption keys).
+async fn load_token_check(
+    store: &dyn Store,
+    sealing: Option<&crate::sealing::KeySet>,
+) -> Result<TokenCheck, AuthError> {
+    use crate::sealing::KeySet;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    let candidate = match sealing {
+        Some(keys) => keys
+            .seal(TOKEN_CHECK.as_bytes(), &key)
+            .map_err(|e| AuthError::Keys(e.to_string()))?,
+        None => key.to_vec(),
+    };
+    let stored = store.shared_secret(TOKEN_CHECK, &candidate).await?;
+    let key = match (KeySet::sealed_with(&stored), sealing) {
+        (None, _) => stored,
+        (Some(_), Some(keys)) => keys
+            .open(TOKEN_CHECK.as_bytes(), &stored)
+            .map_err(|e| AuthError::Keys(format!("the tokens' check key: {e}")))?,
+        (Some(_), None) => {
+            return Err(AuthError::Keys(
+                "the tokens' check key is sealed, and no key-encryption key is configured".into(),
+            ))
         }
+    };
+    Ok(TokenCheck::new(&key))
+}
+
+/// Store lookups of tokens without a valid check value, counted per second of real time (it
+/// bounds load, so it follows the machine's clock, not the engine's).
+#[derive(Debug)]
+struct UncheckedBudget {
+    start: std::time::Instant,
+    second: AtomicI64,
+    used: std::sync::atomic::AtomicU32,
+}
+
+impl Default for UncheckedBudget {
+    fn default() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            second: AtomicI64::new(0),
+            used: Default::default(),
+        }
+    }
+}
+
+impl UncheckedBudget {
+    /// Takes one lookup if fewer than `limit` were taken this second (roughly: two threads
+    /// that see a new second at once may both reset the count).
+    fn take(&self, limit: u32) -> bool {
+        let now = self.start.elapsed().as_secs() as i64;
+        if self.second.swap(now, Ordering::AcqRel) != now {
+            self.used.store(0, Ordering::Release);
+        }
+        self.used.fetch_add(1, Ordering::AcqRel) < limit
     }
 }
 
@@ -397,12 +461,15 @@ impl Auth {
             live.revoke(id, exp);
         }
         let ring = load_ring(&*store, &config, clock.now(), true).await?;
+        let check = load_token_check(&*store, config.sealing.as_deref()).await?;
         let claims_policy = config.jwt.policy();
         let auth = Self {
             keys: ArcSwap::from_pointee(ring),
             claims_policy,
             verified: Default::default(),
             checking: Default::default(),
+            check,
+            unchecked: UncheckedBudget::default(),
             metrics: AuthMetrics::default(),
             store,
             throttle,
@@ -618,7 +685,10 @@ impl Auth {
         // token or an access JWT (no session fixation, ASVS 5.0 7.2.4).
         if let Some(current) = req.current_token.as_deref() {
             let held = match SessionToken::hash_presented(current) {
-                Some(hash) => self.store.find_by_token(&hash).await?.map(|s| s.id),
+                Some(hash) if self.may_look_up(current) => {
+                    self.store.find_by_token(&hash).await?.map(|s| s.id)
+                }
+                Some(_) => None,
                 None => self.session_named_by(current),
             };
             if let Some(id) = held {
@@ -630,7 +700,7 @@ impl Auth {
         } else {
             self.config.session
         };
-        let (token, refresh_family) = new_secret(req.transport);
+        let (token, refresh_family) = self.new_secret(req.transport);
         let session = Session {
             id: SessionId::random(),
             user_id: user.id,
@@ -658,6 +728,31 @@ impl Auth {
             session,
             token,
         })
+    }
+
+    /// A new session's secret, with its check value: a token for a cookie session; for a token
+    /// session, the first refresh token of a new family, and the family's hash for the store.
+    fn new_secret(&self, transport: Transport) -> (SessionToken, Option<TokenHash>) {
+        match transport {
+            Transport::Cookie => (self.check.mint(), None),
+            Transport::Token => {
+                let family = Lineage::generate();
+                (self.check.mint_in_family(&family), Some(family.hash()))
+            }
+        }
+    }
+
+    /// Whether a presented token (of the right shape) may be looked up in the store: it carries
+    /// a valid check value, or the budget for tokens without one has room this second.
+    pub(crate) fn may_look_up(&self, raw: &str) -> bool {
+        if self.check.verify(raw) {
+            return true;
+        }
+        let allowed = self.unchecked.take(self.config.unchecked_lookups_per_sec);
+        if !allowed {
+            tracing::debug!("a token without a check value refused without a lookup");
+        }
+        allowed
     }
 
     /// Ends a user's oldest sessions beyond `max_sessions_per_user`, never `new` (logins in
@@ -766,6 +861,9 @@ impl Auth {
         let live = match self.live.get(&hash) {
             Some(live) => live,
             None => {
+                if !self.may_look_up(raw_token) {
+                    return Err(AuthError::Unauthenticated);
+                }
                 let session = self
                     .store
                     .find_by_token(&hash)
@@ -1018,7 +1116,7 @@ impl Auth {
         } else {
             self.config.session
         };
-        let (token, refresh_family) = new_secret(old.transport);
+        let (token, refresh_family) = self.new_secret(old.transport);
         let session = Session {
             id: SessionId::random(),
             user_id: who.user.id,

@@ -54,7 +54,9 @@ pub use password::{
     MAX_PASSWORD_BYTES,
 };
 pub use secret::Secret;
-pub use session::{Lifetime, Lineage, Session, SessionId, SessionToken, TokenHash, Transport};
+pub use session::{
+    Lifetime, Lineage, Session, SessionId, SessionToken, TokenCheck, TokenHash, Transport,
+};
 pub use store::{
     Change, ChangeFeed, KeyStore, PostgresStore, RedisStore, RedisThrottle, RevocationEvent,
     Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,

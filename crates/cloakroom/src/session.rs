@@ -128,6 +128,71 @@ impl fmt::Debug for SessionToken {
     }
 }
 
+/// A keyed check value inside every token cloakroom mints: the last 8 bytes are a MAC (HMAC-SHA256,
+/// truncated) of the first 24 under a key every instance shares, so a token that cloakroom did
+/// not mint is recognised as such with no store lookup. Tokens minted before the check existed
+/// do not carry one; the engine looks those up within a small budget (see
+/// `AuthConfig::unchecked_lookups_per_sec`).
+pub struct TokenCheck {
+    key: ring::hmac::Key,
+}
+
+impl fmt::Debug for TokenCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenCheck([redacted])")
+    }
+}
+
+impl TokenCheck {
+    /// A check under `key` (32 random bytes shared by every instance).
+    pub fn new(key: &[u8]) -> Self {
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+        }
+    }
+
+    fn tag(&self, body: &[u8]) -> [u8; 8] {
+        let full = ring::hmac::sign(&self.key, body);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&full.as_ref()[..8]);
+        tag
+    }
+
+    fn finish(&self, mut bytes: [u8; 32]) -> SessionToken {
+        let tag = self.tag(&bytes[..24]);
+        bytes[24..].copy_from_slice(&tag);
+        SessionToken(Secret::new(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A new session token: 192 bits from the OS CSPRNG and the check value.
+    pub fn mint(&self) -> SessionToken {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes[..24]);
+        self.finish(bytes)
+    }
+
+    /// A new refresh token of `family`: the family's 128 bits, 64 fresh bits, the check value.
+    pub fn mint_in_family(&self, family: &Lineage) -> SessionToken {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(&family.0);
+        OsRng.fill_bytes(&mut bytes[16..24]);
+        self.finish(bytes)
+    }
+
+    /// Whether a presented token (already of the right shape) carries a valid check value. The
+    /// comparison takes the same time wherever the values differ.
+    pub fn verify(&self, raw: &str) -> bool {
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(raw) else {
+            return false;
+        };
+        let Some((body, tag)) = bytes.split_at_checked(24) else {
+            return false;
+        };
+        let want = self.tag(body);
+        tag.len() == 8 && tag.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
 /// The secret shared by every refresh token of one token session: 128 random bits, known
 /// only to whoever holds (or held) one of its tokens. Stored only as its hash.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -325,6 +390,34 @@ mod tests {
             let t = format!("{}{last}", &good.expose()[..42]);
             let decodes = URL_SAFE_NO_PAD.decode(&t).is_ok_and(|b| b.len() == 32);
             assert_eq!(SessionToken::well_formed(&t), decodes, "{t}");
+        }
+    }
+
+    #[test]
+    fn minted_tokens_carry_a_check_value_that_forgeries_lack() {
+        let check = TokenCheck::new(&[7u8; 32]);
+        let other = TokenCheck::new(&[8u8; 32]);
+        for _ in 0..1000 {
+            let t = check.mint();
+            assert!(
+                SessionToken::parse(t.expose()).is_some(),
+                "the shape is unchanged"
+            );
+            assert!(check.verify(t.expose()));
+            assert!(!other.verify(t.expose()));
+            assert!(!check.verify(SessionToken::generate().expose()));
+        }
+        let family = Lineage::generate();
+        let r = check.mint_in_family(&family);
+        assert!(check.verify(r.expose()));
+        assert_eq!(r.family(), family);
+        // Any one character changed breaks it.
+        let t = check.mint();
+        for i in 0..TOKEN_LEN - 1 {
+            let mut s = t.expose().to_string();
+            let c = if &s[i..=i] == "A" { "B" } else { "A" };
+            s.replace_range(i..=i, c);
+            assert!(!check.verify(&s), "position {i}");
         }
     }
 

@@ -352,6 +352,28 @@ impl Auth {
                 done += 1;
             }
         }
+        // The tokens' check key, the same way.
+        let name = crate::auth::TOKEN_CHECK;
+        let stored = self.store.shared_secret(name, &[]).await?;
+        let current = crate::sealing::KeySet::sealed_with(&stored);
+        if current != Some(sealing.current_id()) && (all || current.is_none()) {
+            let clear = match current {
+                None => stored.clone(),
+                Some(_) => sealing
+                    .open(name.as_bytes(), &stored)
+                    .map_err(|e| AuthError::Keys(format!("the tokens' check key: {e}")))?,
+            };
+            let sealed = sealing
+                .seal(name.as_bytes(), &clear)
+                .map_err(|e| AuthError::Keys(e.to_string()))?;
+            if self
+                .store
+                .replace_shared_secret(name, &stored, &sealed)
+                .await?
+            {
+                done += 1;
+            }
+        }
         Ok(done)
     }
 
@@ -427,8 +449,11 @@ impl Auth {
     /// successor back; later, it is theft, and the whole session ends.
     pub async fn refresh(&self, raw: &str) -> Result<TokenPair, AuthError> {
         let presented = SessionToken::parse(raw).ok_or(AuthError::InvalidGrant)?;
+        if !self.may_look_up(raw) {
+            return Err(AuthError::InvalidGrant);
+        }
         let family = presented.family();
-        let next = SessionToken::in_family(&family);
+        let next = self.check.mint_in_family(&family);
         let sealed = seal(&presented, &next)?;
         let now = self.now();
         let rotation = self

@@ -301,3 +301,55 @@ async fn a_postgresql_outage_fails_closed_and_recovers() {
         resume_unwind(panic)
     }
 }
+
+async fn forged_flood(schema_url: String) {
+    let proxy = Cuttable::start("127.0.0.1:5432").await;
+    let url = schema_url.replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    let t = TestServer::start_with(|r| {
+        r.database_url = Some(url.clone());
+        r.unchecked_token_lookups = Some(5);
+    })
+    .await;
+    t.signup("forged@example.com", PASSWORD).await;
+    let token = t.login("forged@example.com", PASSWORD).await;
+    assert_eq!(t.whoami_status(&token).await, 200);
+    // With the store unreachable, a request that reaches it answers 503: each 503 below is one
+    // store lookup a forged token caused.
+    proxy.cut();
+    let mut looked_up = 0;
+    for i in 0..300 {
+        let forged = format!(
+            "{:0>42}A",
+            format!("{i}").replace(|c: char| !c.is_ascii_digit(), "")
+        );
+        match t.whoami_status(&forged).await {
+            401 => {}
+            503 => looked_up += 1,
+            other => panic!("a forged token got {other}"),
+        }
+    }
+    println!("300 forged tokens with the store down: {looked_up} reached it");
+    assert!(
+        looked_up <= 15,
+        "{looked_up} forged tokens reached the store"
+    );
+    // A token cloakroom minted is still served from memory.
+    assert_eq!(t.whoami_status(&token).await, 200);
+    proxy.restore();
+}
+
+/// 13: a flood of well-formed forged session tokens costs (almost) no store lookups: tokens
+/// carry a keyed check value, and those without one get a small budget of lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_fail_before_any_store_query() {
+    let Some(schema) = PgSchema::create("forged_tokens").await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(forged_flood(schema.url.clone()))
+        .catch_unwind()
+        .await;
+    schema.drop().await;
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}

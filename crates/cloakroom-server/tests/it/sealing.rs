@@ -20,21 +20,18 @@ fn rand_bytes() -> [u8; 32] {
     out
 }
 
+/// Every secret the database keeps: the signing keys' private parts and the shared secrets.
 async fn stored_keys(url: &str) -> Vec<(String, Vec<u8>)> {
+    const SQL: &str = "SELECT kid, private_pkcs8 FROM signing_keys \
+                       UNION ALL SELECT name, value FROM shared_secrets";
     let rows: Vec<(String, Vec<u8>)> = if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        sqlx::query_as("SELECT kid, private_pkcs8 FROM signing_keys")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
+        sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
     } else {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::query_as("SELECT kid, private_pkcs8 FROM signing_keys")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
+        sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
     };
-    assert!(!rows.is_empty());
+    assert!(rows.len() >= 2, "{rows:?}");
     rows
 }
 

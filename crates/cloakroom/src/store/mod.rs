@@ -189,6 +189,16 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// Adds a key and retires every other one at `key.created_at`, atomically.
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// The secret stored under `name`, storing `candidate` first if there is none: one atomic
+    /// step, so every instance gets the same one.
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Replaces a shared secret's stored value if it is still `old` (re-sealing).
+    async fn replace_shared_secret(
+        &self,
+        name: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// Replaces a key's stored private key if it is still `old` (re-sealing); false otherwise.
     async fn replace_private_key(
         &self,

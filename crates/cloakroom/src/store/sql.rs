@@ -594,6 +594,45 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn shared_secret(
+                &self,
+                name: &str,
+                candidate: &[u8],
+            ) -> Result<Vec<u8>, StoreError> {
+                sqlx::query(
+                    "INSERT INTO shared_secrets (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(candidate)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn replace_shared_secret(
+                &self,
+                name: &str,
+                old: &[u8],
+                new: &[u8],
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE shared_secrets SET value = $1 WHERE name = $2 AND value = $3",
+                )
+                .bind(new)
+                .bind(name)
+                .bind(old)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn replace_private_key(
                 &self,
                 kid: &str,

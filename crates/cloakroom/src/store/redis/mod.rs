@@ -263,6 +263,17 @@ impl KeyStore for RedisStore {
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.sql.add_signing_key(key).await
     }
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.sql.shared_secret(name, candidate).await
+    }
+    async fn replace_shared_secret(
+        &self,
+        name: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.sql.replace_shared_secret(name, old, new).await
+    }
     async fn replace_private_key(
         &self,
         kid: &str,
