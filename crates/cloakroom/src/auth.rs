@@ -657,7 +657,14 @@ impl Auth {
             .throttled(&keys, now, async {
                 let password = PasswordPolicy::normalize(&req.password);
                 let found = match &email {
-                    Some(email) => self.store.find_user_by_email(email).await?,
+                    Some(email) => match self.store.find_user_by_email(email).await? {
+                        Some(found) => Some(found),
+                        // An account made before addresses were put in NFC.
+                        None => match Email::stored_before_nfc(&req.email) {
+                            Some(old) => self.store.find_user_by_email(&old).await?,
+                            None => None,
+                        },
+                    },
                     None => None,
                 };
                 let verified = if email.is_some() && PasswordPolicy::acceptable_at_login(&password)

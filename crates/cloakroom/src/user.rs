@@ -103,6 +103,16 @@ impl Email {
         Ok(Self(s.to_ascii_lowercase()))
     }
 
+    /// The spelling an account made before addresses were put in NFC was stored under (trimmed
+    /// and ASCII-lower-cased only), when it differs from [`Email::parse`]'s: so such an account
+    /// can still be found by the address typed as it was at signup. `None` when the two agree, or
+    /// the address is not one `parse` accepts.
+    pub fn stored_before_nfc(raw: &str) -> Option<Self> {
+        let now = Self::parse(raw).ok()?;
+        let before = raw.trim().to_ascii_lowercase();
+        (before != now.0).then_some(Self(before))
+    }
+
     /// An address read back from storage, as it was stored: stores only ever hold addresses
     /// that passed [`Email::parse`] when they were written, and an account made under older
     /// rules must stay readable.
@@ -249,6 +259,16 @@ mod tests {
         // U+212A KELVIN SIGN is canonically equal to 'K' (a singleton decomposition).
         let kelvin = Email::parse("\u{212A}ate@example.com").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(kelvin.as_str(), "kate@example.com");
+    }
+
+    #[test]
+    fn accounts_from_before_nfc_keep_their_spelling() {
+        assert_eq!(
+            Email::stored_before_nfc("Cafe\u{301}@Example.com").map(|e| e.0),
+            Some("cafe\u{301}@example.com".to_string())
+        );
+        assert_eq!(Email::stored_before_nfc("caf\u{E9}@example.com"), None);
+        assert_eq!(Email::stored_before_nfc("ka\u{200B}te@example.com"), None);
     }
 
     #[test]

@@ -111,3 +111,26 @@ async fn weaker_stored_hashes_are_upgraded_at_login() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_account_stored_before_emails_were_nfc_still_logs_in() {
+    let (a, _clock, _store, dir) = engine().await;
+    let user = a
+        .signup("older@example.com", PW, &ClientInfo::default())
+        .await
+        .unwrap();
+    // As an older version stored an address typed with a combining accent.
+    let url = format!("sqlite://{}", dir.path().join("e.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+        .bind("cafe\u{301}@example.com")
+        .bind(user.id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let login = a
+        .login(LoginRequest::new("Cafe\u{301}@Example.com", PW))
+        .await
+        .unwrap();
+    assert_eq!(login.user.id, user.id);
+}
