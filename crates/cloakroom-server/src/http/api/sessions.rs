@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/sessions/{id}", delete(end))
 }
 
-/// Sessions in one answer when the client does not say [`Page::limit`].
+/// Sessions in one answer when the client does not say how many (`?limit=`).
 pub const DEFAULT_PAGE: usize = 50;
 /// The most sessions in one answer.
 pub const MAX_PAGE: usize = 200;
