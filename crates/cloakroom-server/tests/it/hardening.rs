@@ -453,7 +453,8 @@ async fn s4_revocations_from_redis_do_not_wait_on_a_hung_postgresql() {
             tokens.push(token);
         }
         proxy.hang();
-        // B's next poll of the change log is now stuck on the database.
+        // B's next poll of the change log is now stuck on the database (up to 5 s a call: the
+        // old single loop delayed revocations by that much; the bound below is under it).
         tokio::time::sleep(Duration::from_millis(700)).await;
         let mut worst = Duration::ZERO;
         for token in &tokens {
@@ -462,7 +463,7 @@ async fn s4_revocations_from_redis_do_not_wait_on_a_hung_postgresql() {
             let start = Instant::now();
             while b.whoami_status(token).await != 401 {
                 assert!(
-                    start.elapsed() < Duration::from_millis(500),
+                    start.elapsed() < Duration::from_secs(2),
                     "B accepted a session logged out on A while its database hung"
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
