@@ -214,6 +214,11 @@ async fn j3_j4_structure_and_strict_base64url() {
         format!("{h}.{}\n{}.{s}", &p[..5], &p[5..]),
     ];
     for token in cases {
+        // A signature with no `-` or `_` has no standard-alphabet twin: that case is the good
+        // token itself (about one run in 15).
+        if token == good {
+            continue;
+        }
         c.refused(&token, &format!("{token:.60}")).await;
     }
     // Non-canonical trailing bits: same bytes, different text.
