@@ -765,12 +765,13 @@ impl Auth {
     /// Ends a user's oldest sessions beyond `max_sessions_per_user`, never `new` (logins in
     /// the same second tie on their start time).
     async fn end_sessions_beyond_cap(&self, user: UserId, new: SessionId) -> Result<(), AuthError> {
-        let sessions = self.store.list_for_user(user).await?;
-        // Newest first: everything past the cap is the oldest.
-        let others = sessions.iter().filter(|s| s.id != new);
-        for old in others.skip(self.config.max_sessions_per_user.saturating_sub(1)) {
-            tracing::info!(user = %user, session = %old.id, "oldest session ended: too many");
-            self.end_session_record(old.id).await?;
+        let past = self
+            .store
+            .sessions_past(user, self.config.max_sessions_per_user)
+            .await?;
+        for old in past.into_iter().filter(|id| *id != new) {
+            tracing::info!(user = %user, session = %old, "oldest session ended: too many");
+            self.end_session_record(old).await?;
         }
         Ok(())
     }

@@ -120,6 +120,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn touch(&self, seen: &[(SessionId, OffsetDateTime)]) -> Result<(), StoreError>;
     /// A user's sessions, newest first.
     async fn list_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
+    /// The ids of a user's sessions after the `keep` newest, oldest last (at most 1 000 of
+    /// them): what a cap on sessions per user ends. Reads no more than it returns and skips.
+    async fn sessions_past(&self, user: UserId, keep: usize) -> Result<Vec<SessionId>, StoreError>;
     /// Atomically swaps the session's secret from `old` to `new`; false if the session is gone
     /// or its secret is no longer `old`.
     async fn replace_secret(

@@ -372,6 +372,23 @@ macro_rules! sql_store {
                 rows.iter().map(rows::session).collect()
             }
 
+            async fn sessions_past(
+                &self,
+                user: UserId,
+                keep: usize,
+            ) -> Result<Vec<SessionId>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id FROM sessions WHERE user_id = $1 \
+                     ORDER BY created_at DESC, id LIMIT 1000 OFFSET $2",
+                )
+                .bind(user.to_string())
+                .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter().map(|r| rows::session_id(r, "id")).collect()
+            }
+
             async fn replace_secret(
                 &self,
                 id: SessionId,

@@ -451,6 +451,29 @@ async fn concurrent_rotations_mint_one_successor(store: Arc<dyn Store>) {
     );
 }
 
+async fn sessions_past_the_newest_are_listed_oldest_last(store: &dyn Store) {
+    let u = user("past@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (s, _) = session(u.id, t0() + Duration::seconds(i));
+        store.insert_session(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    // Newest first: the last four inserted are kept; the two oldest are past them.
+    assert_eq!(
+        store.sessions_past(u.id, 4).await.unwrap(),
+        vec![ids[1], ids[0]]
+    );
+    assert!(store.sessions_past(u.id, 6).await.unwrap().is_empty());
+    assert_eq!(store.sessions_past(u.id, 0).await.unwrap().len(), 6);
+    assert!(store
+        .sessions_past(UserId::random(), 0)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn concurrent_revoke_all_ends_each_session_once(store: Arc<dyn Store>) {
     let u = user("everywhere@example.com");
     store.insert_user(&u, "h").await.unwrap();
@@ -536,7 +559,8 @@ contract!(sqlite:
     revoke_is_in_the_change_log,
     revoke_all_keeps_one,
     replace_secret_is_compare_and_set,
-    delete_expired_respects_grace;
+    delete_expired_respects_grace,
+    sessions_past_the_newest_are_listed_oldest_last;
     concurrent_replace_secret_has_one_winner,
     concurrent_rotations_mint_one_successor,
     concurrent_revoke_all_ends_each_session_once);
@@ -583,7 +607,8 @@ contract_pg!(
     revoke_is_in_the_change_log,
     revoke_all_keeps_one,
     replace_secret_is_compare_and_set,
-    delete_expired_respects_grace;
+    delete_expired_respects_grace,
+    sessions_past_the_newest_are_listed_oldest_last;
     concurrent_replace_secret_has_one_winner,
     concurrent_rotations_mint_one_successor,
     concurrent_revoke_all_ends_each_session_once);
@@ -634,7 +659,8 @@ contract_redis!(
     revoke_is_remembered_and_touch_never_resurrects,
     revoke_all_keeps_one,
     replace_secret_is_compare_and_set,
-    delete_expired_respects_grace;
+    delete_expired_respects_grace,
+    sessions_past_the_newest_are_listed_oldest_last;
     concurrent_replace_secret_has_one_winner,
     concurrent_rotations_mint_one_successor,
     concurrent_revoke_all_ends_each_session_once);

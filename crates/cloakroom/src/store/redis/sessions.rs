@@ -404,6 +404,19 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    async fn sessions_past(&self, user: UserId, keep: usize) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(self.keys.index(&user.to_string()))
+            .arg(keep)
+            .arg(keep.saturating_add(999))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        ids.iter()
+            .map(|id| id.parse().map_err(|_| corrupt("id")))
+            .collect()
+    }
+
     async fn list_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
         let user = user.to_string();
         let mut conn = self.conn.clone();
