@@ -97,7 +97,8 @@ pub struct RawSettings {
     /// more get 429 [default: 4]
     #[arg(long, global = true, env = "CLOAKROOM_HASHING_PER_CLIENT")]
     pub hashing_per_client: Option<usize>,
-    /// Live sessions one user may have; a new login ends the oldest beyond it [default: 100]
+    /// Live sessions one user may have; a new login ends the oldest beyond it; 0: no cap
+    /// [default: 100]
     #[arg(long, global = true, env = "CLOAKROOM_MAX_SESSIONS_PER_USER")]
     pub max_sessions_per_user: Option<usize>,
     /// Store lookups per second of well-formed session or refresh tokens without a valid check
@@ -495,10 +496,11 @@ impl Settings {
                 .hashing_per_client
                 .unwrap_or(defaults.hashing_per_client)
                 .max(1),
-            max_sessions_per_user: raw
-                .max_sessions_per_user
-                .unwrap_or(defaults.max_sessions_per_user)
-                .max(1),
+            max_sessions_per_user: match raw.max_sessions_per_user {
+                Some(0) => usize::MAX,
+                Some(n) => n,
+                None => defaults.max_sessions_per_user,
+            },
             unchecked_lookups_per_sec: raw
                 .unchecked_token_lookups
                 .unwrap_or(defaults.unchecked_lookups_per_sec),
@@ -633,7 +635,11 @@ impl Settings {
             login_account_free_failures: a.account_throttle.free_failures,
             login_ip_free_failures: a.ip_throttle.free_failures,
             hashing_per_client: a.hashing_per_client,
-            max_sessions_per_user: a.max_sessions_per_user,
+            max_sessions_per_user: if a.max_sessions_per_user == usize::MAX {
+                0
+            } else {
+                a.max_sessions_per_user
+            },
             unchecked_token_lookups: a.unchecked_lookups_per_sec,
             signups_per_hour: a.signup_limit,
             jwt_alg: a.jwt.algorithm.as_str(),

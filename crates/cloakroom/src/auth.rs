@@ -59,7 +59,8 @@ pub struct AuthConfig {
     /// this process (queued or hashing); more are refused as too many attempts. So one client,
     /// even with the right password, cannot fill the hashing queue that everyone shares.
     pub hashing_per_client: usize,
-    /// Live sessions one user may have; a login beyond it ends the oldest.
+    /// Live sessions one user may have; a login beyond it ends the oldest. `usize::MAX`: no
+    /// cap (nothing is read at login).
     pub max_sessions_per_user: usize,
     /// Store lookups per second, per instance, of well-formed tokens that carry no valid check
     /// value: tokens minted before the check existed (every token now carries one), or forged
@@ -765,6 +766,9 @@ impl Auth {
     /// Ends a user's oldest sessions beyond `max_sessions_per_user`, never `new` (logins in
     /// the same second tie on their start time).
     async fn end_sessions_beyond_cap(&self, user: UserId, new: SessionId) -> Result<(), AuthError> {
+        if self.config.max_sessions_per_user == usize::MAX {
+            return Ok(());
+        }
         let past = self
             .store
             .sessions_past(user, self.config.max_sessions_per_user)
