@@ -359,27 +359,15 @@ async fn load_token_check(
     store: &dyn Store,
     sealing: Option<&crate::sealing::KeySet>,
 ) -> Result<TokenCheck, AuthError> {
-    use crate::sealing::KeySet;
+    use crate::sealing::{open_stored, seal_stored};
+    let context = TOKEN_CHECK.as_bytes();
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-    let candidate = match sealing {
-        Some(keys) => keys
-            .seal(TOKEN_CHECK.as_bytes(), &key)
-            .map_err(|e| AuthError::Keys(e.to_string()))?,
-        None => key.to_vec(),
-    };
+    let candidate =
+        seal_stored(sealing, context, &key).map_err(|e| AuthError::Keys(e.to_string()))?;
     let stored = store.shared_secret(TOKEN_CHECK, &candidate).await?;
-    let key = match (KeySet::sealed_with(&stored), sealing) {
-        (None, _) => stored,
-        (Some(_), Some(keys)) => keys
-            .open(TOKEN_CHECK.as_bytes(), &stored)
-            .map_err(|e| AuthError::Keys(format!("the tokens' check key: {e}")))?,
-        (Some(_), None) => {
-            return Err(AuthError::Keys(
-                "the tokens' check key is sealed, and no key-encryption key is configured".into(),
-            ))
-        }
-    };
+    let key = open_stored(sealing, context, &stored)
+        .map_err(|e| AuthError::Keys(format!("the tokens' check key: {e}")))?;
     Ok(TokenCheck::new(&key))
 }
 

@@ -194,6 +194,41 @@ impl KeySet {
     }
 }
 
+/// Reads a value as the store keeps it: opened with `keys` if it was sealed, as it is if it is
+/// in clear (kept before sealing was configured).
+pub fn open_stored(
+    keys: Option<&KeySet>,
+    context: &[u8],
+    stored: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    match (KeySet::sealed_with(stored), keys) {
+        (None, _) => Ok(stored.to_vec()),
+        (Some(_), Some(keys)) => keys.open(context, stored),
+        (Some(id), None) => Err(SealError::UnknownKek(id.to_string())),
+    }
+}
+
+/// A value as the store should keep it: sealed with the current KEK when there are keys.
+pub fn seal_stored(
+    keys: Option<&KeySet>,
+    context: &[u8],
+    plain: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    match keys {
+        Some(keys) => keys.seal(context, plain),
+        None => Ok(plain.to_vec()),
+    }
+}
+
+/// Whether a stored value should be sealed again with `keys`' current KEK: it is in clear or,
+/// when `all`, sealed with another KEK.
+pub fn needs_resealing(keys: &KeySet, stored: &[u8], all: bool) -> bool {
+    match KeySet::sealed_with(stored) {
+        None => true,
+        Some(id) => all && id != keys.current_id(),
+    }
+}
+
 /// Writes a new file that only its owner can read.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

@@ -76,13 +76,6 @@ pub trait Throttle: Send + Sync + 'static {
         policy: &ThrottlePolicy,
         at: OffsetDateTime,
     ) -> Result<Option<Duration>, StoreError>;
-    /// Counts one failure for `key`.
-    async fn record_failure(
-        &self,
-        key: &str,
-        policy: &ThrottlePolicy,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError>;
     /// Takes one attempt for `key` before the work it guards, in one atomic step: held back,
     /// it answers the wait and counts nothing; otherwise it counts the attempt as a failure
     /// at once. So a burst of parallel attempts cannot all pass one check before any of them
@@ -177,16 +170,6 @@ impl Throttle for MemoryThrottle {
         }))
     }
 
-    async fn record_failure(
-        &self,
-        key: &str,
-        policy: &ThrottlePolicy,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.with(|map| count_failure(map, key, policy, at));
-        Ok(())
-    }
-
     async fn reserve(
         &self,
         key: &str,
@@ -262,21 +245,26 @@ mod tests {
         let t = MemoryThrottle::new();
         let p = ThrottlePolicy::ACCOUNT;
         let t0 = OffsetDateTime::UNIX_EPOCH;
-        for _ in 0..5 {
-            t.record_failure("k", &p, t0).await?;
+        for _ in 0..6 {
+            assert_eq!(t.reserve("k", &p, t0).await?, None);
         }
-        assert_eq!(t.retry_after("k", &p, t0).await?, None);
-        t.record_failure("k", &p, t0).await?;
         assert_eq!(
             t.retry_after("k", &p, t0).await?,
             Some(Duration::seconds(1))
         );
         assert_eq!(
+            t.reserve("k", &p, t0).await?,
+            Some(Duration::seconds(1)),
+            "held back: nothing counted"
+        );
+        t.release("k").await?;
+        assert_eq!(t.retry_after("k", &p, t0).await?, None, "given back");
+        assert_eq!(
             t.retry_after("k", &p, t0 + Duration::seconds(1)).await?,
             None
         );
         t.clear("k").await?;
-        t.record_failure("k", &p, t0).await?;
+        assert_eq!(t.reserve("k", &p, t0).await?, None);
         assert_eq!(t.retry_after("k", &p, t0).await?, None);
         Ok(())
     }

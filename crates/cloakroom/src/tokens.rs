@@ -196,25 +196,14 @@ pub(crate) async fn load_ring(
     Ok(KeyRing::new(signing, verify))
 }
 
-/// A stored signing key with its private key in clear: opened with `sealing` if sealed. A
-/// sealed key without the keys to open it, or one that does not open, is an error that says so.
+/// A stored signing key with its private key in clear (see [`crate::sealing::open_stored`]).
 fn unseal(
     mut key: crate::jwt::StoredKey,
     sealing: Option<&crate::sealing::KeySet>,
 ) -> Result<crate::jwt::StoredKey, AuthError> {
-    use crate::sealing::KeySet;
-    if KeySet::sealed_with(&key.private_pkcs8).is_none() {
-        return Ok(key);
-    }
-    let keys = sealing.ok_or_else(|| {
-        AuthError::Keys(format!(
-            "signing key {} is sealed, and no key-encryption key is configured",
-            key.kid
-        ))
-    })?;
-    key.private_pkcs8 = keys
-        .open(key.kid.as_bytes(), &key.private_pkcs8)
-        .map_err(|e| AuthError::Keys(format!("signing key {}: {e}", key.kid)))?;
+    key.private_pkcs8 =
+        crate::sealing::open_stored(sealing, key.kid.as_bytes(), &key.private_pkcs8)
+            .map_err(|e| AuthError::Keys(format!("signing key {}: {e}", key.kid)))?;
     Ok(key)
 }
 
@@ -223,11 +212,9 @@ fn seal_key(
     mut key: crate::jwt::StoredKey,
     sealing: Option<&crate::sealing::KeySet>,
 ) -> Result<crate::jwt::StoredKey, AuthError> {
-    if let Some(keys) = sealing {
-        key.private_pkcs8 = keys
-            .seal(key.kid.as_bytes(), &key.private_pkcs8)
+    key.private_pkcs8 =
+        crate::sealing::seal_stored(sealing, key.kid.as_bytes(), &key.private_pkcs8)
             .map_err(|e| AuthError::Keys(e.to_string()))?;
-    }
     Ok(key)
 }
 
@@ -335,37 +322,32 @@ impl Auth {
                 "no key-encryption key is configured".into(),
             ));
         };
+        use crate::sealing::{needs_resealing, open_stored, seal_stored};
+        let reseal = |context: &str, stored: &[u8]| {
+            open_stored(Some(sealing), context.as_bytes(), stored)
+                .and_then(|clear| seal_stored(Some(sealing), context.as_bytes(), &clear))
+                .map_err(|e| AuthError::Keys(format!("{context}: {e}")))
+        };
         let mut done = 0;
         for stored in self.store.list_keys().await? {
-            match crate::sealing::KeySet::sealed_with(&stored.private_pkcs8) {
-                Some(id) if id == sealing.current_id() || !all => continue,
-                _ => {}
+            if !needs_resealing(sealing, &stored.private_pkcs8, all) {
+                continue;
             }
-            let old = stored.private_pkcs8.clone();
-            let kid = stored.kid.clone();
-            let clear = unseal(stored, Some(sealing))?;
-            let sealed = sealing
-                .seal(kid.as_bytes(), &clear.private_pkcs8)
-                .map_err(|e| AuthError::Keys(e.to_string()))?;
-            if self.store.replace_private_key(&kid, &old, &sealed).await? {
-                tracing::info!(kid = %kid, kek = sealing.current_id(), "signing key sealed");
+            let sealed = reseal(&stored.kid, &stored.private_pkcs8)?;
+            if self
+                .store
+                .replace_private_key(&stored.kid, &stored.private_pkcs8, &sealed)
+                .await?
+            {
+                tracing::info!(kid = %stored.kid, kek = sealing.current_id(), "signing key sealed");
                 done += 1;
             }
         }
         // The tokens' check key, the same way.
         let name = crate::auth::TOKEN_CHECK;
         let stored = self.store.shared_secret(name, &[]).await?;
-        let current = crate::sealing::KeySet::sealed_with(&stored);
-        if current != Some(sealing.current_id()) && (all || current.is_none()) {
-            let clear = match current {
-                None => stored.clone(),
-                Some(_) => sealing
-                    .open(name.as_bytes(), &stored)
-                    .map_err(|e| AuthError::Keys(format!("the tokens' check key: {e}")))?,
-            };
-            let sealed = sealing
-                .seal(name.as_bytes(), &clear)
-                .map_err(|e| AuthError::Keys(e.to_string()))?;
+        if needs_resealing(sealing, &stored, all) {
+            let sealed = reseal(name, &stored)?;
             if self
                 .store
                 .replace_shared_secret(name, &stored, &sealed)

@@ -103,7 +103,12 @@ async fn shared_and_rotated(url: String) {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(b.bearer_status(&fresh).await, 200, "key {kid}");
+    // B's own reload (every 2 s) may race the one above with an older list: wait for it.
+    let start = std::time::Instant::now();
+    while b.bearer_status(&fresh).await != 200 {
+        assert!(start.elapsed().as_secs() < 5, "B never verified key {kid}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // An instance with another key-encryption key refuses to start, and says why.
     let other = dir.path().join("other");
     std::fs::write(&other, new_key()).unwrap();

@@ -257,12 +257,12 @@ async fn throttle(prefix: RedisPrefix) {
     let p = ThrottlePolicy::ACCOUNT;
     let t0 = now();
     for _ in 0..3 {
-        ta.record_failure("acct:eve@example.com", &p, t0)
-            .await
-            .unwrap();
-        tb.record_failure("acct:eve@example.com", &p, t0)
-            .await
-            .unwrap();
+        for t in [&ta, &tb] {
+            assert_eq!(
+                t.reserve("acct:eve@example.com", &p, t0).await.unwrap(),
+                None
+            );
+        }
     }
     assert_eq!(
         ta.retry_after("acct:eve@example.com", &p, t0)

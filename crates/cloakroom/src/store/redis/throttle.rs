@@ -12,24 +12,6 @@ use super::{hex, map_err, Keys};
 use crate::store::StoreError;
 use crate::throttle::{Throttle, ThrottlePolicy};
 
-/// Counts one failure (KEYS: counters; ARGV: at, window, ttl): failures older than the window
-/// are forgotten first, as in memory.
-static FAILURE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local h = redis.call('HMGET', KEYS[1], 'failures', 'last')
-        local at = tonumber(ARGV[1])
-        local failures = tonumber(h[1]) or 0
-        if h[2] and at - tonumber(h[2]) > tonumber(ARGV[2]) then failures = 0 end
-        redis.call('HSET', KEYS[1], 'failures', failures + 1, 'last', ARGV[1])
-        if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
-          redis.call('EXPIRE', KEYS[1], ARGV[3])
-        end
-        return failures + 1
-        ",
-    )
-});
-
 /// Takes one attempt (KEYS: counters; ARGV: at, window, ttl, free failures, base delay, max
 /// delay): the seconds to wait when held back (the rule of `ThrottlePolicy::wait`, in Lua), or
 /// -1 after counting the attempt as a failure.
@@ -139,24 +121,6 @@ impl Throttle for RedisThrottle {
             ));
         };
         Ok(policy.wait(failures, last, at))
-    }
-
-    async fn record_failure(
-        &self,
-        key: &str,
-        policy: &ThrottlePolicy,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let ttl = (policy.window + policy.max_delay).whole_seconds().max(1);
-        let _: i64 = FAILURE
-            .key(self.key(key))
-            .arg(at.unix_timestamp())
-            .arg(policy.window.whole_seconds())
-            .arg(ttl)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     async fn reserve(
