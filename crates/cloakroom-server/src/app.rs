@@ -1,6 +1,7 @@
 //! Building the application from settings and serving it: the store, the engine, the router,
-//! the background tasks that keep memory and store in step, and graceful shutdown.
+//! the engine's upkeep (see `cloakroom::maintenance`), and graceful shutdown.
 
+use cloakroom::web::RequestRules;
 use cloakroom::{Auth, Clock, PostgresStore, RedisStore, SqliteStore, Store, Throttle};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -18,15 +19,6 @@ use crate::http::metrics::{wall_ms, Metrics};
 use crate::http::{self, AppState, StateInner};
 use crate::settings::Settings;
 
-/// How often the change log is read when nothing pushes notifications (SQLite; CLI revocations
-/// show up within this, plus a query). PostgreSQL notifies at once and this is the safety net.
-pub const CHANGE_POLL: Duration = Duration::from_millis(250);
-/// How often last-seen times are written to the store.
-pub const ACTIVITY_FLUSH: Duration = Duration::from_secs(5);
-/// How often signing keys are reread (a `keys rotate` from the CLI shows up within this).
-pub const KEY_RELOAD: Duration = Duration::from_secs(2);
-/// How often expired sessions are swept.
-pub const SWEEP: Duration = Duration::from_secs(60);
 /// Longest wait for in-flight requests at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -116,21 +108,43 @@ pub async fn engine(
     clock: Arc<dyn Clock>,
     port: u16,
 ) -> Result<Arc<Auth>, StartError> {
+    open_engine(settings, clock, port, true).await
+}
+
+/// The engine for an admin command: it creates nothing when it starts (see [`Auth::for_admin`]).
+pub async fn admin_engine(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    port: u16,
+) -> Result<Arc<Auth>, StartError> {
+    open_engine(settings, clock, port, false).await
+}
+
+async fn open_engine(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    port: u16,
+    serving: bool,
+) -> Result<Arc<Auth>, StartError> {
     let mut config = settings.auth_config(port);
     config.sealing = settings
         .secrets
         .load()
         .map_err(StartError::Secrets)?
         .map(Arc::new);
-    if config.sealing.is_none() {
+    if config.sealing.is_none() && serving {
         tracing::warn!(
             "signing keys are stored in clear in the database: set --secrets-key-file or \
              CLOAKROOM_SECRETS_KEY (the same on every instance) to seal them"
         );
     }
-    let auth = match open_stores(settings).await? {
-        (store, None) => Auth::new(store, config, clock).await?,
-        (store, Some(throttle)) => Auth::with_throttle(store, throttle, config, clock).await?,
+    let (store, throttle) = open_stores(settings).await?;
+    let throttle =
+        throttle.unwrap_or_else(|| Arc::new(cloakroom::MemoryThrottle::new()) as Arc<dyn Throttle>);
+    let auth = if serving {
+        Auth::with_throttle(store, throttle, config, clock).await?
+    } else {
+        Auth::for_admin(store, throttle, config, clock).await?
     };
     Ok(Arc::new(auth))
 }
@@ -175,8 +189,7 @@ fn state(
     let cookie = settings.cookie_policy();
     AppState::new(StateInner {
         auth,
-        cookie,
-        origins: origins(settings, bound),
+        rules: RequestRules::new(cookie, origins(settings, bound)),
         trusted_proxies: settings.trusted_proxies.clone(),
         hsts: cookie.is_secure(),
         metrics,
@@ -292,7 +305,13 @@ async fn run(
     header_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
-    let background = tokio::spawn(background(Arc::clone(&auth), metrics, stop.clone()));
+    let observed = Arc::clone(&metrics);
+    let maintenance = auth.spawn_maintenance_observed(
+        stop.clone(),
+        Some(Arc::new(move |sent_ms| {
+            observed.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0)
+        })),
+    );
     let mut http = hyper::server::conn::http1::Builder::new();
     http.header_read_timeout(header_timeout)
         // A header block over 64 KiB, or over hyper's default of 100 headers, gets 431.
@@ -333,114 +352,5 @@ async fn run(
     {
         tracing::warn!("some connections were still open at the end of the grace period");
     }
-    let _ = background.await;
-    if let Err(e) = auth.flush_activity().await {
-        tracing::warn!(error = %e, "could not write the last activity");
-    }
-}
-
-/// Applies each revocation event the store pushes, until told to stop or the feed ends.
-async fn apply_revocations(
-    auth: Arc<Auth>,
-    metrics: Arc<Metrics>,
-    mut events: tokio::sync::mpsc::Receiver<cloakroom::RevocationEvent>,
-    stop: watch::Receiver<bool>,
-) {
-    let mut stop_signal = std::pin::pin!(stopped(stop));
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => {
-                    if let cloakroom::RevocationEvent::Revoked { sent_ms: Some(sent_ms), .. } = event {
-                        metrics.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0);
-                    }
-                    auth.apply_revocation(event);
-                }
-                None => return,
-            },
-            _ = &mut stop_signal => return,
-        }
-    }
-}
-
-/// Keeps the in-memory state and the store in step until told to stop.
-async fn background(auth: Arc<Auth>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
-    let mut changes = tokio::time::interval(CHANGE_POLL);
-    let mut flush = tokio::time::interval(ACTIVITY_FLUSH);
-    let mut sweep = tokio::time::interval(SWEEP);
-    let mut keys = tokio::time::interval(KEY_RELOAD);
-    for i in [&mut changes, &mut flush, &mut sweep, &mut keys] {
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    let mut pushed = match auth.watch_changes().await {
-        Ok(rx) => rx,
-        Err(e) => {
-            tracing::warn!(error = %e, "no change notifications; polling only");
-            None
-        }
-    };
-    match auth.revocation_events().await {
-        // Revocations pushed by Redis are applied by a task of their own, so that they never
-        // wait behind a slow or hung database call of this loop.
-        Ok(Some(rx)) => {
-            tokio::spawn(apply_revocations(
-                Arc::clone(&auth),
-                Arc::clone(&metrics),
-                rx,
-                stop.clone(),
-            ));
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "no revocation feed"),
-    }
-    let mut stop_signal = std::pin::pin!(stopped(stop));
-    loop {
-        let notified = async {
-            match pushed.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            signal = notified => {
-                match auth.apply_changes().await {
-                    Ok(_) => {
-                        if let Some(Some(sent_ms)) = signal {
-                            metrics.observe_propagation((wall_ms() - sent_ms) as f64 / 1000.0);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading the change log failed"),
-                }
-                if signal.is_none() {
-                    pushed = None;
-                }
-            }
-            _ = changes.tick() => {
-                if let Err(e) = auth.apply_changes().await {
-                    tracing::warn!(error = %e, "reading the change log failed");
-                }
-            }
-            _ = flush.tick() => {
-                if let Err(e) = auth.flush_activity().await {
-                    tracing::warn!(error = %e, "writing activity failed");
-                }
-                if let Err(e) = auth.maintain().await {
-                    tracing::warn!(error = %e, "store housekeeping failed");
-                }
-            }
-            _ = sweep.tick() => {
-                match auth.sweep().await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweeping failed"),
-                }
-            }
-            _ = keys.tick() => {
-                if let Err(e) = auth.reload_keys().await {
-                    tracing::warn!(error = %e, "reloading signing keys failed");
-                }
-            }
-            _ = &mut stop_signal => return,
-        }
-    }
+    maintenance.finish().await;
 }

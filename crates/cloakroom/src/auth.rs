@@ -438,6 +438,29 @@ impl Auth {
         config: AuthConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AuthError> {
+        Self::start(store, throttle, config, clock, true).await
+    }
+
+    /// The engine for administration (the CLI): like [`Auth::with_throttle`], but starting it
+    /// writes nothing: no signing key is created when there is none, keys stored in clear are
+    /// left as they are (`rekey` seals them), and the tokens' check key is not stored, so
+    /// this engine does not recognise session tokens.
+    pub async fn for_admin(
+        store: Arc<dyn Store>,
+        throttle: Arc<dyn Throttle>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthError> {
+        Self::start(store, throttle, config, clock, false).await
+    }
+
+    async fn start(
+        store: Arc<dyn Store>,
+        throttle: Arc<dyn Throttle>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+        serving: bool,
+    ) -> Result<Self, AuthError> {
         let hasher = PasswordHasher::with_priority(
             config.argon2,
             config.hash_threads,
@@ -449,8 +472,14 @@ impl Auth {
         for (id, exp) in store.revoked_sessions(clock.now()).await? {
             live.revoke(id, exp);
         }
-        let ring = load_ring(&*store, &config, clock.now(), true).await?;
-        let check = load_token_check(&*store, config.sealing.as_deref()).await?;
+        let ring = load_ring(&*store, &config, clock.now(), serving).await?;
+        let check = if serving {
+            load_token_check(&*store, config.sealing.as_deref()).await?
+        } else {
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+            TokenCheck::new(&key)
+        };
         let claims_policy = config.jwt.policy();
         let auth = Self {
             keys: ArcSwap::from_pointee(ring),
@@ -472,7 +501,11 @@ impl Auth {
             revocations: tokio::sync::broadcast::channel(REVOCATION_BUFFER).0,
             sync: tokio::sync::Mutex::new(()),
         };
-        let sealed = auth.seal_clear_keys().await?;
+        let sealed = if serving {
+            auth.seal_clear_keys().await?
+        } else {
+            0
+        };
         if sealed > 0 {
             tracing::info!(
                 count = sealed,

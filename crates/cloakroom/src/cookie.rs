@@ -5,7 +5,15 @@
 //! plain-http localhost (development) it is `cloakroom_session` without `Secure`, because a
 //! browser would drop a `Secure` cookie there. `Max-Age` is sent only for "remember me".
 
-use time::Duration;
+use time::{Duration, OffsetDateTime};
+
+use crate::Session;
+
+/// Whether a session cookie's value is an access JWT (a cookie session started with
+/// `cookie: "jwt"`); the opaque session token has no dots.
+pub fn holds_jwt(cookie_value: &str) -> bool {
+    cookie_value.contains('.')
+}
 
 /// The production cookie name.
 pub const SESSION_COOKIE: &str = "__Host-cloakroom_session";
@@ -66,6 +74,13 @@ impl CookiePolicy {
             s.push_str(&format!("; Max-Age={secs}"));
         }
         s
+    }
+
+    /// A `Set-Cookie` value carrying `value` for `session`: persistent until the session's
+    /// absolute deadline if it is remembered, else a browser-session cookie.
+    pub fn for_session(&self, value: &str, session: &Session, now: OffsetDateTime) -> String {
+        let max_age = session.remember.then(|| session.absolute_expires_at - now);
+        self.set(value, max_age)
     }
 
     /// A `Set-Cookie` value that removes the cookie.

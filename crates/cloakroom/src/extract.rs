@@ -33,14 +33,17 @@
 //! }
 //! ```
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use crate::{Auth, AuthError, CookiePolicy, Presented};
+use crate::web::{error_response, Refusal, RequestRules};
+use crate::{Auth, AuthError};
 
 /// Who is calling, as either mode knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +68,13 @@ impl Identity {
 /// How requests are checked.
 #[derive(Clone)]
 pub enum Verifier {
-    /// The engine in this process; `cookie` names the session cookie.
+    /// The engine in this process, reading requests by the same [`RequestRules`] as the
+    /// cloakroom server: the same credentials, the same cross-site checks.
     Embedded {
         /// The engine.
         auth: Arc<Auth>,
-        /// The session cookie's policy.
-        cookie: CookiePolicy,
+        /// The session cookie and the origins that count as this app's.
+        rules: RequestRules,
     },
     /// Access tokens verified from the JWKS.
     #[cfg(feature = "remote")]
@@ -88,66 +92,58 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// The layer that makes this verifier available to the extractors.
-    pub fn layer(self) -> axum::Extension<Arc<Verifier>> {
-        axum::Extension(Arc::new(self))
+    /// The layer that makes this verifier available to the extractors (and sets a renewed JWT
+    /// cookie on the response, in embedded mode).
+    pub fn layer(self) -> VerifierLayer {
+        VerifierLayer(Arc::new(self))
     }
 
-    /// Checks a request's credentials: the bearer token, else (embedded) the session cookie.
+    /// Checks a request's credentials. Embedded: the bearer token, else the session cookie;
+    /// remote: the bearer token.
     pub async fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Identity, Rejection> {
-        let bearer = bearer(headers)?;
+        self.check_renewing(method, headers).await.map(|(id, _)| id)
+    }
+
+    async fn check_renewing(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<(Identity, Option<String>), Rejection> {
         match self {
-            Self::Embedded { auth, cookie } => {
-                let who = if let Some(token) = bearer {
-                    auth.authenticate_bearer(token).await
-                } else {
-                    let values = headers
-                        .get_all(header::COOKIE)
+            Self::Embedded { auth, rules } => {
+                let caller = rules
+                    .authenticate(auth, method, headers)
+                    .await
+                    .map_err(Rejection::from)?;
+                let who = caller.who;
+                let id = Identity {
+                    user_id: who.user.id.to_string(),
+                    session_id: who.session.id.to_string(),
+                    roles: who
+                        .user
+                        .roles
                         .iter()
-                        .filter_map(|v| v.to_str().ok());
-                    let token = match cookie.find(values) {
-                        Presented::One(t) => t.to_string(),
-                        _ => return Err(Rejection::Unauthenticated { bearer: false }),
-                    };
-                    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-                        && looks_cross_site(headers)
-                    {
-                        return Err(Rejection::CrossSite);
-                    }
-                    if token.contains('.') {
-                        auth.authenticate_jwt_cookie(&token).await
-                    } else {
-                        auth.authenticate(&token).await
-                    }
+                        .map(|r| r.as_str().to_string())
+                        .collect(),
+                    email: Some(who.user.email.as_str().to_string()),
                 };
-                match who {
-                    Ok(who) => Ok(Identity {
-                        user_id: who.user.id.to_string(),
-                        session_id: who.session.id.to_string(),
-                        roles: who
-                            .user
-                            .roles
-                            .iter()
-                            .map(|r| r.as_str().to_string())
-                            .collect(),
-                        email: Some(who.user.email.as_str().to_string()),
-                    }),
-                    Err(AuthError::Store(_)) => Err(Rejection::Unavailable),
-                    Err(_) => Err(Rejection::Unauthenticated {
-                        bearer: bearer.is_some(),
-                    }),
-                }
+                Ok((id, caller.renewed_cookie))
             }
             #[cfg(feature = "remote")]
             Self::Remote(remote) => {
-                let token = bearer.ok_or(Rejection::Unauthenticated { bearer: false })?;
+                let token = crate::web::bearer_token(headers)
+                    .map_err(|_| Rejection::Unauthenticated { bearer: true })?
+                    .ok_or(Rejection::Unauthenticated { bearer: false })?;
                 match remote.verify(token).await {
-                    Ok(id) => Ok(Identity {
-                        user_id: id.user_id,
-                        session_id: id.session_id,
-                        roles: id.roles,
-                        email: None,
-                    }),
+                    Ok(id) => Ok((
+                        Identity {
+                            user_id: id.user_id,
+                            session_id: id.session_id,
+                            roles: id.roles,
+                            email: None,
+                        },
+                        None,
+                    )),
                     Err(crate::remote::RemoteError::Unavailable)
                     | Err(crate::remote::RemoteError::Keys(_)) => Err(Rejection::Unavailable),
                     Err(_) => Err(Rejection::Unauthenticated { bearer: true }),
@@ -157,55 +153,60 @@ impl Verifier {
     }
 }
 
-/// A browser marks the request as coming from another site (`Sec-Fetch-Site`), or its `Origin`
-/// is not this host's.
-fn looks_cross_site(headers: &HeaderMap) -> bool {
-    let get = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if matches!(
-        get("sec-fetch-site"),
-        Some("cross-site") | Some("same-site")
-    ) {
-        return true;
-    }
-    match (get("origin"), get("host")) {
-        (Some(origin), Some(host)) => url::Url::parse(origin)
-            .ok()
-            .and_then(|u| {
-                let h = u.host_str()?.to_string();
-                Some(match u.port() {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h,
-                })
-            })
-            .is_none_or(|o| o != host),
-        (Some(_), None) => true,
-        _ => false,
+/// Makes a [`Verifier`] available to the extractors of the routes it wraps.
+#[derive(Clone, Debug)]
+pub struct VerifierLayer(Arc<Verifier>);
+
+impl<S> tower_layer::Layer<S> for VerifierLayer {
+    type Service = VerifierService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        VerifierService {
+            inner,
+            verifier: self.0.clone(),
+        }
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    let invalid = Rejection::Unauthenticated { bearer: true };
-    if values.next().is_some() {
-        return Err(invalid);
+/// The service of [`VerifierLayer`].
+#[derive(Clone, Debug)]
+pub struct VerifierService<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+/// Where an extractor leaves a renewed JWT cookie for the response.
+#[derive(Debug, Clone, Default)]
+struct RenewalSlot(Arc<Mutex<Option<String>>>);
+
+impl<S> tower_service::Service<Request> for VerifierService<S>
+where
+    S: tower_service::Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
-    let value = value.to_str().map_err(|_| invalid.clone())?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer")
-                && !token.is_empty()
-                && !token.contains(' ') =>
-        {
-            Ok(Some(token))
-        }
-        _ => Err(invalid),
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let slot = RenewalSlot::default();
+        req.extensions_mut().insert(self.verifier.clone());
+        req.extensions_mut().insert(slot.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut res = fut.await?;
+            let renewed = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(v) = renewed.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                if !res.headers().contains_key(header::SET_COOKIE) {
+                    res.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            Ok(res)
+        })
     }
 }
 
@@ -225,15 +226,39 @@ pub enum Rejection {
     Unavailable,
     /// The layer is missing: 500 (a programming error).
     NoVerifier,
+    /// Checking failed for a reason of ours (logged): 500.
+    Internal,
+}
+
+impl From<Refusal> for Rejection {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::CrossOrigin => Self::CrossSite,
+            Refusal::Unauthenticated => Self::Unauthenticated { bearer: false },
+            Refusal::InvalidToken => Self::Unauthenticated { bearer: true },
+            Refusal::Failed(AuthError::Store(_) | AuthError::Overloaded { .. }) => {
+                Self::Unavailable
+            }
+            Refusal::Failed(e) => {
+                tracing::error!(error = %e, "checking a request's credentials failed");
+                Self::Internal
+            }
+        }
+    }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
-            Self::Unauthenticated { .. } => (
+            Self::Unauthenticated { bearer: false } => (
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "not signed in, or the session has ended",
+            ),
+            Self::Unauthenticated { bearer: true } => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the access token is invalid, expired or revoked",
             ),
             Self::Forbidden => (
                 StatusCode::FORBIDDEN,
@@ -250,23 +275,17 @@ impl IntoResponse for Rejection {
                 "unavailable",
                 "sign-in cannot be checked right now; try again shortly",
             ),
-            Self::NoVerifier => (
+            Self::NoVerifier | Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "something went wrong on our side",
             ),
         };
-        let body = serde_json::json!({"error": {"code": code, "message": message}});
-        let mut res = (status, axum::Json(body)).into_response();
-        if let Self::Unauthenticated { bearer } = self {
-            let challenge = if bearer {
-                "Bearer error=\"invalid_token\""
-            } else {
-                "Bearer"
-            };
+        let mut res = error_response(status, code, message);
+        if self == (Self::Unauthenticated { bearer: true }) {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -293,7 +312,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
             .get::<Arc<Verifier>>()
             .cloned()
             .ok_or(Rejection::NoVerifier)?;
-        let who = verifier.check(&parts.method, &parts.headers).await?;
+        let (who, renewed) = verifier
+            .check_renewing(&parts.method, &parts.headers)
+            .await?;
+        if let (Some(cookie), Some(slot)) = (renewed, parts.extensions.get::<RenewalSlot>()) {
+            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cookie);
+        }
         parts.extensions.insert(who.clone());
         Ok(Self(who))
     }
@@ -318,40 +342,5 @@ impl<S: Send + Sync, R: RoleName> FromRequestParts<S> for RequireRole<R> {
             return Err(Rejection::Forbidden);
         }
         Ok(Self(who, PhantomData))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cross_site_rules() {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("app.example:8080"));
-        assert!(!looks_cross_site(&h));
-        h.insert(
-            "origin",
-            HeaderValue::from_static("http://app.example:8080"),
-        );
-        assert!(!looks_cross_site(&h));
-        h.insert("origin", HeaderValue::from_static("https://evil.example"));
-        assert!(looks_cross_site(&h));
-        let mut h = HeaderMap::new();
-        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(looks_cross_site(&h));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), Ok(None));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer abc"),
-        );
-        assert_eq!(bearer(&h), Ok(Some("abc")));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert!(bearer(&h).is_err());
     }
 }

@@ -30,6 +30,7 @@ mod cookie;
 pub mod extract;
 pub mod jwt;
 mod live;
+pub mod maintenance;
 mod password;
 #[cfg(feature = "remote")]
 pub mod remote;
@@ -42,13 +43,16 @@ pub mod testing;
 mod throttle;
 mod tokens;
 mod user;
+#[cfg(feature = "axum")]
+pub mod web;
 
 pub use auth::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
     LoginRequest, Reauth, Revocation,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use cookie::{CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+pub use cookie::{holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+pub use maintenance::Maintenance;
 pub use password::{
     Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, Verified, WeakPassword,
     MAX_PASSWORD_BYTES,

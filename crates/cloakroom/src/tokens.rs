@@ -501,6 +501,16 @@ impl Auth {
         Err(AuthError::InvalidGrant)
     }
 
+    /// Recognises the session cookie's value: an access JWT (see
+    /// [`Auth::authenticate_jwt_cookie`]) or the opaque session token.
+    pub async fn authenticate_cookie(&self, value: &str) -> Result<Authenticated, AuthError> {
+        if crate::cookie::holds_jwt(value) {
+            self.authenticate_jwt_cookie(value).await
+        } else {
+            self.authenticate(value).await
+        }
+    }
+
     /// Recognises an access JWT carried as the session cookie: checked like a bearer token,
     /// and it must name a cookie session (one started with `cookie: "jwt"`). An access token of
     /// a token session is refused there, so a leaked one cannot be renewed through the cookie

@@ -107,7 +107,7 @@ async fn admin_engine(settings: &Settings) -> Result<Arc<Auth>, CliError> {
     let mut settings = settings.clone();
     settings.auth.hash_threads = 1;
     settings.auth.hash_queue = 1;
-    Ok(app::engine(&settings, Arc::new(SystemClock), settings.listen.port()).await?)
+    Ok(app::admin_engine(&settings, Arc::new(SystemClock), settings.listen.port()).await?)
 }
 
 /// Runs the parsed command line.
@@ -134,7 +134,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::User(cmd) => user::run(cmd, &*admin_engine(&settings).await?).await,
         Command::Sessions(cmd) => sessions::run(cmd, &*admin_engine(&settings).await?).await,
         Command::Keys(cmd) => keys::run(cmd, &*admin_engine(&settings).await?).await,
-        Command::Token(cmd) => token::run(cmd, &*admin_engine(&settings).await?).await,
+        Command::Token(cmd) => token::run(cmd, &settings).await,
         Command::Config(cmd) => config::run(cmd, &settings),
     }
 }

@@ -1,14 +1,15 @@
 //! `cloakroom token inspect`: decode a JWT, verify it, and audit it against RFC 8725 and RFC 9068.
 
 use clap::Subcommand;
-use cloakroom::jwt::{self, Algorithm, KeyRing, VerifyError, MAX_TOKEN_BYTES};
-use cloakroom::{Auth, ACCESS_TOKEN_TYPE};
+use cloakroom::jwt::{self, Algorithm, ClaimsPolicy, KeyRing, VerifyError, MAX_TOKEN_BYTES};
+use cloakroom::{Clock, SystemClock, ACCESS_TOKEN_TYPE};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
 
 use super::CliError;
+use crate::settings::Settings;
 
 /// `token` subcommands.
 #[derive(Debug, Subcommand)]
@@ -58,7 +59,7 @@ fn read_token(arg: Option<String>) -> Result<String, CliError> {
 const REQUIRED: [&str; 8] = ["iss", "exp", "aud", "sub", "client_id", "iat", "jti", "sid"];
 
 /// Audits `token`; returns the checks, the decoded header and claims.
-fn audit(token: &str, ring: &KeyRing, auth: &Auth) -> (Vec<Check>, Value, Value) {
+fn audit(token: &str, ring: &KeyRing, policy: &ClaimsPolicy) -> (Vec<Check>, Value, Value) {
     let mut checks = Vec::new();
     check(
         &mut checks,
@@ -66,7 +67,7 @@ fn audit(token: &str, ring: &KeyRing, auth: &Auth) -> (Vec<Check>, Value, Value)
         token.len() <= MAX_TOKEN_BYTES,
         format!("{} bytes (limit {MAX_TOKEN_BYTES})", token.len()),
     );
-    let (header, payload) = match jwt::decode_unverified(token) {
+    let (header, payload) = match jwt::insecure_decode_without_verifying(token) {
         Ok(hp) => hp,
         Err(e) => {
             check(&mut checks, "structure", false, e.to_string());
@@ -130,8 +131,7 @@ fn audit(token: &str, ring: &KeyRing, auth: &Auth) -> (Vec<Check>, Value, Value)
             format!("missing: {}", missing.join(" "))
         },
     );
-    let policy = auth.config().jwt.policy();
-    match policy.validate(&header, &payload, auth.now()) {
+    match policy.validate(&header, &payload, SystemClock.now()) {
         Ok(_) => check(
             &mut checks,
             "claims",
@@ -150,7 +150,8 @@ fn audit(token: &str, ring: &KeyRing, auth: &Auth) -> (Vec<Check>, Value, Value)
     (checks, header, claims)
 }
 
-pub(super) async fn run(cmd: TokenCommand, auth: &Auth) -> Result<(), CliError> {
+/// Inspects a token; with `--jwks` it reads nothing but that file and the settings.
+pub(super) async fn run(cmd: TokenCommand, settings: &Settings) -> Result<(), CliError> {
     let TokenCommand::Inspect { token, jwks, json } = cmd;
     let token = read_token(token)?;
     if token.is_empty() {
@@ -165,9 +166,10 @@ pub(super) async fn run(cmd: TokenCommand, auth: &Auth) -> Result<(), CliError> 
             KeyRing::from_jwks(&doc)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
         }
-        None => (*auth.key_ring()).clone(),
+        None => (*super::admin_engine(settings).await?.key_ring()).clone(),
     };
-    let (checks, header, claims) = audit(&token, &ring, auth);
+    let policy = settings.auth_config(settings.listen.port()).jwt.policy();
+    let (checks, header, claims) = audit(&token, &ring, &policy);
     let sound = checks.iter().all(|c| c.ok);
     if json {
         let out = json!({"valid": sound, "header": header, "claims": claims, "checks": checks});

@@ -4,9 +4,7 @@
 use super::metrics::StoreFailed;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use cloakroom::{AuthError, StoreError};
-use serde_json::json;
+use cloakroom::{web, AuthError, StoreError};
 
 /// An error answer of the JSON API.
 #[derive(Debug)]
@@ -176,12 +174,32 @@ fn ceil_secs(d: time::Duration) -> i64 {
     }
 }
 
+impl From<web::CredentialError> for ApiError {
+    fn from(e: web::CredentialError) -> Self {
+        match e {
+            web::CredentialError::InvalidBearer => Self::invalid_token(),
+            web::CredentialError::OtherScheme | web::CredentialError::AmbiguousCookie => {
+                Self::unauthenticated()
+            }
+        }
+    }
+}
+
+impl From<web::Refusal> for ApiError {
+    fn from(r: web::Refusal) -> Self {
+        match r {
+            web::Refusal::CrossOrigin => Self::cross_origin(),
+            web::Refusal::Unauthenticated => Self::unauthenticated(),
+            web::Refusal::InvalidToken => Self::invalid_token(),
+            web::Refusal::Failed(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        let mut res = (self.status, Json(body)).into_response();
+        let mut res = web::error_response(self.status, self.code, &self.message);
         let h = res.headers_mut();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.challenge {
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -4,11 +4,11 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use cloakroom::{Authenticated, ClientInfo, Presented};
+use cloakroom::web;
+use cloakroom::{Authenticated, ClientInfo};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
-use super::csrf;
 use super::error::ApiError;
 use super::proxies::{client_behind, ProxyRange};
 use super::{AppState, BODY_TIMEOUT};
@@ -156,104 +156,39 @@ pub fn session_cookie<'a>(
     headers: &'a HeaderMap,
     state: &AppState,
 ) -> Result<Option<&'a str>, ApiError> {
-    // UTF-8 rather than `to_str`'s visible ASCII (cheaper): what is found is then checked as a
-    // token of our own shape, which admits nothing else.
-    let values = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
-    match state.cookie.find(values) {
-        Presented::None => Ok(None),
-        Presented::One(v) => Ok(Some(v)),
-        Presented::Ambiguous => Err(ApiError::unauthenticated()),
-    }
+    web::session_cookie(headers, state.rules.cookie()).map_err(ApiError::from)
 }
 
-/// A bearer token from `Authorization` (scheme case-insensitive), if one was sent. Two
-/// `Authorization` headers, another scheme, or an empty token are refused.
+/// A bearer token from `Authorization` (see [`web::bearer_token`]).
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ApiError::invalid_token());
-    }
-    // Any UTF-8 passes here (cheaper than `to_str` on a long token); a token with bytes outside
-    // the JWT alphabet then fails verification like any other forgery.
-    let value = std::str::from_utf8(value.as_bytes()).map_err(|_| ApiError::invalid_token())?;
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return Err(ApiError::invalid_token());
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::unauthenticated());
-    }
-    // A token with a space in it is not compact JWS and fails verification: no need to look.
-    if token.is_empty() {
-        return Err(ApiError::invalid_token());
-    }
-    Ok(Some(token))
+    web::bearer_token(headers).map_err(ApiError::from)
 }
 
 /// Where an extractor leaves a renewed JWT cookie for the response (see `guard`).
 #[derive(Debug, Clone, Default)]
 pub struct CookieRenewal(pub std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
-/// The caller's session: from a bearer token if one was sent (it wins over a cookie), else from
-/// the session cookie, which carries the opaque session token or an access JWT. A JWT cookie is
-/// verified exactly like a bearer token and replaced once past half its lifetime, so an active
-/// browser keeps a valid one for as long as its session lives. Unsafe methods with a cookie must
-/// also prove they come from this site (see [`csrf`]), even with a bearer.
+/// The caller's session, recognised by the library's one set of request rules
+/// ([`web::RequestRules::authenticate`]): a bearer token wins over the session cookie, and an
+/// unsafe method with a cookie must prove it comes from this site. A renewed JWT cookie is left
+/// for the response.
 #[derive(Debug, Clone)]
 pub struct CurrentSession(pub Authenticated);
-
-/// Whether a JWT cookie should be replaced: past half of its lifetime.
-fn needs_renewal(token: &str, now: time::OffsetDateTime) -> bool {
-    let Ok((_, payload)) = cloakroom::jwt::decode_unverified(token) else {
-        return false;
-    };
-    let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-    match (claims["iat"].as_i64(), claims["exp"].as_i64()) {
-        (Some(iat), Some(exp)) => now.unix_timestamp() >= iat + (exp - iat) / 2,
-        _ => true,
-    }
-}
 
 impl FromRequestParts<AppState> for CurrentSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = bearer_token(&parts.headers)?;
-        let cookie = session_cookie(&parts.headers, state)?;
-        if cookie.is_some()
-            && csrf::is_unsafe(&parts.method)
-            && !csrf::proves_same_origin(&parts.headers, &state.origins)
-        {
-            return Err(ApiError::cross_origin());
+        let caller = state
+            .rules
+            .authenticate(&state.auth, &parts.method, &parts.headers)
+            .await?;
+        if let (Some(cookie), Some(slot)) = (
+            caller.renewed_cookie,
+            parts.extensions.get::<CookieRenewal>(),
+        ) {
+            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cookie);
         }
-        if let Some(token) = bearer {
-            return match state.auth.authenticate_bearer(token).await {
-                Ok(who) => Ok(CurrentSession(who)),
-                Err(cloakroom::AuthError::Unauthenticated) => Err(ApiError::invalid_token()),
-                Err(e) => Err(e.into()),
-            };
-        }
-        let token = cookie.ok_or_else(ApiError::unauthenticated)?;
-        if !token.contains('.') {
-            return Ok(CurrentSession(state.auth.authenticate(token).await?));
-        }
-        let who = state.auth.authenticate_jwt_cookie(token).await?;
-        if needs_renewal(token, state.auth.now()) {
-            let (jwt, _) = state.auth.mint_access_token(&who.user, &who.session)?;
-            if let Some(slot) = parts.extensions.get::<CookieRenewal>() {
-                let max_age = who
-                    .session
-                    .remember
-                    .then(|| who.session.absolute_expires_at - state.auth.now());
-                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(state.cookie.set(&jwt, max_age));
-            }
-        }
-        Ok(CurrentSession(who))
+        Ok(CurrentSession(caller.who))
     }
 }

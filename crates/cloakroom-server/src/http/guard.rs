@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use super::error::ApiError;
 use super::extract::CookieRenewal;
 use super::metrics::{wall_ms, StoreFailed};
-use super::{api, csrf, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
+use super::{api, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
 
 type Limited = <DefaultBodyLimit as Layer<Router>>::Service;
 
@@ -67,8 +67,10 @@ impl Guarded {
                 .into_response(),
             );
         }
-        if csrf::is_unsafe(req.method())
-            && csrf::looks_cross_site(req.headers(), &self.state.origins)
+        if self
+            .state
+            .rules
+            .refuses_cross_site(req.method(), req.headers())
         {
             return Some(if pages::wants_html(req.headers()) {
                 pages::error_page(&ApiError::cross_origin()).into_response()

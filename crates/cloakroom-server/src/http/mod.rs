@@ -1,7 +1,6 @@
 //! The HTTP layer: the router, shared state, and the middleware every response passes through.
 
 pub mod api;
-pub mod csrf;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -11,7 +10,8 @@ pub mod proxies;
 
 use axum::http::StatusCode;
 use axum::Router;
-use cloakroom::{Auth, CookiePolicy};
+use cloakroom::web::RequestRules;
+use cloakroom::Auth;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,10 +32,8 @@ pub struct AppState(Arc<StateInner>);
 pub struct StateInner {
     /// The engine.
     pub auth: Arc<Auth>,
-    /// How the session cookie is written.
-    pub cookie: CookiePolicy,
-    /// Origins whose requests count as ours (CSRF checks).
-    pub origins: Vec<String>,
+    /// How requests are read: the session cookie, and the origins whose requests count as ours.
+    pub rules: RequestRules,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<proxies::ProxyRange>,
     /// Send HSTS (the public URL is https).

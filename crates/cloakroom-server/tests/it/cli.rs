@@ -340,3 +340,78 @@ async fn cli_keys_rotate_reaches_a_running_server_and_token_inspect_audits() {
     let out = cli(&["keys", "list"], None);
     assert!(stdout(&out).contains("retired") && stdout(&out).contains("active"));
 }
+
+#[tokio::test]
+async fn admin_commands_create_nothing_and_inspect_with_a_jwks_needs_no_database() {
+    let t = TestServer::start().await;
+    let jwks = t
+        .http
+        .get(t.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    t.signup("cli-inspect@example.com", PASSWORD).await;
+    let at = t.token_login("cli-inspect@example.com", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = t.base.rsplit(':').next().unwrap().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let jwks_file = t.dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+
+    // An empty data directory: listing keys and users creates no signing key.
+    let empty = tempfile::tempdir().unwrap();
+    let in_empty = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .env_remove("CLOAKROOM_CONFIG")
+            .env("CLOAKROOM_DATA_DIR", empty.path())
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["keys", "list", "--json"][..],
+        &["user", "list", "--json"][..],
+    ] {
+        let out = in_empty(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let keys: serde_json::Value =
+        serde_json::from_slice(&in_empty(&["keys", "list", "--json"]).stdout).unwrap();
+    assert_eq!(keys, serde_json::json!([]), "no signing key was created");
+
+    // `token inspect --jwks` works where no database can be opened at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args([
+            "--listen",
+            &listen,
+            "token",
+            "inspect",
+            &at,
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ])
+        .env_remove("CLOAKROOM_CONFIG")
+        .env("CLOAKROOM_DATA_DIR", t.dir.path())
+        .env(
+            "CLOAKROOM_DATABASE_URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

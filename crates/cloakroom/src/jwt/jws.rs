@@ -81,8 +81,10 @@ fn split(token: &str) -> Result<Parts<'_>, VerifyError> {
     })
 }
 
-/// Decodes header and payload without checking the signature: for `token inspect` only.
-pub fn decode_unverified(token: &str) -> Result<(Header, Vec<u8>), VerifyError> {
+/// Decodes header and payload **without checking the signature**: nothing it returns may be
+/// trusted. For showing a token (`token inspect`) and for reading the times of a token that was
+/// verified just before.
+pub fn insecure_decode_without_verifying(token: &str) -> Result<(Header, Vec<u8>), VerifyError> {
     split(token).map(|p| (p.header, p.payload))
 }
 

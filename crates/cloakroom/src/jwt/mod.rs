@@ -13,7 +13,9 @@ mod jws;
 mod keys;
 
 pub use claims::{AccessClaims, Audience, ClaimsPolicy};
-pub use jws::{decode_unverified, sign, verify, verify_with_key, Header, MAX_TOKEN_BYTES};
+pub use jws::{
+    insecure_decode_without_verifying, sign, verify, verify_with_key, Header, MAX_TOKEN_BYTES,
+};
 pub use keys::{Algorithm, KeyRing, SigningKey, StoredKey, VerifyKey};
 
 /// Why a token was refused. The variants exist for logs and `token inspect`; clients only ever

@@ -6,6 +6,7 @@ use axum::Router;
 use cloakroom::extract::{Authenticated, RequireRole, RoleName, Verifier};
 use cloakroom::remote::{RemoteConfig, RemoteError, RemoteVerifier, RevocationSource};
 use cloakroom::testing::RedisPrefix;
+use cloakroom::web::RequestRules;
 use cloakroom::{
     Auth, AuthConfig, ClientInfo, CookiePolicy, LoginRequest, RedisStore, SqliteStore, Store,
     SystemClock, Transport,
@@ -25,10 +26,20 @@ fn config() -> AuthConfig {
 }
 
 async fn serve(app: Router) -> String {
+    let (listener, base) = listen().await;
+    serve_on(listener, app);
+    base
+}
+
+/// A listener on an ephemeral port and its origin (an embedding app names its origin first).
+async fn listen() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    (listener, format!("http://{addr}"))
+}
+
+fn serve_on(listener: tokio::net::TcpListener, app: Router) {
     tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +63,7 @@ async fn embedded_mode_recognises_cookies_and_bearers_and_enforces_roles() {
     req.transport = Transport::Token;
     let pair = auth.login_tokens(req).await.unwrap();
 
+    let (listener, base) = listen().await;
     let app = Router::new()
         .route(
             "/me",
@@ -68,11 +80,11 @@ async fn embedded_mode_recognises_cookies_and_bearers_and_enforces_roles() {
         .layer(
             Verifier::Embedded {
                 auth: Arc::clone(&auth),
-                cookie: CookiePolicy::DEV,
+                rules: RequestRules::new(CookiePolicy::DEV, vec![base.clone()]),
             }
             .layer(),
         );
-    let base = serve(app).await;
+    serve_on(listener, app);
     let http = reqwest::Client::new();
     let cookie = format!("cloakroom_session={}", login.token.expose());
     let res = http
@@ -92,7 +104,8 @@ async fn embedded_mode_recognises_cookies_and_bearers_and_enforces_roles() {
     assert_eq!(res.status(), 200);
     let res = http.get(format!("{base}/me")).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    // No credentials, no challenge (as the server: SECURITY.md J21).
+    assert!(res.headers().get("www-authenticate").is_none());
     let res = http
         .get(format!("{base}/me"))
         .bearer_auth("not.a.token")
@@ -121,7 +134,19 @@ async fn embedded_mode_recognises_cookies_and_bearers_and_enforces_roles() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "role changes apply at once");
-    // A cookie-authenticated POST from another site is refused; from this one it passes.
+    // A cookie-authenticated POST from another site is refused, and so is one that does not
+    // prove where it comes from (the server's fail-safe rule); from this one it passes.
+    let res = http
+        .post(format!("{base}/do"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "cross_origin_request"
+    );
     let res = http
         .post(format!("{base}/do"))
         .header("cookie", &cookie)

@@ -93,10 +93,6 @@ async fn login(
             current_token,
         })
         .await?;
-    let max_age = outcome
-        .session
-        .remember
-        .then(|| outcome.session.absolute_expires_at - outcome.session.created_at);
     let value = match body.cookie {
         CookieKind::Session => outcome.token.expose().to_string(),
         CookieKind::Jwt => {
@@ -104,7 +100,7 @@ async fn login(
                 .auth
                 .mint_access_token(&outcome.user, &outcome.session)?;
             // Browsers ignore a cookie whose name and value exceed 4096 bytes (rfc6265bis).
-            if state.cookie.name().len() + 1 + jwt.len() > 4096 {
+            if state.rules.cookie().name().len() + 1 + jwt.len() > 4096 {
                 state.auth.admin_revoke(outcome.session.id).await?;
                 return Err(ApiError::new(
                     axum::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -115,7 +111,10 @@ async fn login(
             jwt
         }
     };
-    let cookie = state.cookie.set(&value, max_age);
+    let cookie = state
+        .rules
+        .cookie()
+        .for_session(&value, &outcome.session, state.auth.now());
     let expires = outcome.session.expires_at(outcome.session.last_seen_at);
     let body = json!({
         "user": UserView::from(&outcome.user),
@@ -137,7 +136,7 @@ fn with_cookie(mut res: Response, cookie: &str) -> Response {
 pub fn cleared(state: &AppState) -> Response {
     let mut res = with_cookie(
         StatusCode::NO_CONTENT.into_response(),
-        &state.cookie.clear(),
+        &state.rules.cookie().clear(),
     );
     res.headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
@@ -235,18 +234,7 @@ pub fn renewed_cookie(
     headers: &HeaderMap,
     changed: &cloakroom::LoginOutcome,
 ) -> Result<String, ApiError> {
-    let session = &changed.session;
-    let max_age = session
-        .remember
-        .then(|| session.absolute_expires_at - session.created_at);
-    let jwt_cookie = session_cookie(headers, state)
-        .ok()
-        .flatten()
-        .is_some_and(|c| c.contains('.'));
-    let value = if jwt_cookie {
-        state.auth.mint_access_token(&changed.user, session)?.0
-    } else {
-        changed.token.expose().to_string()
-    };
-    Ok(state.cookie.set(&value, max_age))
+    Ok(state
+        .rules
+        .cookie_like_before(&state.auth, headers, changed)?)
 }

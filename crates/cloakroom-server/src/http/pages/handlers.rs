@@ -113,7 +113,7 @@ fn with_headers(mut res: Response, cookies: &[String], retry_after: Option<i64>)
 fn logged_out(state: &AppState, to: &str) -> Response {
     let mut res = with_headers(
         Redirect::to(to).into_response(),
-        &[state.cookie.clear()],
+        &[state.rules.cookie().clear()],
         None,
     );
     res.headers_mut().insert(
@@ -125,17 +125,13 @@ fn logged_out(state: &AppState, to: &str) -> Response {
 
 /// The signed-in user, if the request carries a valid session (for pages anyone may see).
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
-    let token = session_cookie(headers, state).ok().flatten()?;
-    if token.contains('.') {
-        state.auth.authenticate_bearer(token).await.ok()
-    } else {
-        state.auth.authenticate(token).await.ok()
-    }
+    let value = state.rules.session_cookie(headers)?;
+    state.auth.authenticate_cookie(value).await.ok()
 }
 
 /// The pre-session CSRF token of a request, or a new one with the cookie that sets it.
 fn pre_session(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
-    let secure = state.cookie.is_secure();
+    let secure = state.rules.cookie().is_secure();
     match pre_session_token(headers, secure) {
         Some(t) => (t, None),
         None => {
@@ -146,7 +142,7 @@ fn pre_session(state: &AppState, headers: &HeaderMap) -> (String, Option<String>
 }
 
 fn pre_session_ok(state: &AppState, headers: &HeaderMap, form: &FormFields) -> bool {
-    pre_session_token(headers, state.cookie.is_secure())
+    pre_session_token(headers, state.rules.cookie().is_secure())
         .is_some_and(|t| same_token(&t, form.get("csrf")))
 }
 
@@ -213,11 +209,11 @@ pub(super) async fn login(
         .await;
     match outcome {
         Ok(outcome) => {
-            let max_age = outcome
-                .session
-                .remember
-                .then(|| outcome.session.absolute_expires_at - outcome.session.created_at);
-            let cookie = state.cookie.set(outcome.token.expose(), max_age);
+            let cookie = state.rules.cookie().for_session(
+                outcome.token.expose(),
+                &outcome.session,
+                state.auth.now(),
+            );
             with_headers(
                 Redirect::to(next.unwrap_or(HOME)).into_response(),
                 &[cookie],
