@@ -96,6 +96,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A query string of exactly the expected parameters; anything else is a 400 in the JSON error
+/// envelope (axum's own `Query` answers in plain text).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|q| Self(q.0))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("the query string is not valid: {}", e.body_text()),
+                )
+            })
+    }
+}
+
 /// Like [`ApiJson`], but an empty body is allowed and gives `None`.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub Option<T>);

@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use super::error::ApiError;
 use super::extract::CookieRenewal;
 use super::metrics::{wall_ms, StoreFailed};
-use super::{api, metrics, pages, AppState, BODY_LIMIT, COOKIE_LIMIT};
+use super::{api, metrics, pages, routes, AppState, BODY_LIMIT, COOKIE_LIMIT};
 
 type Limited = <DefaultBodyLimit as Layer<Router>>::Service;
 
@@ -121,8 +121,8 @@ where
             req.extensions_mut().insert(slot.clone());
         }
         let hot = match (req.method(), req.uri().path()) {
-            (&Method::GET, "/auth/whoami") => Some(Hot::WhoAmI),
-            (&Method::GET, "/auth/verify") => Some(Hot::Verify),
+            (&Method::GET, routes::WHOAMI) => Some(Hot::WhoAmI),
+            (&Method::GET, routes::VERIFY) => Some(Hot::Verify),
             _ => None,
         };
         // Every handler but `whoami` may read the client's address.

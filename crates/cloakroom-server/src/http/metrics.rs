@@ -79,52 +79,7 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The route label of a request path: the route it is served by, or `other`, so a scan of
-/// random paths cannot grow the label set. Read from the path before routing, with the same
-/// rule as the router's `{id}`: one non-empty segment.
-pub fn route_of(path: &str) -> &'static str {
-    const ROUTES: [&str; 25] = [
-        "/auth/signup",
-        "/auth/login",
-        "/auth/logout",
-        "/auth/logout-all",
-        "/auth/whoami",
-        "/auth/sessions",
-        "/auth/password",
-        "/auth/token",
-        "/.well-known/jwks.json",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-        "/",
-        "/auth/verify",
-        "/auth/revocations",
-        "/login",
-        "/signup",
-        "/dashboard",
-        "/profile",
-        "/settings",
-        "/logout",
-        "/settings/logout-everywhere",
-        "/settings/password",
-        "/static/style.css",
-    ];
-    let segment = |s: &str| !s.is_empty() && !s.contains('/');
-    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
-        r
-    } else if path.strip_prefix("/auth/sessions/").is_some_and(segment) {
-        "/auth/sessions/{id}"
-    } else if path
-        .strip_prefix("/settings/sessions/")
-        .and_then(|p| p.strip_suffix("/end"))
-        .is_some_and(segment)
-    {
-        "/settings/sessions/{id}/end"
-    } else {
-        "other"
-    }
-}
+pub use super::routes::route_of;
 
 impl Metrics {
     /// Counts one answered request.

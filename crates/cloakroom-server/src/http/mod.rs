@@ -7,6 +7,7 @@ pub mod guard;
 pub mod metrics;
 pub mod pages;
 pub mod proxies;
+pub mod routes;
 
 use axum::http::StatusCode;
 use axum::Router;
@@ -63,7 +64,7 @@ impl AppState {
 /// The whole router, behind the checks every request passes; `/metrics` among its routes unless
 /// `metrics_apart` (it is then served on a listener of its own, see [`metrics_router`]).
 pub fn router(state: AppState, metrics_apart: bool) -> guard::Guarded {
-    let mut routes = Router::new()
+    let mut app = Router::new()
         .merge(api::auth::router())
         .merge(api::sessions::router())
         .merge(api::health::router())
@@ -72,19 +73,19 @@ pub fn router(state: AppState, metrics_apart: bool) -> guard::Guarded {
         .merge(api::revocations::router())
         .merge(pages::router());
     if !metrics_apart {
-        routes = routes.route("/metrics", axum::routing::get(metrics::render));
+        app = app.route(routes::METRICS, axum::routing::get(metrics::render));
     }
-    let routes = routes
+    let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
-    guard::Guarded::new(state, routes)
+    guard::Guarded::new(state, app)
 }
 
 /// `GET /metrics` alone, for a private listener (`--metrics-listen`).
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", axum::routing::get(metrics::render))
+        .route(routes::METRICS, axum::routing::get(metrics::render))
         .fallback(not_found)
         .with_state(state)
 }

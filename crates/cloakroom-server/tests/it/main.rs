@@ -13,6 +13,7 @@ mod full_disk;
 mod hardening;
 mod interop;
 mod lifecycle;
+mod openapi;
 mod pages;
 mod postgres;
 mod proxies;

@@ -1,6 +1,7 @@
 //! `/auth/signup`, `/auth/login`, `/auth/logout`, `/auth/logout-all`, `/auth/whoami` and
 //! `/auth/password`.
 
+use crate::http::routes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,12 +19,12 @@ use crate::http::AppState;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/auth/signup", post(signup))
-        .route("/auth/login", post(login))
-        .route("/auth/logout", post(logout))
-        .route("/auth/logout-all", post(logout_all))
-        .route("/auth/whoami", get(whoami))
-        .route("/auth/password", post(change_password))
+        .route(routes::SIGNUP, post(signup))
+        .route(routes::LOGIN, post(login))
+        .route(routes::LOGOUT, post(logout))
+        .route(routes::LOGOUT_ALL, post(logout_all))
+        .route(routes::WHOAMI, get(whoami))
+        .route(routes::PASSWORD, post(change_password))
 }
 
 #[derive(Debug, Deserialize)]

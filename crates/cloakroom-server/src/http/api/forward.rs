@@ -3,7 +3,8 @@
 //! through with the identity in `X-Auth-*` headers, which the proxy copies onto the request to
 //! the app. Headers the client sent are never read as identity and never echoed back.
 
-use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
+use crate::http::routes;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -12,14 +13,14 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use crate::http::error::ApiError;
-use crate::http::extract::CurrentSession;
+use crate::http::extract::{ApiQuery, CurrentSession};
 use crate::http::pages::{login_url, safe_next, wants_html};
 use crate::http::proxies::is_trusted;
 use crate::http::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/auth/verify", get(verify))
+    Router::new().route(routes::VERIFY, get(verify))
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +53,7 @@ fn identity_header(value: &str) -> Result<HeaderValue, ApiError> {
 
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    Query(q): Query<VerifyQuery>,
+    ApiQuery(q): ApiQuery<VerifyQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (mut parts, _) = req.into_parts();

@@ -1,6 +1,8 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (its store answers too) and
 //! `GET /openapi.json`.
 
+use crate::http::error::ApiError;
+use crate::http::routes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,9 +19,9 @@ pub const OPENAPI: &str = include_str!("../../../openapi.json");
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
+        .route(routes::HEALTHZ, get(healthz))
+        .route(routes::READYZ, get(readyz))
+        .route(routes::OPENAPI, get(openapi))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -29,25 +31,21 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.metrics.store_failing(wall_ms()) {
         tracing::warn!("not ready: requests failed for want of the store in the last seconds");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            Json(json!({"error": {"code": "not_ready", "message": "the database cannot take writes"}})),
-        )
-            .into_response();
+        return not_ready("the database cannot take writes");
     }
     match state.auth.ready().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "5")],
-                Json(json!({"error": {"code": "not_ready", "message": "the database is not reachable or cannot take writes"}})),
-            )
-                .into_response()
+            not_ready("the database is not reachable or cannot take writes")
         }
     }
+}
+
+fn not_ready(why: &str) -> Response {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+        .retry_after(5)
+        .into_response()
 }
 
 async fn openapi() -> Response {

@@ -7,6 +7,7 @@
 //! `{"before": <unix seconds>}` when the session store lost every session (refuse every token
 //! issued at or before it); `synced` once the initial list is complete.
 
+use crate::http::routes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -26,7 +27,7 @@ use crate::http::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/auth/revocations", get(follow))
+    Router::new().route(routes::REVOCATIONS, get(follow))
 }
 
 fn event(r: Revocation) -> Event {

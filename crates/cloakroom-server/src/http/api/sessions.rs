@@ -1,6 +1,7 @@
 //! `GET /auth/sessions` and `DELETE /auth/sessions/{id}`: the caller's own sessions.
 
-use axum::extract::{Path, Query, State};
+use crate::http::routes;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -12,14 +13,14 @@ use serde_json::json;
 use super::auth::{cleared, ReauthBody};
 use super::views::SessionListEntry;
 use crate::http::error::ApiError;
-use crate::http::extract::{CurrentSession, OptionalJson};
+use crate::http::extract::{ApiQuery, CurrentSession, OptionalJson};
 use crate::http::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/auth/sessions", get(list))
-        .route("/auth/sessions/{id}", delete(end))
+        .route(routes::SESSIONS, get(list))
+        .route(routes::SESSION, delete(end))
 }
 
 /// Sessions in one answer when the client does not say how many (`?limit=`).
@@ -59,7 +60,7 @@ impl Page {
 async fn list(
     State(state): State<AppState>,
     CurrentSession(who): CurrentSession,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (start, limit) = page.bounds()?;
     let all = state.auth.sessions(&who).await?;

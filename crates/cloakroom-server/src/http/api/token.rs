@@ -1,6 +1,7 @@
 //! `POST /auth/token` (RFC 6749 password and refresh_token grants, for first-party clients) and
 //! `GET /.well-known/jwks.json`. Errors here keep the RFC 6749 §5.2 shape.
 
+use crate::http::routes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +18,8 @@ use crate::http::AppState;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/auth/token", post(token))
-        .route("/.well-known/jwks.json", get(jwks))
+        .route(routes::TOKEN, post(token))
+        .route(routes::JWKS, get(jwks))
 }
 
 /// An RFC 6749 §5.2 error.

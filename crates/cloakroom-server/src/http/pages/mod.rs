@@ -11,6 +11,7 @@ mod templates;
 pub use access::{login_url, safe_next};
 pub use templates::error_page;
 
+use crate::http::routes;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -24,20 +25,26 @@ const STYLESHEET: &str = include_str!("../../../static/style.css");
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to(access::HOME) }))
-        .route("/login", get(handlers::login_page).post(handlers::login))
-        .route("/signup", get(handlers::signup_page).post(handlers::signup))
-        .route("/dashboard", get(handlers::dashboard))
-        .route("/profile", get(handlers::profile))
-        .route("/settings", get(handlers::settings))
-        .route("/logout", post(handlers::logout))
-        .route("/settings/sessions/{id}/end", post(handlers::end_session))
+        .route(routes::ROOT, get(|| async { Redirect::to(access::HOME) }))
         .route(
-            "/settings/logout-everywhere",
+            routes::LOGIN_PAGE,
+            get(handlers::login_page).post(handlers::login),
+        )
+        .route(
+            routes::SIGNUP_PAGE,
+            get(handlers::signup_page).post(handlers::signup),
+        )
+        .route(routes::DASHBOARD_PAGE, get(handlers::dashboard))
+        .route(routes::PROFILE_PAGE, get(handlers::profile))
+        .route(routes::SETTINGS_PAGE, get(handlers::settings))
+        .route(routes::LOGOUT_PAGE, post(handlers::logout))
+        .route(routes::END_SESSION_PAGE, post(handlers::end_session))
+        .route(
+            routes::LOGOUT_EVERYWHERE_PAGE,
             post(handlers::logout_everywhere),
         )
-        .route("/settings/password", post(handlers::change_password))
-        .route("/static/style.css", get(stylesheet))
+        .route(routes::PASSWORD_PAGE, post(handlers::change_password))
+        .route(routes::STYLESHEET, get(stylesheet))
 }
 
 /// Whether the client asked for HTML (a browser navigating), rather than JSON.

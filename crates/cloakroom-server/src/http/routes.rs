@@ -1,0 +1,176 @@
+//! Every route's path, once. The routers, the metrics labels and the guard's hot paths use these
+//! names, and a test holds `openapi.json` to [`ROUTES`]: every API route and method is
+//! documented there, and nothing else is.
+
+/// `POST`: a new account.
+pub const SIGNUP: &str = "/auth/signup";
+/// `POST`: a cookie session.
+pub const LOGIN: &str = "/auth/login";
+/// `POST`: ends the caller's session.
+pub const LOGOUT: &str = "/auth/logout";
+/// `POST`: ends all of the user's sessions.
+pub const LOGOUT_ALL: &str = "/auth/logout-all";
+/// `GET`: who the caller is.
+pub const WHOAMI: &str = "/auth/whoami";
+/// `GET`: the user's sessions.
+pub const SESSIONS: &str = "/auth/sessions";
+/// `DELETE`: ends one of them.
+pub const SESSION: &str = "/auth/sessions/{id}";
+/// `POST`: a new password.
+pub const PASSWORD: &str = "/auth/password";
+/// `POST`: the token endpoint.
+pub const TOKEN: &str = "/auth/token";
+/// `GET`: the public signing keys.
+pub const JWKS: &str = "/.well-known/jwks.json";
+/// `GET`: forward-auth for proxies.
+pub const VERIFY: &str = "/auth/verify";
+/// `GET`: the revocation feed for remote verifiers.
+pub const REVOCATIONS: &str = "/auth/revocations";
+/// `GET`: liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: readiness.
+pub const READYZ: &str = "/readyz";
+/// `GET`: Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+/// `GET`: the API's OpenAPI document.
+pub const OPENAPI: &str = "/openapi.json";
+/// `GET`: redirects to the dashboard.
+pub const ROOT: &str = "/";
+/// Pages: sign in.
+pub const LOGIN_PAGE: &str = "/login";
+/// Pages: sign up.
+pub const SIGNUP_PAGE: &str = "/signup";
+/// Pages: the signed-in home.
+pub const DASHBOARD_PAGE: &str = "/dashboard";
+/// Pages: the profile.
+pub const PROFILE_PAGE: &str = "/profile";
+/// Pages: settings.
+pub const SETTINGS_PAGE: &str = "/settings";
+/// Pages: sign out.
+pub const LOGOUT_PAGE: &str = "/logout";
+/// Pages: end one session.
+pub const END_SESSION_PAGE: &str = "/settings/sessions/{id}/end";
+/// Pages: end every session.
+pub const LOGOUT_EVERYWHERE_PAGE: &str = "/settings/logout-everywhere";
+/// Pages: change the password.
+pub const PASSWORD_PAGE: &str = "/settings/password";
+/// The pages' stylesheet.
+pub const STYLESHEET: &str = "/static/style.css";
+
+/// A route: its path (`{name}` stands for one path segment), its methods, and whether it is
+/// part of the JSON API that `openapi.json` describes.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The path, as the router writes it.
+    pub path: &'static str,
+    /// Its methods (`HEAD` comes with `GET`).
+    pub methods: &'static [&'static str],
+    /// Described in `openapi.json`.
+    pub api: bool,
+}
+
+const fn api(path: &'static str, methods: &'static [&'static str]) -> Route {
+    Route {
+        path,
+        methods,
+        api: true,
+    }
+}
+
+const fn page(path: &'static str, methods: &'static [&'static str]) -> Route {
+    Route {
+        path,
+        methods,
+        api: false,
+    }
+}
+
+/// Every route the server answers (`/metrics` may be on a listener of its own).
+pub const ROUTES: &[Route] = &[
+    api(SIGNUP, &["POST"]),
+    api(LOGIN, &["POST"]),
+    api(LOGOUT, &["POST"]),
+    api(LOGOUT_ALL, &["POST"]),
+    api(WHOAMI, &["GET"]),
+    api(SESSIONS, &["GET"]),
+    api(SESSION, &["DELETE"]),
+    api(PASSWORD, &["POST"]),
+    api(TOKEN, &["POST"]),
+    api(JWKS, &["GET"]),
+    api(VERIFY, &["GET"]),
+    api(REVOCATIONS, &["GET"]),
+    api(HEALTHZ, &["GET"]),
+    api(READYZ, &["GET"]),
+    api(METRICS, &["GET"]),
+    api(OPENAPI, &["GET"]),
+    page(ROOT, &["GET"]),
+    page(LOGIN_PAGE, &["GET", "POST"]),
+    page(SIGNUP_PAGE, &["GET", "POST"]),
+    page(DASHBOARD_PAGE, &["GET"]),
+    page(PROFILE_PAGE, &["GET"]),
+    page(SETTINGS_PAGE, &["GET"]),
+    page(LOGOUT_PAGE, &["POST"]),
+    page(END_SESSION_PAGE, &["POST"]),
+    page(LOGOUT_EVERYWHERE_PAGE, &["POST"]),
+    page(PASSWORD_PAGE, &["POST"]),
+    page(STYLESHEET, &["GET"]),
+];
+
+/// Whether `path` is an instance of the route `template`.
+fn matches(template: &str, path: &str) -> bool {
+    if !template.contains('{') {
+        return template == path;
+    }
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') => {
+                if ps.is_empty() {
+                    return false;
+                }
+            }
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The route a request path belongs to, as a metrics label; `other` for none.
+pub fn route_of(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| matches(r.path, path))
+        .map_or("other", |r| r.path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn openapi_documents_every_api_route_and_method_and_nothing_else() {
+        let doc: serde_json::Value =
+            serde_json::from_str(crate::http::api::health::OPENAPI).unwrap_or_default();
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for method in ops.as_object().into_iter().flatten().map(|(m, _)| m) {
+                if method != "parameters" {
+                    documented.insert((path.clone(), method.to_uppercase()));
+                }
+            }
+        }
+        let coded: BTreeSet<_> = ROUTES
+            .iter()
+            .filter(|r| r.api)
+            .flat_map(|r| {
+                r.methods
+                    .iter()
+                    .map(|m| (r.path.to_string(), m.to_string()))
+            })
+            .collect();
+        assert_eq!(documented, coded);
+    }
+}
