@@ -175,13 +175,30 @@ async fn revoke_is_remembered_and_touch_never_resurrects(store: &dyn Store) {
     assert!(store.revoked_sessions(t0()).await.unwrap().is_empty());
 }
 
-/// SQL backends carry revocations in the change log (Redis pushes them; see redis_store).
+/// A revocation reaches the other instances: in the change log (SQL backends), or pushed as it
+/// happens (Redis, whose sessions live outside the log).
 async fn revoke_is_in_the_change_log(store: &dyn Store) {
     let u = user("log@example.com");
     store.insert_user(&u, "h").await.unwrap();
     let (s, _) = session(u.id, t0());
     store.insert_session(&s).await.unwrap();
     let head = store.change_head().await.unwrap();
+    if let Some(mut pushed) = store.revocations().await.unwrap() {
+        store.revoke(s.id).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let event = tokio::time::timeout_at(deadline, pushed.recv())
+                .await
+                .expect("the revocation is pushed within 5 s")
+                .expect("the feed stays open");
+            if let cloakroom::RevocationEvent::Revoked { id, expires_at, .. } = event {
+                if id == s.id {
+                    assert_eq!(expires_at, s.absolute_expires_at);
+                    return;
+                }
+            }
+        }
+    }
     store.revoke(s.id).await.unwrap();
     let changes = store.changes_since(head).await.unwrap();
     assert_eq!(
@@ -531,40 +548,6 @@ pub(crate) async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(SqliteStore::open(&url).await.unwrap()), dir)
 }
 
-macro_rules! contract {
-    ($backend:ident: $($case:ident),* ; $($shared:ident),*) => {
-        mod $backend {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let (store, _guard) = super::$backend().await;
-                    super::$case(&*store).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $shared() {
-                    let (store, _guard) = super::$backend().await;
-                    super::$shared(store).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(sqlite:
-    users_round_trip_and_unique_email,
-    sessions_find_touch_list,
-    revoke_is_remembered_and_touch_never_resurrects,
-    revoke_is_in_the_change_log,
-    revoke_all_keeps_one,
-    replace_secret_is_compare_and_set,
-    delete_expired_respects_grace,
-    sessions_past_the_newest_are_listed_oldest_last;
-    concurrent_replace_secret_has_one_winner,
-    concurrent_rotations_mint_one_successor,
-    concurrent_revoke_all_ends_each_session_once);
-
 use cloakroom::testing::PgSchema;
 
 pub(crate) async fn postgres(test: &str) -> Option<(Arc<dyn Store>, PgSchema)> {
@@ -572,46 +555,6 @@ pub(crate) async fn postgres(test: &str) -> Option<(Arc<dyn Store>, PgSchema)> {
     let store = cloakroom::PostgresStore::open(&schema.url).await.unwrap();
     Some((Arc::new(store), schema))
 }
-
-macro_rules! contract_pg {
-    ($($case:ident),* ; $($shared:ident),*) => {
-        mod postgres {
-            use futures::FutureExt;
-            use std::panic::{resume_unwind, AssertUnwindSafe};
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let Some((store, schema)) = super::postgres(stringify!($case)).await else { return };
-                    let outcome = AssertUnwindSafe(super::$case(&*store)).catch_unwind().await;
-                    schema.drop().await;
-                    if let Err(panic) = outcome { resume_unwind(panic) }
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $shared() {
-                    let Some((store, schema)) = super::postgres(stringify!($shared)).await else { return };
-                    let outcome = AssertUnwindSafe(super::$shared(store)).catch_unwind().await;
-                    schema.drop().await;
-                    if let Err(panic) = outcome { resume_unwind(panic) }
-                }
-            )*
-        }
-    };
-}
-
-contract_pg!(
-    users_round_trip_and_unique_email,
-    sessions_find_touch_list,
-    revoke_is_remembered_and_touch_never_resurrects,
-    revoke_is_in_the_change_log,
-    revoke_all_keeps_one,
-    replace_secret_is_compare_and_set,
-    delete_expired_respects_grace,
-    sessions_past_the_newest_are_listed_oldest_last;
-    concurrent_replace_secret_has_one_winner,
-    concurrent_rotations_mint_one_successor,
-    concurrent_revoke_all_ends_each_session_once);
 
 use cloakroom::testing::RedisPrefix;
 
@@ -626,37 +569,85 @@ pub(crate) async fn redis(test: &str) -> Option<(Arc<dyn Store>, RedisPrefix, te
     Some((Arc::new(store), prefix, dir))
 }
 
-macro_rules! contract_redis {
+/// The backends every contract case runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+/// Runs `case` on a fresh store of `backend` (its own PostgreSQL schema or Redis prefix, cleaned
+/// up afterwards, even when the case fails).
+async fn run<F, Fut>(backend: Backend, name: &str, case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    use std::panic::{resume_unwind, AssertUnwindSafe};
+    let outcome = match backend {
+        Backend::Sqlite => {
+            let (store, _dir) = sqlite().await;
+            AssertUnwindSafe(case(store)).catch_unwind().await
+        }
+        Backend::Postgres => {
+            let Some((store, schema)) = postgres(name).await else {
+                return;
+            };
+            let outcome = AssertUnwindSafe(case(store)).catch_unwind().await;
+            schema.drop().await;
+            outcome
+        }
+        Backend::Redis => {
+            let Some((store, prefix, _dir)) = redis(name).await else {
+                return;
+            };
+            let outcome = AssertUnwindSafe(case(store)).catch_unwind().await;
+            prefix.drop().await;
+            outcome
+        }
+    };
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}
+
+/// The contract, listed once: each case on every backend. Cases after `;` take the store
+/// shared (they race it).
+macro_rules! contract {
     ($($case:ident),* ; $($shared:ident),*) => {
-        mod redis {
-            use futures::FutureExt;
-            use std::panic::{resume_unwind, AssertUnwindSafe};
+        contract!(@on sqlite Sqlite; $($case),*; $($shared),*);
+        contract!(@on postgres Postgres; $($case),*; $($shared),*);
+        contract!(@on redis Redis; $($case),*; $($shared),*);
+    };
+    (@on $module:ident $backend:ident; $($case:ident),*; $($shared:ident),*) => {
+        mod $module {
+            use super::{run, Backend};
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some((store, prefix, _dir)) = super::redis(stringify!($case)).await else { return };
-                    let outcome = AssertUnwindSafe(super::$case(&*store)).catch_unwind().await;
-                    prefix.drop().await;
-                    if let Err(panic) = outcome { resume_unwind(panic) }
+                    run(Backend::$backend, stringify!($case), |s| async move {
+                        super::$case(&*s).await
+                    })
+                    .await
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $shared() {
-                    let Some((store, prefix, _dir)) = super::redis(stringify!($shared)).await else { return };
-                    let outcome = AssertUnwindSafe(super::$shared(store)).catch_unwind().await;
-                    prefix.drop().await;
-                    if let Err(panic) = outcome { resume_unwind(panic) }
+                    run(Backend::$backend, stringify!($shared), super::$shared).await
                 }
             )*
         }
     };
 }
 
-contract_redis!(
+contract!(
     users_round_trip_and_unique_email,
     sessions_find_touch_list,
     revoke_is_remembered_and_touch_never_resurrects,
+    revoke_is_in_the_change_log,
     revoke_all_keeps_one,
     replace_secret_is_compare_and_set,
     delete_expired_respects_grace,
