@@ -8,6 +8,12 @@ use time::{Duration, OffsetDateTime};
 pub trait Clock: Send + Sync + 'static {
     /// The current UTC time.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current time in whole seconds, as the stores keep it.
+    fn now_secs(&self) -> OffsetDateTime {
+        let now = self.now();
+        now.replace_nanosecond(0).unwrap_or(now)
+    }
 }
 
 /// The operating system's clock.

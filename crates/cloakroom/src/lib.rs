@@ -23,9 +23,9 @@
 //! # Ok(()) }
 //! ```
 
-mod auth;
 mod clock;
 mod cookie;
+mod engine;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod jwt;
@@ -41,17 +41,17 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod throttle;
-mod tokens;
 mod user;
 #[cfg(feature = "axum")]
 pub mod web;
 
-pub use auth::{
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cookie::{holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+pub use engine::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
     LoginRequest, Reauth, Revocation,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use cookie::{holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+pub use engine::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
 pub use maintenance::Maintenance;
 pub use password::{
     Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, Verified, WeakPassword,
@@ -66,5 +66,4 @@ pub use store::{
     Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,
 };
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
-pub use tokens::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
 pub use user::{Email, EmailError, Role, RoleError, User, UserId};

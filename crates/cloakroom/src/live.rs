@@ -13,7 +13,7 @@ use crate::user::{User, UserId};
 /// A session being used, with its last activity kept in memory.
 #[derive(Debug)]
 pub(crate) struct LiveSession {
-    pub(crate) session: Arc<Session>,
+    session: Arc<Session>,
     last_seen: AtomicI64,
     flushed: AtomicI64,
     /// The idle timeout and the absolute deadline in whole seconds, for the check on every
@@ -32,6 +32,11 @@ impl LiveSession {
             last_seen: AtomicI64::new(seen),
             flushed: AtomicI64::new(seen),
         }
+    }
+
+    /// The session.
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 
     /// When the session ends (unix seconds) if it is not used again after `seen`.

@@ -1,0 +1,398 @@
+//! Access tokens, the token transport: access JWTs bound to sessions, single-use refresh
+//! tokens, and the checks of both. A token session is an ordinary [`Session`] whose secret is the
+//! current refresh token; every access token names it in `sid`, so ending the session ends them
+//! all. This component depends on [`Sessions`], never the reverse.
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+use super::config::AuthConfig;
+use super::error::AuthError;
+use super::request::{AuthMetrics, Authenticated};
+use super::sessions::Sessions;
+use super::signing_keys::SigningKeys;
+use crate::clock::Clock;
+use crate::jwt::{self, AccessClaims, Algorithm, Audience, ClaimsPolicy};
+use crate::live::ServerKeyed;
+use crate::secret::Secret;
+use crate::session::{Session, SessionId, SessionToken, Transport};
+use crate::store::{Rotation, Store};
+use crate::user::{User, UserId};
+
+/// The media type of access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Settings of the token transport.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// `iss`: the public URL.
+    pub issuer: String,
+    /// `aud` minted and required.
+    pub audience: String,
+    /// `client_id` minted (cloakroom serves first-party clients only).
+    pub client_id: String,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Clock leeway when verifying (at most 60 s).
+    pub leeway: Duration,
+    /// How long after a rotation the previous refresh token may be retried for the same result.
+    pub refresh_grace: Duration,
+    /// The signing algorithm.
+    pub algorithm: Algorithm,
+    /// The HS256 secret, when `algorithm` is HS256.
+    pub hs256_secret: Option<Secret<Vec<u8>>>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "http://localhost:8080".into(),
+            audience: "http://localhost:8080".into(),
+            client_id: "cloakroom".into(),
+            access_ttl: Duration::minutes(10),
+            leeway: Duration::seconds(60),
+            refresh_grace: Duration::seconds(10),
+            algorithm: Algorithm::EdDSA,
+            hs256_secret: None,
+        }
+    }
+}
+
+impl JwtConfig {
+    /// The claim rules for verifying our access tokens.
+    pub fn policy(&self) -> ClaimsPolicy {
+        ClaimsPolicy {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway_secs: self.leeway.whole_seconds().clamp(0, 60),
+            max_lifetime_secs: self.access_ttl.whole_seconds(),
+        }
+    }
+
+    /// How long a retired key must still verify: the longest token lifetime plus leeway.
+    pub fn key_horizon(&self) -> Duration {
+        self.access_ttl + self.leeway
+    }
+}
+
+/// An access token and the refresh token that renews it (RFC 6749 §5.1).
+#[derive(Debug)]
+pub struct TokenPair {
+    /// The access JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// The single-use refresh token.
+    pub refresh_token: SessionToken,
+    /// The session.
+    pub session: Session,
+    /// The user.
+    pub user: User,
+}
+
+fn successor_key(presented: &SessionToken) -> Result<LessSafeKey, AuthError> {
+    let mut h = Sha256::new();
+    h.update(b"cloakroom refresh successor v1\0");
+    h.update(presented.expose().as_bytes());
+    let key = UnboundKey::new(&aead::CHACHA20_POLY1305, &h.finalize())
+        .map_err(|_| AuthError::Keys("cannot derive the sealing key".into()))?;
+    Ok(LessSafeKey::new(key))
+}
+
+/// Seals `next` with a key derived from `presented`. Each key seals exactly one message, so the
+/// fixed nonce is never reused under one key.
+fn seal(presented: &SessionToken, next: &SessionToken) -> Result<Vec<u8>, AuthError> {
+    let mut buf = next.expose().as_bytes().to_vec();
+    successor_key(presented)?
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::empty(),
+            &mut buf,
+        )
+        .map_err(|_| AuthError::Keys("cannot seal the successor".into()))?;
+    Ok(buf)
+}
+
+fn open(presented: &SessionToken, sealed: &[u8]) -> Option<SessionToken> {
+    let mut buf = sealed.to_vec();
+    let plain = successor_key(presented)
+        .ok()?
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::empty(),
+            &mut buf,
+        )
+        .ok()?;
+    SessionToken::parse(std::str::from_utf8(plain).ok()?)
+}
+
+/// What the cache of verified tokens keeps about a token that passed every check.
+#[derive(Debug, Clone, Copy)]
+struct VerifiedToken {
+    sid: SessionId,
+    sub: UserId,
+    exp: i64,
+}
+
+impl VerifiedToken {
+    fn expires_at(&self) -> i64 {
+        self.exp
+    }
+}
+
+/// At most this many verified tokens are cached (about 40 MB at 400 bytes a token); when full,
+/// the cache starts over.
+const VERIFIED_CACHE_MAX: usize = 100_000;
+
+/// Access tokens and refresh tokens.
+pub(crate) struct AccessTokens {
+    keys: SigningKeys,
+    claims_policy: ClaimsPolicy,
+    verified: ServerKeyed<Box<str>, VerifiedToken>,
+    sessions: Arc<Sessions>,
+    store: Arc<dyn Store>,
+    config: Arc<AuthConfig>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<AuthMetrics>,
+}
+
+impl AccessTokens {
+    pub(crate) fn new(
+        keys: SigningKeys,
+        sessions: Arc<Sessions>,
+        store: Arc<dyn Store>,
+        config: Arc<AuthConfig>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<AuthMetrics>,
+    ) -> Self {
+        Self {
+            claims_policy: config.jwt.policy(),
+            keys,
+            verified: Default::default(),
+            sessions,
+            store,
+            config,
+            clock,
+            metrics,
+        }
+    }
+
+    /// The signing keys.
+    pub(crate) fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// Rereads the signing keys; tokens verified with a key that stopped verifying are dropped
+    /// from the cache of verified tokens.
+    pub(crate) async fn reload_keys(&self) -> Result<(), AuthError> {
+        if self.keys.reload().await? {
+            self.verified.clear();
+        }
+        Ok(())
+    }
+
+    /// Forgets every verified token (every session was lost).
+    pub(crate) fn forget_verified(&self) {
+        self.verified.clear();
+    }
+
+    /// Drops expired tokens from the cache of verified tokens.
+    pub(crate) fn sweep(&self, now: OffsetDateTime) {
+        let leeway = self.claims_policy.leeway_secs;
+        self.verified
+            .retain(|_, v| v.expires_at().saturating_add(leeway) > now.unix_timestamp());
+    }
+
+    fn verify_access_token(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedToken, AuthError> {
+        let ring = self.keys.current();
+        let refused = |e: jwt::VerifyError| {
+            tracing::debug!(error = %e, "bearer token refused");
+            AuthError::Unauthenticated
+        };
+        let (header, payload) = jwt::verify(token, &ring).map_err(refused)?;
+        let claims = self
+            .claims_policy
+            .validate(&header, &payload, now)
+            .map_err(refused)?;
+        Ok(VerifiedToken {
+            sid: claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?,
+            sub: claims.sub.parse().map_err(|_| AuthError::Unauthenticated)?,
+            exp: claims.exp,
+        })
+    }
+
+    /// Mints an access token for a session, ending no later than the session's deadline.
+    pub(crate) fn mint(&self, user: &User, session: &Session) -> Result<(String, i64), AuthError> {
+        let ring = self.keys.current();
+        let key = ring
+            .signing()
+            .ok_or_else(|| AuthError::Keys("no signing key".into()))?;
+        let now = self.clock.now_secs();
+        let exp = (now + self.config.jwt.access_ttl).min(session.absolute_expires_at);
+        let claims = AccessClaims {
+            iss: self.config.jwt.issuer.clone(),
+            sub: user.id.to_string(),
+            aud: Audience::One(self.config.jwt.audience.clone()),
+            exp: exp.unix_timestamp(),
+            iat: now.unix_timestamp(),
+            nbf: None,
+            jti: SessionId::random().to_string(),
+            client_id: self.config.jwt.client_id.clone(),
+            sid: session.id.to_string(),
+            roles: user.roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
+        let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::Keys)?;
+        Ok((token, (exp - now).whole_seconds()))
+    }
+
+    /// The refresh grant: rotates the refresh token (one compare-and-set in the store) and mints
+    /// a new access token. A spent token presented again within the grace window gets the same
+    /// successor back; later, it is theft, and the whole session ends.
+    pub(crate) async fn refresh(&self, raw: &str) -> Result<TokenPair, AuthError> {
+        let presented = SessionToken::parse(raw).ok_or(AuthError::InvalidGrant)?;
+        if !self.sessions.may_look_up(raw) {
+            return Err(AuthError::InvalidGrant);
+        }
+        let family = presented.family();
+        let next = self.sessions.mint_in_family(&family);
+        let sealed = seal(&presented, &next)?;
+        let now = self.clock.now_secs();
+        let rotation = self
+            .store
+            .rotate_refresh(
+                &presented.hash(),
+                &family.hash(),
+                &next.hash(),
+                &sealed,
+                now,
+            )
+            .await?;
+        let (session, refresh_token) = match rotation {
+            Rotation::Rotated(session) => (session, next),
+            Rotation::Spent {
+                session,
+                rotated_at,
+                sealed_next,
+            } => {
+                if now - rotated_at <= self.config.jwt.refresh_grace {
+                    let successor =
+                        open(&presented, &sealed_next).ok_or(AuthError::InvalidGrant)?;
+                    (session, successor)
+                } else {
+                    return self.refresh_reused(&session).await;
+                }
+            }
+            Rotation::Reused(session) => return self.refresh_reused(&session).await,
+            Rotation::Unknown => return Err(AuthError::InvalidGrant),
+        };
+        let (session, user) = self
+            .sessions
+            .resume(session, now)
+            .await?
+            .ok_or(AuthError::InvalidGrant)?;
+        let (access_token, expires_in) = self.mint(&user, &session)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in,
+            refresh_token,
+            session: (*session).clone(),
+            user: (*user).clone(),
+        })
+    }
+
+    /// A spent refresh token of `session` came back (RFC 9700 §4.14.2): whoever holds the
+    /// lineage now, the thief or the victim, the session ends.
+    async fn refresh_reused(&self, session: &Session) -> Result<TokenPair, AuthError> {
+        tracing::warn!(
+            session = %session.id,
+            user = %session.user_id,
+            security_event = "refresh_token_reuse",
+            "a spent refresh token was used again; the session is ended"
+        );
+        self.metrics
+            .refresh_reuse
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sessions.end_session_record(session.id).await?;
+        Err(AuthError::InvalidGrant)
+    }
+
+    /// Recognises an access JWT carried as the session cookie: checked like a bearer token,
+    /// and it must name a cookie session (one started with `cookie: "jwt"`). An access token of
+    /// a token session is refused there, so a leaked one cannot be renewed through the cookie
+    /// without its refresh token.
+    pub(crate) async fn authenticate_jwt_cookie(
+        &self,
+        token: &str,
+    ) -> Result<Authenticated, AuthError> {
+        let who = self.authenticate_bearer(token).await?;
+        if who.session.transport != Transport::Cookie {
+            return Err(AuthError::Unauthenticated);
+        }
+        Ok(who)
+    }
+
+    /// The session an access JWT names, if it carries our valid signature and claims (the
+    /// session itself is not looked at).
+    pub(crate) fn session_named_by(&self, token: &str) -> Option<SessionId> {
+        self.verify_access_token(token, self.clock.now_secs())
+            .ok()
+            .map(|v| v.sid)
+    }
+
+    /// Recognises an access JWT: signature by `kid` and the key's own algorithm, the RFC 9068
+    /// claims, then the session it names, which must be live, unrevoked and the subject's.
+    ///
+    /// A token seen before is found in a bounded cache of verified tokens, keyed by its exact
+    /// bytes: only a token that passed every check gets in, and a different byte string is a
+    /// different key, so the cache cannot be fed a forgery. Expiry, revocation, the session and
+    /// the user are still checked on every use.
+    pub(crate) async fn authenticate_bearer(
+        &self,
+        token: &str,
+    ) -> Result<Authenticated, AuthError> {
+        let now = self.clock.now_secs();
+        let cached = self.verified.get(token).map(|v| *v);
+        let verified = match cached {
+            Some(v) => {
+                if now.unix_timestamp() >= v.exp.saturating_add(self.claims_policy.leeway_secs) {
+                    self.verified.remove(token);
+                    return Err(AuthError::Unauthenticated);
+                }
+                v
+            }
+            None => {
+                let v = self.verify_access_token(token, now)?;
+                if self.verified.len() >= VERIFIED_CACHE_MAX {
+                    self.verified.clear();
+                }
+                self.verified.insert(token.into(), v);
+                v
+            }
+        };
+        self.sessions
+            .authenticate_id(verified.sid, verified.sub, now)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_the_presented_token() {
+        let presented = SessionToken::generate();
+        let next = SessionToken::generate();
+        let sealed = seal(&presented, &next).unwrap_or_default();
+        assert!(!sealed.windows(43).any(|w| w == next.expose().as_bytes()));
+        assert_eq!(open(&presented, &sealed), Some(next));
+        assert_eq!(open(&SessionToken::generate(), &sealed), None);
+    }
+}

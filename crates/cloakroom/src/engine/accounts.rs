@@ -1,0 +1,236 @@
+//! Accounts: users, their passwords (hashing, the password policy, rehashing) and the
+//! throttled checks of them.
+
+use std::sync::Arc;
+
+use super::attempts::{account_key, ip_key, Attempt, Attempts};
+use super::config::AuthConfig;
+use super::error::AuthError;
+use super::request::{ClientInfo, LoginRequest};
+use crate::clock::Clock;
+use crate::password::{PasswordHasher, PasswordPolicy};
+use crate::store::{Store, StoreError};
+use crate::user::{Email, Role, User, UserId};
+
+/// Users and passwords.
+pub(crate) struct Accounts {
+    store: Arc<dyn Store>,
+    hasher: PasswordHasher,
+    policy: PasswordPolicy,
+    attempts: Attempts,
+    config: Arc<AuthConfig>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Accounts {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        hasher: PasswordHasher,
+        attempts: Attempts,
+        config: Arc<AuthConfig>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            policy: PasswordPolicy,
+            attempts,
+            config,
+            clock,
+        }
+    }
+
+    /// The password hasher.
+    pub(crate) fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// Creates an account with the default role; throttled per client IP.
+    pub(crate) async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<User, AuthError> {
+        if let Some(key) = ip_key(client.ip) {
+            let key = format!("signup:{key}");
+            let now = self.clock.now_secs();
+            let window = self.config.signup_window;
+            if let Some(wait) = self
+                .attempts
+                .hit(&key, self.config.signup_limit, window, now)
+                .await?
+            {
+                return Err(AuthError::TooManyAttempts { retry_after: wait });
+            }
+        }
+        let user = self
+            .create_user(email, password, vec![Role::default_role()])
+            .await?;
+        tracing::info!(user = %user.id, "signup");
+        Ok(user)
+    }
+
+    /// Creates an account with the given roles (the CLI's `user add`); no throttling.
+    pub(crate) async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        mut roles: Vec<Role>,
+    ) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        let normalized = PasswordPolicy::normalize(password);
+        self.policy.check_new(&normalized, email.as_str())?;
+        roles.sort();
+        roles.dedup();
+        let hash = self.hasher.hash(normalized).await?;
+        let user = User {
+            id: UserId::random(),
+            email,
+            roles,
+            disabled: false,
+            created_at: self.clock.now_secs(),
+            credentials_gen: 0,
+        };
+        match self.store.insert_user(&user, &hash).await {
+            Ok(()) => Ok(user),
+            Err(StoreError::Conflict) => Err(AuthError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The account with this email.
+    pub(crate) async fn find_user(&self, email: &str) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        match self.store.find_user_by_email(&email).await? {
+            Some((user, _)) => Ok(user),
+            None => Err(AuthError::NotFound),
+        }
+    }
+
+    /// Every account.
+    pub(crate) async fn list_users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// Sets an account's disabled flag in the store.
+    pub(crate) async fn set_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<User, AuthError> {
+        let user = self.find_user(email).await?;
+        self.store.set_disabled(user.id, disabled).await?;
+        tracing::info!(user = %user.id, disabled, "user status changed");
+        Ok(User { disabled, ..user })
+    }
+
+    /// Replaces an account's roles. (The facade makes its sessions see them.)
+    pub(crate) async fn set_roles(&self, email: &str, roles: &[String]) -> Result<User, AuthError> {
+        let mut roles = roles
+            .iter()
+            .map(|r| Role::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        roles.sort();
+        roles.dedup();
+        let user = self.find_user(email).await?;
+        self.store.set_roles(user.id, &roles).await?;
+        tracing::info!(user = %user.id, "roles changed");
+        Ok(User { roles, ..user })
+    }
+
+    /// Checks a login's password as one throttled attempt on its account and its client
+    /// address. Unknown email, wrong password and disabled account get the same error after the
+    /// same work; throttled callers do no hashing.
+    pub(crate) async fn verify_login(&self, req: &LoginRequest) -> Result<User, AuthError> {
+        let now = self.clock.now_secs();
+        let email = Email::parse(&req.email).ok();
+        let acct = email.as_ref().map(account_key);
+        let ip = ip_key(req.client.ip);
+        let keys = [
+            Attempt::account(acct.as_deref(), &self.config.account_throttle),
+            Attempt::client(ip.as_deref(), &self.config.ip_throttle),
+        ];
+        self.attempts
+            .throttled(&keys, now, async {
+                let password = PasswordPolicy::normalize(&req.password);
+                let found = match &email {
+                    Some(email) => match self.store.find_user_by_email(email).await? {
+                        Some(found) => Some(found),
+                        // An account made before addresses were put in NFC.
+                        None => match Email::stored_before_nfc(&req.email) {
+                            Some(old) => self.store.find_user_by_email(&old).await?,
+                            None => None,
+                        },
+                    },
+                    None => None,
+                };
+                let verified = if email.is_some() && PasswordPolicy::acceptable_at_login(&password)
+                {
+                    let stored = found.as_ref().map(|(_, h)| h.clone());
+                    Some(self.hasher.verify(password.clone(), stored).await?)
+                } else {
+                    None
+                };
+                match (found, verified) {
+                    (Some((user, stored)), Some(v)) if v.matched && !user.disabled => {
+                        if v.needs_rehash {
+                            self.upgrade_hash(user.id, &stored, password).await;
+                        }
+                        Ok(user)
+                    }
+                    _ => {
+                        tracing::info!("login failed");
+                        Err(AuthError::InvalidCredentials)
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Verifies the password of a signed-in user, as one throttled attempt on their account.
+    pub(crate) async fn check_password(
+        &self,
+        user: &User,
+        password: &str,
+    ) -> Result<(), AuthError> {
+        let acct = account_key(&user.email);
+        let keys = [Attempt::account(Some(&acct), &self.config.account_throttle)];
+        self.attempts
+            .throttled(&keys, self.clock.now_secs(), async {
+                let normalized = PasswordPolicy::normalize(password);
+                let stored = self.store.password_hash(user.id).await?;
+                let ok = PasswordPolicy::acceptable_at_login(&normalized)
+                    && self.hasher.verify(normalized, stored).await?.matched;
+                if ok {
+                    Ok(())
+                } else {
+                    Err(AuthError::InvalidCredentials)
+                }
+            })
+            .await
+    }
+
+    /// Sets a new password for `user` (the policy first) and returns the user's new
+    /// credentials generation: every session proven with an older password is void from now.
+    pub(crate) async fn set_password(&self, user: &User, new: &str) -> Result<i64, AuthError> {
+        let normalized = PasswordPolicy::normalize(new);
+        self.policy.check_new(&normalized, user.email.as_str())?;
+        let hash = self.hasher.hash(normalized).await?;
+        self.store
+            .set_password(user.id, &hash)
+            .await?
+            .ok_or(AuthError::Unauthenticated)
+    }
+
+    async fn upgrade_hash(&self, id: UserId, stored: &str, password: String) {
+        match self.hasher.hash(password).await {
+            Ok(hash) => match self.store.rehash_password(id, stored, &hash).await {
+                Ok(true) => tracing::info!(user = %id, "password hash upgraded"),
+                Ok(false) => tracing::debug!(user = %id, "password changed before the upgrade"),
+                Err(e) => tracing::warn!(error = %e, "could not store the upgraded hash"),
+            },
+            Err(e) => tracing::debug!(error = %e, "hash upgrade postponed"),
+        }
+    }
+}

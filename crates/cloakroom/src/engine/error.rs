@@ -1,0 +1,74 @@
+//! What can go wrong, named by outcome.
+
+use time::Duration;
+
+use crate::password::{PasswordError, WeakPassword};
+use crate::store::StoreError;
+use crate::user::{EmailError, RoleError};
+
+/// How long a client is asked to wait when hashing is saturated.
+pub(crate) const OVERLOAD_RETRY: Duration = Duration::seconds(1);
+
+/// What went wrong, named by outcome. The server maps each to a status and error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown email, wrong password or disabled account: one answer for all three.
+    #[error("the email or password is wrong")]
+    InvalidCredentials,
+    /// Held back by throttling.
+    #[error("too many attempts; try again later")]
+    TooManyAttempts {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// Signup with an email that has an account.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// The email address is not valid.
+    #[error("{0}")]
+    InvalidEmail(#[from] EmailError),
+    /// The new password does not meet the policy.
+    #[error("{0}")]
+    WeakPassword(#[from] WeakPassword),
+    /// A role name is not valid.
+    #[error("{0}")]
+    InvalidRole(#[from] RoleError),
+    /// No valid session.
+    #[error("not signed in, or the session has ended")]
+    Unauthenticated,
+    /// The operation needs a fresh login or the current password.
+    #[error("confirm your password to do this")]
+    ReauthRequired,
+    /// No such session or user (or not yours).
+    #[error("not found")]
+    NotFound,
+    /// Password hashing is saturated.
+    #[error("the server is busy; try again shortly")]
+    Overloaded {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A refresh token that is unknown, spent, expired or revoked (RFC 6749 `invalid_grant`).
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidGrant,
+    /// Signing keys could not be made, read or used.
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// Hashing failed for another reason than load.
+    #[error("password hashing failed")]
+    Hashing(#[source] PasswordError),
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Overloaded => Self::Overloaded {
+                retry_after: OVERLOAD_RETRY,
+            },
+            other => Self::Hashing(other),
+        }
+    }
+}
