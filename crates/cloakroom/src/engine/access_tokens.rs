@@ -6,7 +6,7 @@
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use super::config::AuthConfig;
 use super::error::AuthError;
@@ -14,68 +14,14 @@ use super::request::{AuthMetrics, Authenticated};
 use super::sessions::Sessions;
 use super::signing_keys::SigningKeys;
 use crate::clock::Clock;
-use crate::jwt::{self, AccessClaims, Algorithm, Audience, ClaimsPolicy};
+use crate::jwt::{self, AccessClaims, Audience, ClaimsPolicy};
 use crate::live::ServerKeyed;
-use crate::secret::Secret;
 use crate::session::{Session, SessionId, SessionToken, Transport};
 use crate::store::{Rotation, Store};
 use crate::user::{User, UserId};
 
 /// The media type of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-
-/// Settings of the token transport.
-#[derive(Debug, Clone)]
-pub struct JwtConfig {
-    /// `iss`: the public URL.
-    pub issuer: String,
-    /// `aud` minted and required.
-    pub audience: String,
-    /// `client_id` minted (cloakroom serves first-party clients only).
-    pub client_id: String,
-    /// Access token lifetime.
-    pub access_ttl: Duration,
-    /// Clock leeway when verifying (at most 60 s).
-    pub leeway: Duration,
-    /// How long after a rotation the previous refresh token may be retried for the same result.
-    pub refresh_grace: Duration,
-    /// The signing algorithm.
-    pub algorithm: Algorithm,
-    /// The HS256 secret, when `algorithm` is HS256.
-    pub hs256_secret: Option<Secret<Vec<u8>>>,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            issuer: "http://localhost:8080".into(),
-            audience: "http://localhost:8080".into(),
-            client_id: "cloakroom".into(),
-            access_ttl: Duration::minutes(10),
-            leeway: Duration::seconds(60),
-            refresh_grace: Duration::seconds(10),
-            algorithm: Algorithm::EdDSA,
-            hs256_secret: None,
-        }
-    }
-}
-
-impl JwtConfig {
-    /// The claim rules for verifying our access tokens.
-    pub fn policy(&self) -> ClaimsPolicy {
-        ClaimsPolicy {
-            issuer: self.issuer.clone(),
-            audience: self.audience.clone(),
-            leeway_secs: self.leeway.whole_seconds().clamp(0, 60),
-            max_lifetime_secs: self.access_ttl.whole_seconds(),
-        }
-    }
-
-    /// How long a retired key must still verify: the longest token lifetime plus leeway.
-    pub fn key_horizon(&self) -> Duration {
-        self.access_ttl + self.leeway
-    }
-}
 
 /// An access token and the refresh token that renews it (RFC 6749 §5.1).
 #[derive(Debug)]

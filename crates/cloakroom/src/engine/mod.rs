@@ -22,8 +22,8 @@ mod request;
 mod sessions;
 mod signing_keys;
 
-pub use access_tokens::{JwtConfig, TokenPair, ACCESS_TOKEN_TYPE};
-pub use config::AuthConfig;
+pub use access_tokens::{TokenPair, ACCESS_TOKEN_TYPE};
+pub use config::{AuthConfig, JwtConfig};
 pub use error::AuthError;
 pub use request::{AuthMetrics, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth};
 pub use sessions::Revocation;
