@@ -6,5 +6,6 @@ mod engine;
 mod idle;
 mod integration;
 mod redis_store;
+mod rules;
 mod store_contract;
 mod wycheproof;
