@@ -14,6 +14,12 @@ pub trait Clock: Send + Sync + 'static {
         let now = self.now();
         now.replace_nanosecond(0).unwrap_or(now)
     }
+
+    /// The current time in milliseconds since the Unix epoch (what metrics of delays between
+    /// machines compare).
+    fn unix_ms(&self) -> i64 {
+        (self.now().unix_timestamp_nanos() / 1_000_000) as i64
+    }
 }
 
 /// The operating system's clock.

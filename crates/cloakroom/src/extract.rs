@@ -42,7 +42,10 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::web::{error_response, Refusal, RequestRules};
+use crate::web::error_response;
+#[cfg(feature = "engine")]
+use crate::web::{Refusal, RequestRules};
+#[cfg(feature = "engine")]
 use crate::{Auth, AuthError};
 
 /// Who is calling, as either mode knows it.
@@ -69,7 +72,8 @@ impl Identity {
 #[derive(Clone)]
 pub enum Verifier {
     /// The engine in this process, reading requests by the same [`RequestRules`] as the
-    /// cloakroom server: the same credentials, the same cross-site checks.
+    /// cloakroom server: the same credentials, the same cross-site checks (feature `engine`).
+    #[cfg(feature = "engine")]
     Embedded {
         /// The engine.
         auth: Arc<Auth>,
@@ -84,6 +88,7 @@ pub enum Verifier {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            #[cfg(feature = "engine")]
             Self::Embedded { .. } => f.write_str("Verifier::Embedded"),
             #[cfg(feature = "remote")]
             Self::Remote(_) => f.write_str("Verifier::Remote"),
@@ -104,12 +109,14 @@ impl Verifier {
         self.check_renewing(method, headers).await.map(|(id, _)| id)
     }
 
+    #[cfg_attr(not(feature = "engine"), allow(unused_variables))]
     async fn check_renewing(
         &self,
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<(Identity, Option<String>), Rejection> {
         match self {
+            #[cfg(feature = "engine")]
             Self::Embedded { auth, rules } => {
                 let caller = rules
                     .authenticate(auth, method, headers)
@@ -230,6 +237,7 @@ pub enum Rejection {
     Internal,
 }
 
+#[cfg(feature = "engine")]
 impl From<Refusal> for Rejection {
     fn from(r: Refusal) -> Self {
         match r {

@@ -25,12 +25,17 @@
 
 mod clock;
 mod cookie;
+#[cfg(feature = "engine")]
 mod engine;
-#[cfg(feature = "axum")]
+#[cfg(all(feature = "axum", any(feature = "engine", feature = "remote")))]
 pub mod extract;
+pub mod feed;
 pub mod jwt;
+#[cfg(feature = "engine")]
 mod live;
+#[cfg(feature = "engine")]
 pub mod maintenance;
+#[cfg(feature = "engine")]
 mod password;
 #[cfg(feature = "remote")]
 pub mod remote;
@@ -40,6 +45,7 @@ mod session;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "engine")]
 mod throttle;
 mod user;
 #[cfg(feature = "axum")]
@@ -47,23 +53,34 @@ pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+#[cfg(feature = "engine")]
 pub use engine::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
     LoginRequest, Reauth, Revocation,
 };
+#[cfg(feature = "engine")]
 pub use engine::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
+#[cfg(feature = "engine")]
 pub use maintenance::Maintenance;
+#[cfg(feature = "engine")]
 pub use password::{
     Argon2Config, PasswordError, PasswordHasher, PasswordPolicy, Verified, WeakPassword,
     MAX_PASSWORD_BYTES,
 };
-pub use secret::Secret;
+pub use secret::{secrets_equal, Secret};
 pub use session::{
     Lifetime, Lineage, Session, SessionId, SessionToken, TokenCheck, TokenHash, Transport,
 };
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
-    Change, ChangeFeed, KeyStore, PostgresStore, RedisStore, RedisThrottle, RevocationEvent,
-    Rotation, SessionStore, SqliteStore, Store, StoreError, UserStore,
+    Change, ChangeFeed, KeyStore, RevocationEvent, Rotation, SessionStore, Store, StoreError,
+    UserStore,
 };
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisThrottle};
+#[cfg(feature = "engine")]
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 pub use user::{Email, EmailError, Role, RoleError, User, UserId};

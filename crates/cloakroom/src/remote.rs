@@ -27,7 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
+use crate::clock::{Clock, SystemClock};
+use crate::feed::FeedEvent;
 use crate::jwt::{self, AccessClaims, ClaimsPolicy, KeyRing, VerifyError};
+#[cfg(feature = "redis")]
 use crate::store::RevocationEvent;
 
 /// Where a remote verifier learns of revocations.
@@ -43,7 +46,8 @@ pub enum RevocationSource {
         /// A key from the server's `--verifier-keys`.
         key: String,
     },
-    /// The Redis cloakroom uses, under its key prefix.
+    /// The Redis cloakroom uses, under its key prefix (feature `redis`).
+    #[cfg(feature = "redis")]
     Redis {
         /// The Redis URL.
         url: String,
@@ -128,7 +132,7 @@ pub struct RemoteVerifier {
     policy: ClaimsPolicy,
     /// When the keys were last fetched, for the refresh limit.
     fetched: tokio::sync::Mutex<Instant>,
-    revoked: crate::live::ServerKeyed<String, i64>,
+    revoked: dashmap::DashMap<String, i64, foldhash::fast::RandomState>,
     /// Tokens issued at or before this (unix seconds) are refused (the store lost its sessions).
     revoked_before: AtomicI64,
     /// Whether the revocation feed is complete right now.
@@ -150,10 +154,7 @@ impl std::fmt::Debug for RemoteVerifier {
 }
 
 fn now() -> OffsetDateTime {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    SystemClock.now_secs()
 }
 
 impl RemoteVerifier {
@@ -190,6 +191,7 @@ impl RemoteVerifier {
             RevocationSource::Events { url, key } => {
                 tokio::spawn(follow_events(Arc::downgrade(&verifier), url, key));
             }
+            #[cfg(feature = "redis")]
             RevocationSource::Redis { url, prefix } => {
                 let rx = crate::store::RedisStore::follow(&url, &prefix)
                     .await
@@ -324,6 +326,7 @@ async fn follow_events(verifier: std::sync::Weak<RemoteVerifier>, url: String, k
 }
 
 async fn read_events(v: &RemoteVerifier, url: &str, key: &str) -> Result<(), String> {
+    use eventsource_stream::Eventsource;
     let res = v
         .http
         .get(url)
@@ -333,48 +336,22 @@ async fn read_events(v: &RemoteVerifier, url: &str, key: &str) -> Result<(), Str
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| e.to_string())?;
-    let mut body = res.bytes_stream();
-    let mut buf = String::new();
+    let mut events = res.bytes_stream().eventsource();
     // Keep-alives arrive every 15 s; silence beyond 40 s means a dead connection.
-    while let Ok(chunk) = tokio::time::timeout(Duration::from_secs(40), body.next()).await {
-        let Some(chunk) = chunk else { return Ok(()) };
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            apply_event(v, &block);
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(40), events.next()).await {
+        let Some(event) = next else { return Ok(()) };
+        let event = event.map_err(|e| e.to_string())?;
+        match FeedEvent::parse(&event.event, &event.data) {
+            Some(FeedEvent::Revoked(r)) => v.revoke(r.sid, r.exp),
+            Some(FeedEvent::Reset(r)) => v.reset_before(r.before),
+            Some(FeedEvent::Synced) => v.set_feed(true),
+            None => {}
         }
     }
     Err("no event or keep-alive for 40 s".into())
 }
 
-fn apply_event(v: &RemoteVerifier, block: &str) {
-    let mut kind = "";
-    let mut data = String::new();
-    for line in block.lines() {
-        if let Some(k) = line.strip_prefix("event:") {
-            kind = k.trim();
-        } else if let Some(d) = line.strip_prefix("data:") {
-            data.push_str(d.trim());
-        }
-    }
-    let doc: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
-    match kind {
-        "revoked" => {
-            if let (Some(sid), Some(exp)) = (doc["sid"].as_str(), doc["exp"].as_i64()) {
-                v.revoke(sid.to_string(), exp);
-            }
-        }
-        "reset" => {
-            if let Some(before) = doc["before"].as_i64() {
-                v.reset_before(before);
-            }
-        }
-        "synced" => v.set_feed(true),
-        _ => {}
-    }
-}
-
+#[cfg(feature = "redis")]
 async fn follow_redis(
     verifier: std::sync::Weak<RemoteVerifier>,
     mut rx: tokio::sync::mpsc::Receiver<RevocationEvent>,

@@ -43,6 +43,14 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
     }
 }
 
+/// Whether two secrets are equal, compared in constant time (with `subtle`): the time taken
+/// says nothing about where they differ. Their lengths are not hidden; compare digests when
+/// they must be.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

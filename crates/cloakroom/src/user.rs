@@ -116,6 +116,7 @@ impl Email {
     /// An address read back from storage, as it was stored: stores only ever hold addresses
     /// that passed [`Email::parse`] when they were written, and an account made under older
     /// rules must stay readable.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn from_stored(stored: String) -> Self {
         Self(stored)
     }

@@ -74,9 +74,7 @@ impl Metrics {
 
 /// Wall-clock milliseconds since the epoch.
 pub fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    cloakroom::Clock::unix_ms(&cloakroom::SystemClock)
 }
 
 pub use super::routes::route_of;

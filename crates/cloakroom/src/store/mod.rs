@@ -11,13 +11,21 @@ use crate::jwt::StoredKey;
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisThrottle};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Messages never carry SQL or data values.

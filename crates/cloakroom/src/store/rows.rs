@@ -1,7 +1,9 @@
 //! Reading rows back into domain values, the same way for every SQL backend. Times are stored
 //! as seconds since the epoch; anything that does not read back is [`StoreError::Corrupt`].
 
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgRow;
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::str::FromStr;
@@ -55,9 +57,11 @@ macro_rules! row_ext {
     };
 }
 
+#[cfg(feature = "sqlite")]
 row_ext!(SqliteRow, |r: &SqliteRow, col: &str| r
     .try_get::<bool, _>(col)
     .map_err(|e| corrupt(col, e)));
+#[cfg(feature = "postgres")]
 row_ext!(PgRow, |r: &PgRow, col: &str| r
     .try_get::<bool, _>(col)
     .map_err(|e| corrupt(col, e)));

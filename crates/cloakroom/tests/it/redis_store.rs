@@ -17,11 +17,7 @@ use tokio::sync::mpsc::Receiver;
 
 fn now() -> OffsetDateTime {
     // Real time: Redis expires keys by its own clock.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    OffsetDateTime::from_unix_timestamp(secs as i64).unwrap()
+    cloakroom::Clock::now_secs(&cloakroom::SystemClock)
 }
 
 async fn open(prefix: &RedisPrefix) -> (RedisStore, tempfile::TempDir) {

@@ -3,9 +3,7 @@
 //! alive, then `synced`, then each revocation as it happens. A verifier that reconnects gets the
 //! whole list again, so a dropped connection never leaves a revoked token valid for long.
 //!
-//! Events: `revoked` with `{"sid": "<session id>", "exp": <unix seconds>}`; `reset` with
-//! `{"before": <unix seconds>}` when the session store lost every session (refuse every token
-//! issued at or before it); `synced` once the initial list is complete.
+//! The events are [`cloakroom::feed::FeedEvent`]s, the type the remote verifier reads.
 
 use crate::http::routes;
 use axum::extract::State;
@@ -14,9 +12,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use cloakroom::Revocation;
+use cloakroom::feed::FeedEvent;
 use futures_util::stream::{self, Stream, StreamExt};
-use serde_json::json;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -30,15 +27,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route(routes::REVOCATIONS, get(follow))
 }
 
-fn event(r: Revocation) -> Event {
-    match r {
-        Revocation::Session { id, expires_at } => Event::default()
-            .event("revoked")
-            .data(json!({"sid": id.to_string(), "exp": expires_at.unix_timestamp()}).to_string()),
-        Revocation::AllBefore(at) => Event::default()
-            .event("reset")
-            .data(json!({"before": at.unix_timestamp()}).to_string()),
-    }
+fn event(e: FeedEvent) -> Event {
+    Event::default().event(e.name()).data(e.data())
 }
 
 /// Whether `presented` is one of the configured verifier keys (compared by digest, so the time
@@ -47,7 +37,7 @@ fn known_key(state: &AppState, presented: &str) -> bool {
     let digest = |k: &str| ring::digest::digest(&ring::digest::SHA256, k.as_bytes());
     let presented = digest(presented);
     state.verifier_keys.iter().fold(false, |found, k| {
-        found | (digest(k.expose()).as_ref() == presented.as_ref())
+        found | cloakroom::secrets_equal(digest(k.expose()).as_ref(), presented.as_ref())
     })
 }
 
@@ -58,13 +48,12 @@ async fn follow(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     }
     let (snapshot, rx) = state.auth.follow_revocations();
     let stop = state.stop.clone();
-    let initial = stream::iter(snapshot.into_iter().map(event)).chain(stream::once(async {
-        Event::default().event("synced").data("{}")
-    }));
+    let initial = stream::iter(snapshot.into_iter().map(|r| event(r.into())))
+        .chain(stream::once(async { event(FeedEvent::Synced) }));
     let live = stream::unfold((rx, stop), |(mut rx, mut stop)| async move {
         let next = tokio::select! {
             got = rx.recv() => match got {
-                Ok(r) => Some(event(r)),
+                Ok(r) => Some(event(r.into())),
                 // Fell behind, or the engine is gone: end the stream; the verifier reconnects
                 // and starts over with the whole list.
                 Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => None,

@@ -47,9 +47,7 @@ static LOG: LazyLock<Script> = LazyLock::new(|| {
 });
 
 fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::clock::Clock::unix_ms(&crate::clock::SystemClock)
 }
 
 /// Logs and publishes revocations. When this returns they hold on this instance and are
