@@ -7,7 +7,7 @@
 //!   [`CHANGE_POLL`] in any case;
 //! - revocations pushed by Redis are applied by a task of their own, so that they never wait
 //!   behind a slow or hung database call;
-//! - last-seen times are written every [`ACTIVITY_FLUSH`], with the store's housekeeping;
+//! - last-seen times are written every [`ACTIVITY_FLUSH`];
 //! - signing keys are reread every [`KEY_RELOAD`] (a `keys rotate` from the CLI shows up within
 //!   it), and expired sessions swept every [`SWEEP`].
 
@@ -156,9 +156,6 @@ async fn upkeep(auth: Arc<Auth>, on_propagated: Option<OnPropagated>, stop: watc
             _ = flush.tick() => {
                 if let Err(e) = auth.flush_activity().await {
                     tracing::warn!(error = %e, "writing activity failed");
-                }
-                if let Err(e) = auth.maintain().await {
-                    tracing::warn!(error = %e, "store housekeeping failed");
                 }
             }
             _ = sweep.tick() => {

@@ -137,11 +137,15 @@ fn matches(template: &str, path: &str) -> bool {
     }
 }
 
-/// The route a request path belongs to, as a metrics label; `other` for none.
+/// The route a request path belongs to, as a metrics label; `other` for none. (Every request
+/// asks: exact paths are compared first, the few with a `{name}` segment after.)
 pub fn route_of(path: &str) -> &'static str {
+    if let Some(r) = ROUTES.iter().find(|r| r.path == path) {
+        return r.path;
+    }
     ROUTES
         .iter()
-        .find(|r| matches(r.path, path))
+        .find(|r| r.path.contains('{') && matches(r.path, path))
         .map_or("other", |r| r.path)
 }
 

@@ -580,11 +580,6 @@ impl Auth {
         self.sessions.flush_activity().await
     }
 
-    /// The store's periodic housekeeping (see [`Store::maintain`]).
-    pub async fn maintain(&self) -> Result<(), AuthError> {
-        Ok(self.store.maintain().await?)
-    }
-
     /// Forgets expired sessions and tokens in memory and deletes them from the store, with
     /// the change log's old entries and keys retired long ago.
     pub async fn sweep(&self) -> Result<u64, AuthError> {

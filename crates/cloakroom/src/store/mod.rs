@@ -243,12 +243,6 @@ pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Periodic housekeeping the backend needs (SQLite: a checkpoint that truncates the WAL,
-    /// which a steady stream of writes beside readers otherwise grows without bound).
-    async fn maintain(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     /// A signal each time the change log may have grown, for backends that can push (PostgreSQL
     /// LISTEN/NOTIFY), with the time it was sent (ms since the epoch) when known. `None`: poll
     /// [`ChangeFeed::changes_since`] instead.

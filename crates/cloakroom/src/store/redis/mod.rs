@@ -328,10 +328,6 @@ impl Store for RedisStore {
         self.sql.raise_mark(name, value).await
     }
 
-    async fn maintain(&self) -> Result<(), StoreError> {
-        self.sql.maintain().await
-    }
-
     async fn revocations(
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<RevocationEvent>>, StoreError> {
