@@ -14,7 +14,7 @@ use url::Url;
 use crate::http::proxies::ProxyRange;
 
 /// Settings as given: flags and environment (through clap) or the TOML file (through serde).
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     /// Address to listen on [default: 127.0.0.1:8080]
@@ -150,12 +150,6 @@ pub struct RawSettings {
     pub log: Option<String>,
 }
 
-macro_rules! merge_fields {
-    ($high:ident, $low:ident, $($f:ident),*) => {
-        RawSettings { $($f: $high.$f.or($low.$f)),* }
-    };
-}
-
 impl RawSettings {
     /// Reads a TOML settings file.
     pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
@@ -164,48 +158,24 @@ impl RawSettings {
         toml::from_str(&text).map_err(|e| SettingsError(format!("{}: {e}", path.display())))
     }
 
-    /// Fills what `self` leaves open from `lower`.
-    pub fn or(self, lower: RawSettings) -> RawSettings {
-        let high = self;
-        merge_fields!(
-            high,
-            lower,
-            listen,
-            data_dir,
-            database_url,
-            redis_url,
-            redis_prefix,
-            public_url,
-            insecure_dev,
-            trusted_proxies,
-            verifier_keys,
-            hash_idle_priority,
-            session_idle_secs,
-            session_absolute_secs,
-            remember_idle_secs,
-            remember_absolute_secs,
-            argon2_memory_kib,
-            argon2_iterations,
-            argon2_parallelism,
-            hash_threads,
-            hash_queue,
-            login_account_free_failures,
-            login_ip_free_failures,
-            hashing_per_client,
-            max_sessions_per_user,
-            unchecked_token_lookups,
-            signups_per_hour,
-            jwt_alg,
-            hs256_secret,
-            access_token_secs,
-            jwt_audience,
-            refresh_grace_secs,
-            secrets_key_file,
-            secrets_key,
-            metrics_listen,
-            header_timeout_secs,
-            log
-        )
+    /// Fills what `self` leaves open from `lower`, field by field (through serde, so that the
+    /// fields are listed once, in the struct).
+    pub fn or(self, lower: RawSettings) -> Result<RawSettings, SettingsError> {
+        use serde_json::Value;
+        let as_map = |raw: &RawSettings| match serde_json::to_value(raw) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(SettingsError("settings are not a table".into())),
+            Err(e) => Err(SettingsError(format!("settings: {e}"))),
+        };
+        let mut high = as_map(&self)?;
+        for (field, value) in as_map(&lower)? {
+            let slot = high.entry(field).or_insert(Value::Null);
+            if slot.is_null() {
+                *slot = value;
+            }
+        }
+        serde_json::from_value(Value::Object(high))
+            .map_err(|e| SettingsError(format!("settings: {e}")))
     }
 }
 
@@ -577,7 +547,7 @@ impl Settings {
             listen: String,
             data_dir: String,
             database_url: String,
-            redis_url: Option<String>,
+            redis_url: String,
             redis_prefix: &'a str,
             public_url: String,
             insecure_dev: bool,
@@ -600,11 +570,12 @@ impl Settings {
             unchecked_token_lookups: u32,
             signups_per_hour: u32,
             jwt_alg: &'static str,
-            hs256_secret: Option<&'static str>,
+            hs256_secret: &'static str,
             access_token_secs: i64,
             refresh_grace_secs: i64,
+            jwt_audience: String,
             header_timeout_secs: u64,
-            metrics_listen: Option<String>,
+            metrics_listen: String,
             secrets: String,
             log: &'a str,
         }
@@ -613,7 +584,10 @@ impl Settings {
             listen: self.listen.to_string(),
             data_dir: self.data_dir.display().to_string(),
             database_url: redact_url(self.database_url.expose()),
-            redis_url: self.redis_url.as_ref().map(|u| redact_url(u.expose())),
+            redis_url: self
+                .redis_url
+                .as_ref()
+                .map_or_else(|| "none".into(), |u| redact_url(u.expose())),
             redis_prefix: &self.redis_prefix,
             public_url: self.public_url.as_ref().map_or_else(
                 || format!("http://localhost:{} (derived)", self.listen.port()),
@@ -643,11 +617,19 @@ impl Settings {
             unchecked_token_lookups: a.unchecked_lookups_per_sec,
             signups_per_hour: a.signup_limit,
             jwt_alg: a.jwt.algorithm.as_str(),
-            hs256_secret: a.jwt.hs256_secret.as_ref().map(|_| "[redacted]"),
+            hs256_secret: a.jwt.hs256_secret.as_ref().map_or("none", |_| "[redacted]"),
             access_token_secs: a.jwt.access_ttl.whole_seconds(),
             refresh_grace_secs: a.jwt.refresh_grace.whole_seconds(),
+            jwt_audience: self.jwt_audience.clone().unwrap_or_else(|| {
+                format!(
+                    "{} (the public URL)",
+                    self.public_origin(self.listen.port())
+                )
+            }),
             header_timeout_secs: self.header_timeout.as_secs(),
-            metrics_listen: self.metrics_listen.map(|a| a.to_string()),
+            metrics_listen: self
+                .metrics_listen
+                .map_or_else(|| "on the public listener".into(), |a| a.to_string()),
             secrets: match &self.secrets {
                 SecretsSource::Given(_) => "CLOAKROOM_SECRETS_KEY [redacted]".into(),
                 SecretsSource::File(p) | SecretsSource::Made(p) => p.display().to_string(),
@@ -701,7 +683,7 @@ mod tests {
         };
         let file: RawSettings =
             toml::from_str("listen = \"127.0.0.1:7000\"\nsession_idle_secs = 60\n").unwrap();
-        let s = Settings::resolve(flags.or(file)).unwrap();
+        let s = Settings::resolve(flags.or(file).unwrap()).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.auth.session.idle, Duration::seconds(60));
     }
@@ -729,6 +711,21 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::resolve(open).is_err());
+    }
+
+    #[test]
+    fn config_show_names_every_setting() {
+        let shown: toml::Table =
+            toml::from_str(&Settings::resolve(RawSettings::default()).unwrap().show()).unwrap();
+        let fields = serde_json::to_value(RawSettings::default()).unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            // The two ways of giving the key-encryption keys show as one line.
+            let shown_as = match field.as_str() {
+                "secrets_key_file" | "secrets_key" => "secrets",
+                f => f,
+            };
+            assert!(shown.contains_key(shown_as), "config show omits {field}");
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn resolve(cli: &Cli) -> Result<Settings, CliError> {
         Some(path) => RawSettings::from_file(path)?,
         None => RawSettings::default(),
     };
-    Ok(Settings::resolve(cli.settings.clone().or(file))?)
+    Ok(Settings::resolve(cli.settings.clone().or(file)?)?)
 }
 
 /// The engine for an admin command, on the same store a server would use.

@@ -4,7 +4,7 @@
 //! IPv4-mapped addresses (`::ffff:10.0.0.5`), which must match `10.0.0.5` and `10.0.0.0/8`.
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -50,6 +50,12 @@ impl FromStr for ProxyRange {
 impl fmt::Display for ProxyRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+impl Serialize for ProxyRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
