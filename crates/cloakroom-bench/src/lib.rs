@@ -28,7 +28,7 @@ pub struct Sample {
 
 /// An EdDSA access token issued at `now`, valid for 10 minutes.
 pub fn sample(now: OffsetDateTime) -> Result<Sample, String> {
-    let (key, _) = SigningKey::generate(Algorithm::EdDSA, now)?;
+    let (key, _) = SigningKey::generate(Algorithm::EdDSA, now).map_err(|e| e.to_string())?;
     let claims = AccessClaims {
         iss: ISSUER.into(),
         sub: "0b6c9f7e-1f7a-4c5e-9a57-3f1f0d7b2a11".into(),
@@ -42,7 +42,7 @@ pub fn sample(now: OffsetDateTime) -> Result<Sample, String> {
         roles: vec!["user".into()],
     };
     let payload = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
-    let token = jwt::sign(&key, "at+jwt", &payload)?;
+    let token = jwt::sign(&key, "at+jwt", &payload).map_err(|e| e.to_string())?;
     let jwk = key.verify_key().to_jwk().ok_or("no public key")?;
     let x = URL_SAFE_NO_PAD
         .decode(jwk["x"].as_str().ok_or("no x")?)

@@ -416,7 +416,9 @@ impl Settings {
         }
         let algorithm = match raw.jwt_alg.as_deref() {
             None => Algorithm::EdDSA,
-            Some(a) => a.parse::<Algorithm>().map_err(SettingsError)?,
+            Some(a) => a
+                .parse::<Algorithm>()
+                .map_err(|e| SettingsError(e.to_string()))?,
         };
         let hs256_secret = match (algorithm, raw.hs256_secret) {
             (Algorithm::HS256, Some(secret)) => {

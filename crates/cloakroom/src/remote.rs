@@ -215,7 +215,7 @@ impl RemoteVerifier {
             .json()
             .await
             .map_err(|e| RemoteError::Keys(e.to_string()))?;
-        let ring = KeyRing::from_jwks(&doc).map_err(RemoteError::Keys)?;
+        let ring = KeyRing::from_jwks(&doc).map_err(|e| RemoteError::Keys(e.to_string()))?;
         self.keys.store(Arc::new(ring));
         Ok(())
     }

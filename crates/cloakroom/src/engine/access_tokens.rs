@@ -194,7 +194,7 @@ impl AccessTokens {
             roles: user.roles.iter().map(|r| r.to_string()).collect(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
-        let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::Keys)?;
+        let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::from)?;
         Ok((token, (exp - now).whole_seconds()))
     }
 

@@ -72,3 +72,9 @@ impl From<PasswordError> for AuthError {
         }
     }
 }
+
+impl From<crate::jwt::KeyError> for AuthError {
+    fn from(e: crate::jwt::KeyError) -> Self {
+        Self::Keys(e.to_string())
+    }
+}

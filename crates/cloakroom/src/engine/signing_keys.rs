@@ -82,7 +82,7 @@ impl SigningKeys {
             ));
         }
         let (_, record) = SigningKey::generate(self.config.jwt.algorithm, self.clock.now_secs())
-            .map_err(AuthError::Keys)?;
+            .map_err(AuthError::from)?;
         self.store
             .add_signing_key(&seal_key(record.clone(), self.config.sealing.as_deref())?)
             .await?;
@@ -193,7 +193,7 @@ async fn load_ring(
             .as_ref()
             .ok_or_else(|| AuthError::Keys("HS256 needs a configured secret".into()))?;
         return Ok(KeyRing::new(
-            Some(SigningKey::hs256(secret.expose()).map_err(AuthError::Keys)?),
+            Some(SigningKey::hs256(secret.expose()).map_err(AuthError::from)?),
             [],
         ));
     }
@@ -208,10 +208,10 @@ async fn load_ring(
         .rev()
         .find(|k| k.retired_at.is_none() && k.alg == config.algorithm);
     let signing = match current {
-        Some(k) => Some(SigningKey::from_stored(k).map_err(AuthError::Keys)?),
+        Some(k) => Some(SigningKey::from_stored(k).map_err(AuthError::from)?),
         None if create => {
             let (key, record) =
-                SigningKey::generate(config.algorithm, now).map_err(AuthError::Keys)?;
+                SigningKey::generate(config.algorithm, now).map_err(AuthError::from)?;
             store
                 .add_signing_key(&seal_key(record.clone(), sealing)?)
                 .await?;

@@ -12,7 +12,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{KeyRing, SigningKey, VerifyKey};
+use super::keys::{KeyError, KeyRing, SigningKey, VerifyKey};
 use super::{Algorithm, VerifyError};
 
 /// The largest token looked at.
@@ -116,13 +116,13 @@ pub fn verify(token: &str, ring: &KeyRing) -> Result<(Header, Vec<u8>), VerifyEr
 }
 
 /// Signs `payload` (JSON bytes) with `key`, typed `typ`.
-pub fn sign(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, String> {
+pub fn sign(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, KeyError> {
     let header = Header {
         alg: key.verify_key().alg().as_str().to_string(),
         typ: Some(typ.to_string()),
         kid: Some(key.verify_key().kid().to_string()),
     };
-    let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    let header = serde_json::to_vec(&header).map_err(|e| KeyError::Crypto(e.to_string()))?;
     let mut token = STRICT.encode(header);
     token.push('.');
     token.push_str(&STRICT.encode(payload));

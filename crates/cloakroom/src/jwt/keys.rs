@@ -47,8 +47,31 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// Why a key could not be read, made or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// An algorithm name that is not one of ours.
+    #[error("unsupported algorithm {0:?} (EdDSA, ES256, RS256, HS256)")]
+    UnsupportedAlgorithm(String),
+    /// An HS256 secret that is too short or not random enough.
+    #[error("{0}")]
+    WeakSecret(&'static str),
+    /// A JWK or JWKS that is not a usable public signing key.
+    #[error("{0}")]
+    InvalidJwk(String),
+    /// A stored private key that cannot be read.
+    #[error("{0}")]
+    InvalidStoredKey(String),
+    /// The operation does not apply to this algorithm.
+    #[error("{0}")]
+    NotApplicable(&'static str),
+    /// The cryptography library could not make or use the key.
+    #[error("{0}")]
+    Crypto(String),
+}
+
 impl FromStr for Algorithm {
-    type Err = String;
+    type Err = KeyError;
     /// Exact, case-sensitive names only (`none`, `None`, `hs256` … are not algorithms).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -56,9 +79,7 @@ impl FromStr for Algorithm {
             "ES256" => Ok(Self::ES256),
             "RS256" => Ok(Self::RS256),
             "HS256" => Ok(Self::HS256),
-            other => Err(format!(
-                "unsupported algorithm {other:?} (EdDSA, ES256, RS256, HS256)"
-            )),
+            other => Err(KeyError::UnsupportedAlgorithm(other.to_string())),
         }
     }
 }
@@ -93,7 +114,7 @@ impl fmt::Debug for VerifyKey {
 /// An HMAC secret must be at least 32 random bytes (RFC 7518 §3.2; catalogue J6): raw bytes
 /// that look random, or text that is the base64 or hex spelling of such bytes. Text that is not
 /// (a passphrase, however long) is refused: its entropy is far below its length.
-fn check_hmac_secret(secret: &[u8]) -> Result<(), String> {
+fn check_hmac_secret(secret: &[u8]) -> Result<(), KeyError> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
     // 32 uniformly random bytes hold about 30 distinct values; under 20 is not random.
     let random =
@@ -102,7 +123,9 @@ fn check_hmac_secret(secret: &[u8]) -> Result<(), String> {
         return if random(secret) {
             Ok(())
         } else {
-            Err("an HS256 secret must have at least 32 random bytes".into())
+            Err(KeyError::WeakSecret(
+                "an HS256 secret must have at least 32 random bytes",
+            ))
         };
     }
     let text = std::str::from_utf8(secret).unwrap_or_default();
@@ -116,11 +139,10 @@ fn check_hmac_secret(secret: &[u8]) -> Result<(), String> {
     if decoded.iter().flatten().any(|d| random(d)) {
         return Ok(());
     }
-    Err(
+    Err(KeyError::WeakSecret(
         "an HS256 secret must be at least 32 random bytes written in base64 or hex \
-         (for example the output of `openssl rand -base64 32`); a passphrase is not enough"
-            .into(),
-    )
+         (for example the output of `openssl rand -base64 32`); a passphrase is not enough",
+    ))
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -137,13 +159,13 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn unb64(v: &Value, field: &str) -> Result<Vec<u8>, String> {
+fn unb64(v: &Value, field: &str) -> Result<Vec<u8>, KeyError> {
     let s = v[field]
         .as_str()
-        .ok_or_else(|| format!("the JWK has no string {field:?}"))?;
+        .ok_or_else(|| KeyError::InvalidJwk(format!("the JWK has no string {field:?}")))?;
     URL_SAFE_NO_PAD
         .decode(s)
-        .map_err(|_| format!("the JWK's {field:?} is not base64url"))
+        .map_err(|_| KeyError::InvalidJwk(format!("the JWK's {field:?} is not base64url")))
 }
 
 impl VerifyKey {
@@ -172,48 +194,56 @@ impl VerifyKey {
         jwk: &Value,
         default_alg: Option<Algorithm>,
         allow_symmetric: bool,
-    ) -> Result<Self, String> {
-        let kty = jwk["kty"].as_str().ok_or("the JWK has no kty")?;
+    ) -> Result<Self, KeyError> {
+        let kty = jwk["kty"]
+            .as_str()
+            .ok_or_else(|| KeyError::InvalidJwk("the JWK has no kty".into()))?;
         let alg = match jwk.get("alg") {
             Some(Value::String(a)) => a.parse::<Algorithm>()?,
-            Some(_) => return Err("the JWK's alg is not a string".into()),
-            None => default_alg.ok_or("the JWK has no alg")?,
+            Some(_) => return Err(KeyError::InvalidJwk("the JWK's alg is not a string".into())),
+            None => default_alg.ok_or_else(|| KeyError::InvalidJwk("the JWK has no alg".into()))?,
         };
         let kid = match jwk.get("kid") {
             Some(Value::String(k)) => k.clone(),
-            Some(_) => return Err("the JWK's kid is not a string".into()),
+            Some(_) => return Err(KeyError::InvalidJwk("the JWK's kid is not a string".into())),
             None => String::new(),
         };
         if let Some(usage) = jwk.get("use") {
             if usage != "sig" {
-                return Err("the JWK is not for signatures".into());
+                return Err(KeyError::InvalidJwk("the JWK is not for signatures".into()));
             }
         }
         let public = match (kty, alg) {
             ("OKP", Algorithm::EdDSA) => {
                 if jwk["crv"] != "Ed25519" {
-                    return Err("only the Ed25519 curve is supported".into());
+                    return Err(KeyError::InvalidJwk(
+                        "only the Ed25519 curve is supported".into(),
+                    ));
                 }
                 let x = unb64(jwk, "x")?;
                 if x.len() != 32 {
-                    return Err("an Ed25519 key is 32 bytes".into());
+                    return Err(KeyError::InvalidJwk("an Ed25519 key is 32 bytes".into()));
                 }
                 Public::Ed25519(x)
             }
             ("EC", Algorithm::ES256) => {
                 if jwk["crv"] != "P-256" {
-                    return Err("ES256 needs a P-256 key".into());
+                    return Err(KeyError::InvalidJwk("ES256 needs a P-256 key".into()));
                 }
                 let (x, y) = (unb64(jwk, "x")?, unb64(jwk, "y")?);
                 if x.len() != 32 || y.len() != 32 {
-                    return Err("a P-256 coordinate is 32 bytes".into());
+                    return Err(KeyError::InvalidJwk(
+                        "a P-256 coordinate is 32 bytes".into(),
+                    ));
                 }
                 Public::Es256 { x, y }
             }
             ("RSA", Algorithm::RS256) => {
                 let n = unb64(jwk, "n")?;
                 if n.iter().skip_while(|b| **b == 0).count() * 8 < 2048 {
-                    return Err("RSA keys must have at least 2048 bits".into());
+                    return Err(KeyError::InvalidJwk(
+                        "RSA keys must have at least 2048 bits".into(),
+                    ));
                 }
                 Public::Rs256 {
                     n,
@@ -225,10 +255,16 @@ impl VerifyKey {
                 check_hmac_secret(&k)?;
                 Public::Hs256(hmac::Key::new(hmac::HMAC_SHA256, &k))
             }
-            (kty, alg) => return Err(format!("a {kty} key cannot be used with {alg}")),
+            (kty, alg) => {
+                return Err(KeyError::InvalidJwk(format!(
+                    "a {kty} key cannot be used with {alg}"
+                )))
+            }
         };
         if jwk.get("d").is_some() || jwk.get("p").is_some() {
-            return Err("the JWK holds private key material".into());
+            return Err(KeyError::InvalidJwk(
+                "the JWK holds private key material".into(),
+            ));
         }
         Ok(Self { kid, alg, public })
     }
@@ -332,16 +368,16 @@ fn kid_for(alg: Algorithm, public: &[u8]) -> String {
 
 impl SigningKey {
     /// A fresh key pair for `alg` (EdDSA, ES256 or RS256), returned with its stored form.
-    pub fn generate(alg: Algorithm, at: OffsetDateTime) -> Result<(Self, StoredKey), String> {
+    pub fn generate(alg: Algorithm, at: OffsetDateTime) -> Result<(Self, StoredKey), KeyError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
             Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| KeyError::Crypto(e.to_string()))?
                 .as_ref()
                 .to_vec(),
             Algorithm::ES256 => {
                 EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| KeyError::Crypto(e.to_string()))?
                     .as_ref()
                     .to_vec()
             }
@@ -352,11 +388,15 @@ impl SigningKey {
                 use rsa::pkcs8::EncodePrivateKey;
                 rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
                     .and_then(|k| k.to_pkcs8_der().map_err(rsa::Error::from))
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| KeyError::Crypto(e.to_string()))?
                     .as_bytes()
                     .to_vec()
             }
-            Algorithm::HS256 => return Err("HS256 keys come from the configured secret".into()),
+            Algorithm::HS256 => {
+                return Err(KeyError::NotApplicable(
+                    "HS256 keys come from the configured secret",
+                ))
+            }
         };
         let stored = StoredKey {
             kid: String::new(),
@@ -374,12 +414,12 @@ impl SigningKey {
     }
 
     /// Parses a stored key (once; the result is kept).
-    pub fn from_stored(stored: &StoredKey) -> Result<Self, String> {
+    pub fn from_stored(stored: &StoredKey) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let (private, public) = match stored.alg {
             Algorithm::EdDSA => {
                 let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&stored.private_pkcs8)
-                    .map_err(|e| format!("bad Ed25519 key: {e}"))?;
+                    .map_err(|e| KeyError::InvalidStoredKey(format!("bad Ed25519 key: {e}")))?;
                 let x = pair.public_key().as_ref().to_vec();
                 (Private::Ed25519(Arc::new(pair)), Public::Ed25519(x))
             }
@@ -389,16 +429,18 @@ impl SigningKey {
                     &stored.private_pkcs8,
                     &rng,
                 )
-                .map_err(|e| format!("bad P-256 key: {e}"))?;
+                .map_err(|e| KeyError::InvalidStoredKey(format!("bad P-256 key: {e}")))?;
                 let point = pair.public_key().as_ref();
                 let (x, y) = (point[1..33].to_vec(), point[33..65].to_vec());
                 (Private::Es256(Arc::new(pair)), Public::Es256 { x, y })
             }
             Algorithm::RS256 => {
                 let pair = signature::RsaKeyPair::from_pkcs8(&stored.private_pkcs8)
-                    .map_err(|e| format!("bad RSA key: {e}"))?;
+                    .map_err(|e| KeyError::InvalidStoredKey(format!("bad RSA key: {e}")))?;
                 if pair.public().modulus_len() < 256 {
-                    return Err("RSA keys must have at least 2048 bits".into());
+                    return Err(KeyError::InvalidStoredKey(
+                        "RSA keys must have at least 2048 bits".into(),
+                    ));
                 }
                 let c = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
                 (
@@ -406,7 +448,7 @@ impl SigningKey {
                     Public::Rs256 { n: c.n, e: c.e },
                 )
             }
-            Algorithm::HS256 => return Err("HS256 keys cannot be stored".into()),
+            Algorithm::HS256 => return Err(KeyError::NotApplicable("HS256 keys cannot be stored")),
         };
         let raw = match &public {
             Public::Ed25519(x) => x.clone(),
@@ -430,7 +472,7 @@ impl SigningKey {
     }
 
     /// An HS256 key from a configured secret of at least 32 bytes.
-    pub fn hs256(secret: &[u8]) -> Result<Self, String> {
+    pub fn hs256(secret: &[u8]) -> Result<Self, KeyError> {
         check_hmac_secret(secret)?;
         let kid = kid_for(Algorithm::HS256, &Sha256::digest(secret));
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -450,13 +492,13 @@ impl SigningKey {
     }
 
     /// Signs `message`.
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.private {
             Private::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
             Private::Es256(pair) => pair
                 .sign(&SystemRandom::new(), message)
                 .map(|s| s.as_ref().to_vec())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| KeyError::Crypto(e.to_string())),
             Private::Rs256(pair) => {
                 let mut sig = vec![0; pair.public().modulus_len()];
                 pair.sign(
@@ -465,7 +507,7 @@ impl SigningKey {
                     message,
                     &mut sig,
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| KeyError::Crypto(e.to_string()))?;
                 Ok(sig)
             }
             Private::Hs256(key) => Ok(hmac::sign(key, message).as_ref().to_vec()),
@@ -521,10 +563,10 @@ impl KeyRing {
     }
 
     /// Reads a JWKS document: every usable signature key in it.
-    pub fn from_jwks(doc: &Value) -> Result<Self, String> {
+    pub fn from_jwks(doc: &Value) -> Result<Self, KeyError> {
         let keys = doc["keys"]
             .as_array()
-            .ok_or("the JWKS has no \"keys\" array")?;
+            .ok_or_else(|| KeyError::InvalidJwk("the JWKS has no \"keys\" array".into()))?;
         let parsed = keys
             .iter()
             .map(|k| VerifyKey::from_jwk(k, None, false))

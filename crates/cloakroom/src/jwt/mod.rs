@@ -16,7 +16,7 @@ pub use claims::{AccessClaims, Audience, ClaimsPolicy};
 pub use jws::{
     insecure_decode_without_verifying, sign, verify, verify_with_key, Header, MAX_TOKEN_BYTES,
 };
-pub use keys::{Algorithm, KeyRing, SigningKey, StoredKey, VerifyKey};
+pub use keys::{Algorithm, KeyError, KeyRing, SigningKey, StoredKey, VerifyKey};
 
 /// Why a token was refused. The variants exist for logs and `token inspect`; clients only ever
 /// hear "invalid token".

@@ -155,7 +155,7 @@ pub(super) fn key(row: &impl RowExt) -> Result<StoredKey, StoreError> {
         alg: row
             .text("alg")?
             .parse::<Algorithm>()
-            .map_err(StoreError::Corrupt)?,
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         private_pkcs8: row.bytes("private_pkcs8")?,
         created_at: from_ts(row.int("created_at")?)?,
         retired_at: row.opt_int("retired_at")?.map(from_ts).transpose()?,
