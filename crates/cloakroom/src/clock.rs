@@ -22,6 +22,33 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
+/// A clock held by a store: the system's unless a test gives it another.
+#[derive(Clone)]
+pub(crate) struct SharedClock(std::sync::Arc<dyn Clock>);
+
+impl SharedClock {
+    pub(crate) fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
+        Self(clock)
+    }
+
+    /// The time in whole Unix seconds.
+    pub(crate) fn unix_secs(&self) -> i64 {
+        self.0.now_secs().unix_timestamp()
+    }
+}
+
+impl Default for SharedClock {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(SystemClock))
+    }
+}
+
+impl std::fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// The operating system's clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

@@ -18,7 +18,7 @@ use crate::user::{User, UserId};
 /// How many revocations a follower may lag behind before it must start over.
 const REVOCATION_BUFFER: usize = 16_384;
 
-/// A revocation as followers of [`Auth::follow_revocations`] see it.
+/// A revocation as followers of [`crate::Auth::follow_revocations`] see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revocation {
     /// A session ended before its time: its tokens must be refused until `expires_at`.

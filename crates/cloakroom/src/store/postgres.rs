@@ -10,6 +10,7 @@ use std::time::Duration as StdDuration;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    clock: crate::clock::SharedClock,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -38,14 +39,16 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            clock: crate::clock::SharedClock::default(),
+        })
     }
 }
 
 super::sql::sql_store!(
     PostgresStore,
     sqlx::PgConnection,
-    now = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
     max = "GREATEST",
     notify = Some(
         "SELECT pg_notify('cloakroom_changes', \

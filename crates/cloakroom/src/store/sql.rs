@@ -53,7 +53,6 @@ macro_rules! sql_store {
     (
         $store:ty,
         $conn:ty,
-        now = $now:literal,
         max = $max:literal,
         notify = $notify:expr,
         append_lock = $append_lock:expr
@@ -91,14 +90,19 @@ macro_rules! sql_store {
             Ok(())
         }
 
-        async fn record_user_change(tx: &mut $conn, id: UserId) -> Result<(), StoreError> {
+        async fn record_user_change(
+            tx: &mut $conn,
+            id: UserId,
+            now: i64,
+        ) -> Result<(), StoreError> {
             lock_change_log(&mut *tx).await?;
-            sqlx::query(concat!(
+            sqlx::query(
                 "INSERT INTO changes (kind, subject, expires_at, created_at) \
-                 VALUES ('user_changed', $1, ", $now, " + $2, ", $now, ")"
-            ))
+                 VALUES ('user_changed', $1, $2, $3)",
+            )
             .bind(id.to_string())
-            .bind(USER_CHANGE_TTL_SECS)
+            .bind(now + USER_CHANGE_TTL_SECS)
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -109,14 +113,16 @@ macro_rules! sql_store {
             tx: &mut $conn,
             id: &str,
             expires_at: i64,
+            now: i64,
         ) -> Result<(), StoreError> {
             lock_change_log(&mut *tx).await?;
-            sqlx::query(concat!(
+            sqlx::query(
                 "INSERT INTO changes (kind, subject, expires_at, created_at) \
-                 VALUES ('session_revoked', $1, $2, ", $now, ")"
-            ))
+                 VALUES ('session_revoked', $1, $2, $3)",
+            )
             .bind(id)
             .bind(expires_at)
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -130,6 +136,18 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// The same store, reading the time from `clock` (the time it writes in the change
+            /// log and on changed users): tests pin it with the engine's [`crate::ManualClock`].
+            pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::Clock>) -> Self {
+                self.clock = crate::clock::SharedClock::new(clock);
+                self
+            }
+
+            /// The store clock's time, in Unix seconds.
+            fn now(&self) -> i64 {
+                self.clock.unix_secs()
+            }
+
             /// Closes the connections.
             pub async fn close(&self) {
                 self.pool.close().await;
@@ -160,16 +178,17 @@ macro_rules! sql_store {
             async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let q = match update {
-                    UserUpdate::Disabled(d) => sqlx::query(concat!(
-                        "UPDATE users SET disabled = $1, updated_at = ", $now, " WHERE id = $2"
-                    ))
-                    .bind(d),
-                    UserUpdate::Roles(r) => sqlx::query(concat!(
-                        "UPDATE users SET roles = $1, updated_at = ", $now, " WHERE id = $2"
-                    ))
-                    .bind(r),
+                    UserUpdate::Disabled(d) => {
+                        sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+                            .bind(d)
+                    }
+                    UserUpdate::Roles(r) => {
+                        sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
+                            .bind(r)
+                    }
                 };
                 let changed = q
+                    .bind(self.now())
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await
@@ -177,7 +196,7 @@ macro_rules! sql_store {
                     .rows_affected()
                     > 0;
                 if changed {
-                    record_user_change(&mut tx, id).await?;
+                    record_user_change(&mut tx, id, self.now()).await?;
                 }
                 tx.commit().await.map_err(map_err)?;
                 Ok(changed)
@@ -240,17 +259,18 @@ macro_rules! sql_store {
                 hash: &str,
             ) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                let generation: Option<i64> = sqlx::query_scalar(concat!(
+                let generation: Option<i64> = sqlx::query_scalar(
                     "UPDATE users SET password_hash = $1, credentials_gen = credentials_gen + 1, \
-                     updated_at = ", $now, " WHERE id = $2 RETURNING credentials_gen"
-                ))
+                     updated_at = $2 WHERE id = $3 RETURNING credentials_gen",
+                )
                 .bind(hash)
+                .bind(self.now())
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
                 if generation.is_some() {
-                    record_user_change(&mut tx, id).await?;
+                    record_user_change(&mut tx, id, self.now()).await?;
                 }
                 tx.commit().await.map_err(map_err)?;
                 Ok(generation)
@@ -480,8 +500,13 @@ macro_rules! sql_store {
                     .map_err(map_err)?;
                 let session = row.map(|r| rows::session(&r)).transpose()?;
                 if let Some(s) = &session {
-                    record_revocation(&mut tx, &s.id.to_string(), ts(s.absolute_expires_at))
-                        .await?;
+                    record_revocation(
+                        &mut tx,
+                        &s.id.to_string(),
+                        ts(s.absolute_expires_at),
+                        self.now(),
+                    )
+                    .await?;
                 }
                 tx.commit().await.map_err(map_err)?;
                 Ok(session)
@@ -505,7 +530,8 @@ macro_rules! sql_store {
                 let mut ended = Vec::with_capacity(rows.len());
                 for row in rows {
                     let id = row.text("id")?;
-                    record_revocation(&mut tx, &id, row.int("absolute_expires_at")?).await?;
+                    let expires_at = row.int("absolute_expires_at")?;
+                    record_revocation(&mut tx, &id, expires_at, self.now()).await?;
                     ended.push(rows::session_id(&row, "id")?);
                 }
                 tx.commit().await.map_err(map_err)?;

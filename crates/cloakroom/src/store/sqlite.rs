@@ -21,6 +21,7 @@ use std::time::Duration as StdDuration;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    clock: crate::clock::SharedClock,
     /// The background checkpointer, stopped when the last clone of the store is dropped.
     _checkpoints: Option<Arc<Checkpointer>>,
 }
@@ -119,6 +120,7 @@ impl SqliteStore {
         });
         Ok(Self {
             pool,
+            clock: crate::clock::SharedClock::default(),
             _checkpoints: checkpoints,
         })
     }
@@ -148,7 +150,6 @@ fn backend(e: sqlx::Error) -> StoreError {
 super::sql::sql_store!(
     SqliteStore,
     sqlx::SqliteConnection,
-    now = "unixepoch()",
     max = "MAX",
     notify = None,
     // One writer at a time: positions already commit in order.
@@ -206,6 +207,42 @@ mod tests {
                 "an acknowledged write is not there"
             );
         }
+        Ok(())
+    }
+
+    /// The times the store writes (a user's `updated_at`, the change log's) come from its
+    /// clock, not the database's.
+    #[tokio::test]
+    async fn written_times_come_from_the_store_clock() -> Result<(), StoreError> {
+        use crate::store::ChangeFeed;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let at = time::OffsetDateTime::from_unix_timestamp(1_000_000_000)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let clock = std::sync::Arc::new(crate::ManualClock::new(at));
+        let store = SqliteStore::open(&url).await?.with_clock(clock);
+        let user = User {
+            id: UserId::random(),
+            email: Email::parse("clock@example.com")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            roles: vec![Role::default_role()],
+            disabled: false,
+            created_at: at,
+            credentials_gen: 0,
+        };
+        store.insert_user(&user, "$argon2id$x").await?;
+        store.set_password(user.id, "$argon2id$y").await?;
+        let updated: i64 = sqlx::query_scalar("SELECT updated_at FROM users")
+            .fetch_one(&store.pool)
+            .await
+            .map_err(map_err)?;
+        assert_eq!(updated, 1_000_000_000);
+        let created: i64 = sqlx::query_scalar("SELECT MAX(created_at) FROM changes")
+            .fetch_one(&store.pool)
+            .await
+            .map_err(map_err)?;
+        assert_eq!(created, 1_000_000_000);
+        assert_eq!(store.changes_since(0).await?.len(), 1);
         Ok(())
     }
 }
