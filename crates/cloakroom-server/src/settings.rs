@@ -542,104 +542,79 @@ impl Settings {
         }
     }
 
-    /// The effective settings as TOML, with secrets redacted (`cloakroom config show`).
+    /// The effective settings as TOML, with secrets redacted (`cloakroom config show`): every
+    /// field of [`RawSettings`], `none` where unset.
     pub fn show(&self) -> String {
-        #[derive(Serialize)]
-        struct Shown<'a> {
-            listen: String,
-            data_dir: String,
-            database_url: String,
-            redis_url: String,
-            redis_prefix: &'a str,
-            public_url: String,
-            insecure_dev: bool,
-            trusted_proxies: Vec<String>,
-            verifier_keys: Vec<&'static str>,
-            session_idle_secs: i64,
-            session_absolute_secs: i64,
-            remember_idle_secs: i64,
-            remember_absolute_secs: i64,
-            argon2_memory_kib: u32,
-            argon2_iterations: u32,
-            argon2_parallelism: u32,
-            hash_threads: usize,
-            hash_queue: usize,
-            hash_idle_priority: bool,
-            login_account_free_failures: u32,
-            login_ip_free_failures: u32,
-            hashing_per_client: usize,
-            max_sessions_per_user: usize,
-            unchecked_token_lookups: u32,
-            signups_per_hour: u32,
-            jwt_alg: &'static str,
-            hs256_secret: &'static str,
-            access_token_secs: i64,
-            refresh_grace_secs: i64,
-            jwt_audience: String,
-            header_timeout_secs: u64,
-            metrics_listen: String,
-            secrets: String,
-            log: &'a str,
-        }
+        let shown = match serde_json::to_value(self.effective()) {
+            Ok(serde_json::Value::Object(fields)) => fields
+                .into_iter()
+                .map(|(k, v)| (k, if v.is_null() { "none".into() } else { v }))
+                .collect::<serde_json::Map<_, _>>(),
+            _ => serde_json::Map::new(),
+        };
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+
+    /// These settings as the raw ones that would give them, secrets redacted. Every field is
+    /// named (no `..`), so a new setting cannot be left out of `config show`.
+    fn effective(&self) -> RawSettings {
         let a = &self.auth;
-        let shown = Shown {
-            listen: self.listen.to_string(),
-            data_dir: self.data_dir.display().to_string(),
-            database_url: redact_url(self.database_url.expose()),
-            redis_url: self
-                .redis_url
-                .as_ref()
-                .map_or_else(|| "none".into(), |u| redact_url(u.expose())),
-            redis_prefix: &self.redis_prefix,
-            public_url: self.public_url.as_ref().map_or_else(
+        let redacted = || "[redacted]".to_string();
+        RawSettings {
+            listen: Some(self.listen),
+            data_dir: Some(self.data_dir.clone()),
+            database_url: Some(redact_url(self.database_url.expose())),
+            redis_url: self.redis_url.as_ref().map(|u| redact_url(u.expose())),
+            redis_prefix: Some(self.redis_prefix.clone()),
+            public_url: Some(self.public_url.as_ref().map_or_else(
                 || format!("http://localhost:{} (derived)", self.listen.port()),
                 |u| u.to_string(),
-            ),
-            insecure_dev: self.insecure_dev,
-            trusted_proxies: self.trusted_proxies.iter().map(|p| p.to_string()).collect(),
-            verifier_keys: self.verifier_keys.iter().map(|_| "[redacted]").collect(),
-            session_idle_secs: a.session.idle.whole_seconds(),
-            session_absolute_secs: a.session.absolute.whole_seconds(),
-            remember_idle_secs: a.remember.idle.whole_seconds(),
-            remember_absolute_secs: a.remember.absolute.whole_seconds(),
-            argon2_memory_kib: a.argon2.memory_kib,
-            argon2_iterations: a.argon2.iterations,
-            argon2_parallelism: a.argon2.parallelism,
-            hash_threads: a.hash_threads,
-            hash_queue: a.hash_queue,
-            hash_idle_priority: a.hash_idle_priority,
-            login_account_free_failures: a.account_throttle.free_failures,
-            login_ip_free_failures: a.ip_throttle.free_failures,
-            hashing_per_client: a.hashing_per_client,
-            max_sessions_per_user: if a.max_sessions_per_user == usize::MAX {
+            )),
+            insecure_dev: Some(self.insecure_dev),
+            trusted_proxies: Some(self.trusted_proxies.clone()),
+            verifier_keys: Some(self.verifier_keys.iter().map(|_| redacted()).collect()),
+            hash_idle_priority: Some(a.hash_idle_priority),
+            session_idle_secs: Some(a.session.idle.whole_seconds()),
+            session_absolute_secs: Some(a.session.absolute.whole_seconds()),
+            remember_idle_secs: Some(a.remember.idle.whole_seconds()),
+            remember_absolute_secs: Some(a.remember.absolute.whole_seconds()),
+            argon2_memory_kib: Some(a.argon2.memory_kib),
+            argon2_iterations: Some(a.argon2.iterations),
+            argon2_parallelism: Some(a.argon2.parallelism),
+            hash_threads: Some(a.hash_threads),
+            hash_queue: Some(a.hash_queue),
+            login_account_free_failures: Some(a.account_throttle.free_failures),
+            login_ip_free_failures: Some(a.ip_throttle.free_failures),
+            hashing_per_client: Some(a.hashing_per_client),
+            max_sessions_per_user: Some(if a.max_sessions_per_user == usize::MAX {
                 0
             } else {
                 a.max_sessions_per_user
-            },
-            unchecked_token_lookups: a.unchecked_lookups_per_sec,
-            signups_per_hour: a.signup_limit,
-            jwt_alg: a.jwt.algorithm.as_str(),
-            hs256_secret: a.jwt.hs256_secret.as_ref().map_or("none", |_| "[redacted]"),
-            access_token_secs: a.jwt.access_ttl.whole_seconds(),
-            refresh_grace_secs: a.jwt.refresh_grace.whole_seconds(),
-            jwt_audience: self.jwt_audience.clone().unwrap_or_else(|| {
+            }),
+            unchecked_token_lookups: Some(a.unchecked_lookups_per_sec),
+            signups_per_hour: Some(a.signup_limit),
+            jwt_alg: Some(a.jwt.algorithm.as_str().to_string()),
+            hs256_secret: a.jwt.hs256_secret.as_ref().map(|_| redacted()),
+            access_token_secs: Some(a.jwt.access_ttl.whole_seconds()),
+            jwt_audience: Some(self.jwt_audience.clone().unwrap_or_else(|| {
                 format!(
                     "{} (the public URL)",
                     self.public_origin(self.listen.port())
                 )
-            }),
-            header_timeout_secs: self.header_timeout.as_secs(),
-            metrics_listen: self
-                .metrics_listen
-                .map_or_else(|| "on the public listener".into(), |a| a.to_string()),
-            secrets: match &self.secrets {
-                SecretsSource::Given(_) => "CLOAKROOM_SECRETS_KEY [redacted]".into(),
-                SecretsSource::File(p) | SecretsSource::Made(p) => p.display().to_string(),
-                SecretsSource::None => "none: signing keys stored in clear".into(),
+            })),
+            refresh_grace_secs: Some(a.jwt.refresh_grace.whole_seconds()),
+            secrets_key_file: match &self.secrets {
+                SecretsSource::File(p) | SecretsSource::Made(p) => Some(p.clone()),
+                SecretsSource::Given(_) | SecretsSource::None => None,
             },
-            log: &self.log,
-        };
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+            secrets_key: match &self.secrets {
+                SecretsSource::Given(_) => Some(redacted()),
+                _ => None,
+            },
+            metrics_listen: self.metrics_listen,
+            header_timeout_secs: Some(self.header_timeout.as_secs()),
+            log: Some(self.log.clone()),
+        }
     }
 }
 
@@ -721,12 +696,7 @@ mod tests {
             toml::from_str(&Settings::resolve(RawSettings::default()).unwrap().show()).unwrap();
         let fields = serde_json::to_value(RawSettings::default()).unwrap();
         for field in fields.as_object().unwrap().keys() {
-            // The two ways of giving the key-encryption keys show as one line.
-            let shown_as = match field.as_str() {
-                "secrets_key_file" | "secrets_key" => "secrets",
-                f => f,
-            };
-            assert!(shown.contains_key(shown_as), "config show omits {field}");
+            assert!(shown.contains_key(field), "config show omits {field}");
         }
     }
 
