@@ -29,7 +29,8 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignupBody {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct SignupBody {
     email: String,
     password: String,
 }
@@ -53,6 +54,7 @@ async fn signup(
 /// What the login cookie carries.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 enum CookieKind {
     /// The opaque session token.
     #[default]
@@ -63,7 +65,8 @@ enum CookieKind {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct LoginBody {
     email: String,
     password: String,
     #[serde(default)]
@@ -155,6 +158,7 @@ async fn logout(
 /// The optional proof of a fresh login for operations that end other sessions.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ReauthBody {
     current_password: Option<String>,
 }
@@ -195,7 +199,8 @@ pub(crate) async fn whoami(CurrentSession(who): CurrentSession) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct PasswordBody {
     current_password: String,
     new_password: String,
 }

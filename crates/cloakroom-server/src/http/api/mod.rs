@@ -7,3 +7,6 @@ pub mod revocations;
 pub mod sessions;
 pub mod token;
 pub mod views;
+
+#[cfg(test)]
+mod schemas_test;

@@ -112,7 +112,8 @@ impl IntoResponse for OAuthError {
 /// The parameters of a token request, from JSON or a form. Unknown parameters are refused.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct TokenRequest {
     grant_type: String,
     email: Option<String>,
     username: Option<String>,
