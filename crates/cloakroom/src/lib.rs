@@ -5,7 +5,10 @@
 //! token for it (in a cookie), and [`Auth::authenticate`] recognises that token on later requests
 //! from memory, without a store round trip, until the session is ended, expires or is revoked.
 //!
-//! This crate has no HTTP server and no CLI; `cloakroom-server` builds both on top of it.
+//! This crate has no HTTP server and no CLI; `cloakroom-server` builds both on top of it. Its
+//! features pull in only what they need: `engine` (the engine, with Argon2), `sqlite` and
+//! `postgres` (a SQL store, with the engine), `redis`, `axum` (the request rules in [`web`] and
+//! the extractors in [`extract`]), `remote` (verifying access tokens in another service).
 //!
 //! ```no_run
 //! use std::sync::Arc;
