@@ -12,8 +12,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{KeyError, KeyRing, SigningKey, VerifyKey};
-use super::{Algorithm, VerifyError};
+use super::keys::{KeyRing, SigningKey, VerifyKey};
+use super::{Algorithm, KeyError, VerifyError};
 
 /// The largest token looked at.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

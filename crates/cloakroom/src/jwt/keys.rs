@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::VerifyError;
+use super::{KeyError, VerifyError};
 
 /// A JWS algorithm cloakroom signs or verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,29 +45,6 @@ impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Why a key could not be read, made or used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    /// An algorithm name that is not one of ours.
-    #[error("unsupported algorithm {0:?} (EdDSA, ES256, RS256, HS256)")]
-    UnsupportedAlgorithm(String),
-    /// An HS256 secret that is too short or not random enough.
-    #[error("{0}")]
-    WeakSecret(&'static str),
-    /// A JWK or JWKS that is not a usable public signing key.
-    #[error("{0}")]
-    InvalidJwk(String),
-    /// A stored private key that cannot be read.
-    #[error("{0}")]
-    InvalidStoredKey(String),
-    /// The operation does not apply to this algorithm.
-    #[error("{0}")]
-    NotApplicable(&'static str),
-    /// The cryptography library could not make or use the key.
-    #[error("{0}")]
-    Crypto(String),
 }
 
 impl FromStr for Algorithm {

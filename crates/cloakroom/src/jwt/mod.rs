@@ -16,7 +16,7 @@ pub use claims::{AccessClaims, Audience, ClaimsPolicy};
 pub use jws::{
     insecure_decode_without_verifying, sign, verify, verify_with_key, Header, MAX_TOKEN_BYTES,
 };
-pub use keys::{Algorithm, KeyError, KeyRing, SigningKey, StoredKey, VerifyKey};
+pub use keys::{Algorithm, KeyRing, SigningKey, StoredKey, VerifyKey};
 
 /// Why a token was refused. The variants exist for logs and `token inspect`; clients only ever
 /// hear "invalid token".
@@ -61,4 +61,27 @@ pub enum VerifyError {
     /// Lives longer than any token we mint.
     #[error("the token's lifetime is longer than allowed")]
     Lifetime,
+}
+
+/// Why a key could not be read, made or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// An algorithm name that is not one of ours.
+    #[error("unsupported algorithm {0:?} (EdDSA, ES256, RS256, HS256)")]
+    UnsupportedAlgorithm(String),
+    /// An HS256 secret that is too short or not random enough.
+    #[error("{0}")]
+    WeakSecret(&'static str),
+    /// A JWK or JWKS that is not a usable public signing key.
+    #[error("{0}")]
+    InvalidJwk(String),
+    /// A stored private key that cannot be read.
+    #[error("{0}")]
+    InvalidStoredKey(String),
+    /// The operation does not apply to this algorithm.
+    #[error("{0}")]
+    NotApplicable(&'static str),
+    /// The cryptography library could not make or use the key.
+    #[error("{0}")]
+    Crypto(String),
 }
