@@ -2,8 +2,9 @@
 //! extractors that demand a signed-in caller ([`Authenticated`]) or one with a role
 //! ([`RequireRole`]). Two modes:
 //!
-//! - **embedded**: the service runs the cloakroom engine ([`Auth`]) on its own database and
-//!   recognises cloakroom's session cookie and bearer tokens as cloakroom itself does;
+//! - **embedded** (feature `engine`): the service runs the cloakroom engine on its own database
+//!   and reads every request by the server's own rules ([`crate::web`]): the same credentials,
+//!   the same cross-site checks, the same error envelope;
 //! - **remote** (feature `remote`): the service verifies cloakroom's access JWTs from the JWKS
 //!   and follows revocations ([`RemoteVerifier`](crate::remote::RemoteVerifier)), with no
 //!   request per verification.
