@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::header_timer::ConnectionTimer;
 use crate::http::metrics::{wall_ms, Metrics};
+use crate::http::return_to::ReturnTo;
 use crate::http::{self, AppState, StateInner};
 use crate::settings::Settings;
 
@@ -189,9 +190,13 @@ fn state(
     let cookie = settings.cookie_policy();
     AppState::new(StateInner {
         auth,
+        hsts: cookie.is_secure(),
         rules: RequestRules::new(cookie, origins(settings, bound)),
         trusted_proxies: settings.trusted_proxies.clone(),
-        hsts: cookie.is_secure(),
+        return_to: ReturnTo::new(
+            &settings.public_origin(bound.port()),
+            settings.allowed_return_hosts.clone(),
+        ),
         metrics,
         verifier_keys: settings.verifier_keys.clone(),
         stop,

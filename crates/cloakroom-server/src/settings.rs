@@ -12,6 +12,7 @@ use time::Duration;
 use url::Url;
 
 use crate::http::proxies::ProxyRange;
+use crate::http::return_to::{is_host_name, HostPattern};
 
 /// Settings as given: flags and environment (through clap) or the TOML file (through serde).
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -47,6 +48,21 @@ pub struct RawSettings {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<ProxyRange>>,
+    /// Share the session cookie with every host under this domain (e.g. `example.com`, for apps
+    /// on their own subdomains behind forward-auth); the public URL must be https on a host
+    /// inside it. The cookie becomes `__Secure-cloakroom_session` with `Domain` [default: none,
+    /// a host-only `__Host-` cookie]
+    #[arg(long, global = true, env = "CLOAKROOM_COOKIE_DOMAIN")]
+    pub cookie_domain: Option<String>,
+    /// Hosts a browser may be sent back to after logging in or out (`rd=`): names or
+    /// `*.example.com`, comma-separated [default: none, only cloakroom's own host]
+    #[arg(
+        long,
+        global = true,
+        env = "CLOAKROOM_ALLOWED_RETURN_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_return_hosts: Option<Vec<HostPattern>>,
     /// Run password hashing at the lowest scheduling priority [default: true]
     #[arg(long, global = true, env = "CLOAKROOM_HASH_IDLE_PRIORITY", num_args = 0..=1,
           default_missing_value = "true")]
@@ -236,6 +252,10 @@ pub struct Settings {
     pub insecure_dev: bool,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ProxyRange>,
+    /// The parent domain the session cookie is shared with, if any.
+    pub cookie_domain: Option<String>,
+    /// Hosts a browser may be sent back to (besides cloakroom's own).
+    pub allowed_return_hosts: Vec<HostPattern>,
     /// Keys that may follow `GET /auth/revocations`.
     pub verifier_keys: Vec<Secret<String>>,
     /// The engine's settings.
@@ -363,6 +383,10 @@ impl Settings {
                 Some(url)
             }
         };
+        let cookie_domain = raw
+            .cookie_domain
+            .map(|d| cookie_domain(&d, public_url.as_ref()))
+            .transpose()?;
         let defaults = AuthConfig::default();
         let session = Lifetime {
             idle: secs(
@@ -499,6 +523,8 @@ impl Settings {
             public_url,
             insecure_dev,
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
+            cookie_domain,
+            allowed_return_hosts: raw.allowed_return_hosts.unwrap_or_default(),
             verifier_keys,
             auth,
             jwt_audience: raw.jwt_audience,
@@ -534,10 +560,12 @@ impl Settings {
         auth
     }
 
-    /// The cookie policy: `__Host-` and `Secure` unless the public URL is plain http.
+    /// The cookie policy: `__Host-` and `Secure` unless the public URL is plain http;
+    /// `__Secure-` with `Domain` under `--cookie-domain`.
     pub fn cookie_policy(&self) -> CookiePolicy {
-        match &self.public_url {
-            Some(u) if u.scheme() == "https" => CookiePolicy::SECURE,
+        match (&self.public_url, &self.cookie_domain) {
+            (Some(u), Some(domain)) if u.scheme() == "https" => CookiePolicy::for_domain(domain),
+            (Some(u), _) if u.scheme() == "https" => CookiePolicy::SECURE,
             _ => CookiePolicy::DEV,
         }
     }
@@ -572,6 +600,8 @@ impl Settings {
             )),
             insecure_dev: Some(self.insecure_dev),
             trusted_proxies: Some(self.trusted_proxies.clone()),
+            cookie_domain: self.cookie_domain.clone(),
+            allowed_return_hosts: Some(self.allowed_return_hosts.clone()),
             verifier_keys: Some(self.verifier_keys.iter().map(|_| redacted()).collect()),
             hash_idle_priority: Some(a.hash_idle_priority),
             session_idle_secs: Some(a.session.idle.whole_seconds()),
@@ -616,6 +646,33 @@ impl Settings {
             log: Some(self.log.clone()),
         }
     }
+}
+
+/// `--cookie-domain`, checked: a host name of at least two labels (a browser refuses a cookie for
+/// a public suffix, and `Domain=com` must never be asked for), containing the public URL's host,
+/// which must be https (the cookie is `Secure`).
+fn cookie_domain(raw: &str, public_url: Option<&Url>) -> Result<String, SettingsError> {
+    let domain = raw.trim().trim_start_matches('.').to_ascii_lowercase();
+    if !is_host_name(&domain) || !domain.contains('.') {
+        return Err(SettingsError(format!(
+            "--cookie-domain {raw:?} must be a domain such as example.com"
+        )));
+    }
+    let Some(url) = public_url.filter(|u| u.scheme() == "https") else {
+        return Err(SettingsError(
+            "--cookie-domain needs an https --public-url on a host inside that domain (the \
+             shared cookie is Secure)"
+                .into(),
+        ));
+    };
+    let host = url.host_str().unwrap_or_default();
+    if host != domain && !host.ends_with(&format!(".{domain}")) {
+        return Err(SettingsError(format!(
+            "--cookie-domain {domain} does not contain the public URL's host {host}: browsers \
+             would refuse the cookie"
+        )));
+    }
+    Ok(domain)
 }
 
 /// Hides the password (and any query string) of a URL.
@@ -688,6 +745,46 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::resolve(open).is_err());
+    }
+
+    #[test]
+    fn a_cookie_domain_must_contain_the_https_public_host() {
+        let raw = |url: &str, domain: &str| RawSettings {
+            public_url: Some(url.into()),
+            cookie_domain: Some(domain.into()),
+            allowed_return_hosts: Some(vec!["*.example.com".parse().unwrap()]),
+            ..Default::default()
+        };
+        for (url, domain) in [
+            ("https://auth.example.com", "example.com"),
+            ("https://auth.example.com", ".Example.com"),
+            ("https://example.com", "example.com"),
+            ("https://a.b.example.com:8443", "b.example.com"),
+        ] {
+            let s = Settings::resolve(raw(url, domain)).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let policy = s.cookie_policy();
+            assert_eq!(policy.name(), cloakroom::DOMAIN_SESSION_COOKIE);
+            assert!(policy
+                .domain()
+                .is_some_and(|d| domain.to_ascii_lowercase().ends_with(d)));
+        }
+        for (url, domain) in [
+            ("https://auth.example.com", "com"),
+            ("https://auth.example.com", "other.com"),
+            ("https://auth.example.com", "ample.com"),
+            ("https://auth.example.com", "auth.example.com.evil"),
+            ("https://auth.example.com", "exa mple.com"),
+            ("https://auth.example.com", ""),
+            ("http://localhost:8080", "localhost"),
+            ("http://auth.localhost:8080", "auth.localhost"),
+        ] {
+            assert!(
+                Settings::resolve(raw(url, domain)).is_err(),
+                "{url} {domain}"
+            );
+        }
+        let bad_host = toml::from_str::<RawSettings>("allowed_return_hosts = [\"*.com\"]");
+        assert!(bad_host.is_err());
     }
 
     #[test]

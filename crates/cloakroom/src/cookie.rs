@@ -4,7 +4,13 @@
 //! SameSite=Lax; Path=/` with no `Domain`, so a sibling subdomain cannot set or shadow it. Over
 //! plain-http localhost (development) it is `cloakroom_session` without `Secure`, because a
 //! browser would drop a `Secure` cookie there. `Max-Age` is sent only for "remember me".
+//!
+//! A deployment whose apps live on sibling hosts (forward-auth for `app.example.com` with
+//! cloakroom on `auth.example.com`) scopes the cookie to their parent domain instead:
+//! `__Secure-cloakroom_session=<token>; Domain=example.com; …`. Every host of that domain then
+//! receives it, which is the point and the price: see [`CookiePolicy::for_domain`].
 
+use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::Session;
@@ -19,6 +25,8 @@ pub fn holds_jwt(cookie_value: &str) -> bool {
 pub const SESSION_COOKIE: &str = "__Host-cloakroom_session";
 /// The name used over plain-http localhost, where `__Host-` cookies cannot be set.
 pub const DEV_SESSION_COOKIE: &str = "cloakroom_session";
+/// The name of a cookie scoped to a parent domain (`__Host-` forbids `Domain`).
+pub const DOMAIN_SESSION_COOKIE: &str = "__Secure-cloakroom_session";
 
 /// What a request's cookies say about the session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,36 +40,64 @@ pub enum Presented<'a> {
 }
 
 /// How the session cookie is written and read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookiePolicy {
     secure: bool,
+    /// `Domain`, when the cookie is shared by the hosts of a parent domain.
+    domain: Option<Arc<str>>,
 }
 
 impl CookiePolicy {
-    /// The production policy: `__Host-` prefix and `Secure`.
-    pub const SECURE: Self = Self { secure: true };
+    /// The production policy: `__Host-` prefix and `Secure`, host-only.
+    pub const SECURE: Self = Self {
+        secure: true,
+        domain: None,
+    };
     /// Plain-http localhost development: no prefix, no `Secure`.
-    pub const DEV: Self = Self { secure: false };
+    pub const DEV: Self = Self {
+        secure: false,
+        domain: None,
+    };
 
-    /// Whether cookies carry `Secure` and the `__Host-` prefix.
+    /// A `Secure` cookie sent to `domain` and every host under it (`__Secure-` prefix, with
+    /// `Domain`), so one login serves apps on sibling hosts behind a forward-auth proxy. Every
+    /// server of those hosts receives the session token and must be trusted with it (or have
+    /// the proxy strip it); a sibling host can also set a cookie of that name (cookie tossing),
+    /// for instance to sign the browser into the tosser's own account. The caller
+    /// checks that `domain` is a registrable domain that contains the public host.
+    pub fn for_domain(domain: &str) -> Self {
+        Self {
+            secure: true,
+            domain: Some(Arc::from(domain.to_ascii_lowercase())),
+        }
+    }
+
+    /// Whether cookies carry `Secure` (and a `__Host-` or `__Secure-` prefix).
     pub fn is_secure(&self) -> bool {
         self.secure
     }
 
+    /// The parent domain the cookie is scoped to, if any.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
     /// The cookie's name.
     pub fn name(&self) -> &'static str {
-        if self.secure {
-            SESSION_COOKIE
-        } else {
-            DEV_SESSION_COOKIE
+        match (self.secure, &self.domain) {
+            (true, Some(_)) => DOMAIN_SESSION_COOKIE,
+            (true, None) => SESSION_COOKIE,
+            (false, _) => DEV_SESSION_COOKIE,
         }
     }
 
-    fn attributes(&self) -> &'static str {
-        if self.secure {
-            "; HttpOnly; Secure; SameSite=Lax; Path=/"
-        } else {
-            "; HttpOnly; SameSite=Lax; Path=/"
+    fn attributes(&self) -> String {
+        match (self.secure, &self.domain) {
+            (true, Some(domain)) => {
+                format!("; HttpOnly; Secure; SameSite=Lax; Path=/; Domain={domain}")
+            }
+            (true, None) => "; HttpOnly; Secure; SameSite=Lax; Path=/".into(),
+            (false, _) => "; HttpOnly; SameSite=Lax; Path=/".into(),
         }
     }
 
@@ -128,6 +164,26 @@ mod tests {
         let capped = CookiePolicy::SECURE.set("abc", Some(Duration::days(1000)));
         assert!(capped.ends_with("; Max-Age=34560000"));
         assert!(!c.contains("Domain"));
+    }
+
+    #[test]
+    fn a_domain_cookie_is_secure_prefixed_and_scoped() {
+        let p = CookiePolicy::for_domain("Example.COM");
+        assert_eq!(
+            p.set("abc", None),
+            "__Secure-cloakroom_session=abc; HttpOnly; Secure; SameSite=Lax; Path=/; \
+             Domain=example.com"
+        );
+        assert_eq!(
+            p.clear(),
+            "__Secure-cloakroom_session=; HttpOnly; Secure; SameSite=Lax; Path=/; \
+             Domain=example.com; Max-Age=0"
+        );
+        assert_eq!(
+            p.find(["__Secure-cloakroom_session=T; __Host-cloakroom_session=U"]),
+            Presented::One("T")
+        );
+        assert_eq!(p.find(["__Host-cloakroom_session=U"]), Presented::None);
     }
 
     #[test]

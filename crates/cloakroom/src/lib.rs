@@ -55,7 +55,9 @@ mod user;
 pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use cookie::{holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, SESSION_COOKIE};
+pub use cookie::{
+    holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, DOMAIN_SESSION_COOKIE, SESSION_COOKIE,
+};
 #[cfg(feature = "engine")]
 pub use engine::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,

@@ -7,6 +7,7 @@ pub mod guard;
 pub mod metrics;
 pub mod pages;
 pub mod proxies;
+pub mod return_to;
 pub mod routes;
 
 use axum::http::StatusCode;
@@ -37,6 +38,8 @@ pub struct StateInner {
     pub rules: RequestRules,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<proxies::ProxyRange>,
+    /// Where browsers may be sent back to on other hosts.
+    pub return_to: return_to::ReturnTo,
     /// Send HSTS (the public URL is https).
     pub hsts: bool,
     /// Request and propagation counters.

@@ -109,7 +109,7 @@ pub const ROUTES: &[Route] = &[
     page(DASHBOARD_PAGE, &["GET"]),
     page(PROFILE_PAGE, &["GET"]),
     page(SETTINGS_PAGE, &["GET"]),
-    page(LOGOUT_PAGE, &["POST"]),
+    page(LOGOUT_PAGE, &["GET", "POST"]),
     page(END_SESSION_PAGE, &["POST"]),
     page(LOGOUT_EVERYWHERE_PAGE, &["POST"]),
     page(PASSWORD_PAGE, &["POST"]),

@@ -12,7 +12,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A chromedriver of the test's own, on a free port.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
     profiles: tempfile::TempDir,
@@ -27,7 +27,7 @@ impl Drop for Driver {
 
 impl Driver {
     /// `None`, after a SKIP line, when Chromium or chromedriver is missing and not required.
-    async fn start(test: &str) -> Option<Self> {
+    pub(crate) async fn start(test: &str) -> Option<Self> {
         let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
             .into_iter()
             .filter(|p| !Path::new(p).exists())
@@ -78,17 +78,31 @@ impl Driver {
 
     /// A new browser: its own process and profile, so its own cookie jar.
     async fn browser(&self, name: &str) -> Client {
+        self.browser_with(name, &[]).await
+    }
+
+    /// A new browser started with `extra` command-line switches too.
+    pub(crate) async fn browser_with(&self, name: &str, extra: &[String]) -> Client {
         let profile = self.profiles.path().join(name);
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1024,800",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend_from_slice(extra);
         let caps = serde_json::json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                    "--window-size=1024,800", "--no-first-run", "--disable-extensions",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            },
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
         });
         let serde_json::Value::Object(caps) = caps else {
             unreachable!()
@@ -108,7 +122,7 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-async fn shoot(b: &Client, name: &str) {
+pub(crate) async fn shoot(b: &Client, name: &str) {
     let png = b.screenshot().await.unwrap();
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
 }
@@ -118,13 +132,13 @@ fn site(t: &TestServer) -> String {
     t.origin.clone()
 }
 
-async fn fill(b: &Client, css: &str, text: &str) {
+pub(crate) async fn fill(b: &Client, css: &str, text: &str) {
     let field = b.find(Locator::Css(css)).await.unwrap();
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
-async fn click(b: &Client, css: &str) {
+pub(crate) async fn click(b: &Client, css: &str) {
     b.find(Locator::Css(css))
         .await
         .unwrap()
@@ -155,7 +169,7 @@ async fn wait_path(b: &Client, want: &str) {
 
 /// The page's visible text, read by script, so a navigation in between cannot make a found
 /// element stale.
-async fn text(b: &Client) -> String {
+pub(crate) async fn text(b: &Client) -> String {
     let start = Instant::now();
     loop {
         let read = b

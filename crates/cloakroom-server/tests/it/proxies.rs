@@ -11,8 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// An upstream app that answers every request with the `x-auth-*` headers it was given.
-async fn upstream() -> u16 {
+/// An upstream app that answers every request with the `x-auth-*` headers it was given, the
+/// cookies that reached it and the host it was asked for.
+pub(crate) async fn upstream() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
@@ -27,13 +28,15 @@ async fn upstream() -> u16 {
             "email": get("x-auth-email"),
             "roles": get("x-auth-roles"),
             "session_id": get("x-auth-session-id"),
+            "cookie": get("cookie"),
+            "host": get("host"),
         }))
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

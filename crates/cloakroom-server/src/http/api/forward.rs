@@ -23,8 +23,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route(routes::VERIFY, get(verify))
 }
 
+/// Other parameters are ignored, not refused: Caddy's `forward_auth` passes on the query string
+/// of the page asked for (`/auth/verify?year=2026` for `/report?year=2026`). A client can add
+/// only `role` that way, which can only narrow who gets in.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct VerifyQuery {
     role: Option<String>,
 }
@@ -40,6 +42,26 @@ fn original_path(headers: &HeaderMap, from_trusted_proxy: bool) -> Option<String
         .iter()
         .filter_map(|h| headers.get(*h)?.to_str().ok())
         .find_map(|p| safe_next(p).map(str::to_string))
+}
+
+/// The full URL the client originally asked the proxy for, believed only from a trusted proxy:
+/// `X-Original-URL` (as the example nginx config sets it), else `X-Forwarded-Proto`, `-Host` and
+/// `-Uri` (Caddy and Traefik send these). Whether it may be returned to is
+/// [`ReturnTo::check`](crate::http::return_to::ReturnTo::check)'s call.
+fn original_url(headers: &HeaderMap, from_trusted_proxy: bool) -> Option<String> {
+    if !from_trusted_proxy {
+        return None;
+    }
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(url) = get("x-original-url") {
+        return Some(url.to_string());
+    }
+    let uri = get("x-forwarded-uri").filter(|u| u.starts_with('/'))?;
+    Some(format!(
+        "{}://{}{uri}",
+        get("x-forwarded-proto")?,
+        get("x-forwarded-host")?
+    ))
 }
 
 const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
@@ -64,13 +86,8 @@ pub(crate) async fn verify(
     let trusted = peer.is_some_and(|p| is_trusted(&state.trusted_proxies, p));
     let who = match CurrentSession::from_request_parts(&mut parts, &state).await {
         Ok(CurrentSession(who)) => who,
-        Err(e) if e.status() == StatusCode::UNAUTHORIZED && wants_html(&parts.headers) => {
-            // A browser: send it to the login page, and back here afterwards. The location is
-            // relative, so it stays on the site the proxy serves.
-            let next = original_path(&parts.headers, trusted).unwrap_or_else(|| "/".into());
-            let mut res = Redirect::to(&login_url(&next)).into_response();
-            *res.status_mut() = StatusCode::FOUND;
-            return Ok(res);
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
+            return Ok(to_login(&state, &parts.headers, trusted, e))
         }
         Err(e) => return Err(e),
     };
@@ -109,6 +126,38 @@ pub(crate) async fn verify(
     Ok(res)
 }
 
+/// The answer to a request without a valid session. For an app on another allowed host, the
+/// login page's absolute URL with `rd=` the page asked for: a browser is redirected there (302),
+/// anything else gets the 401 with that URL in `Location`, for proxies that make the redirect
+/// themselves (nginx's `auth_request` passes on only 2xx, 401 and 403). For a page on
+/// cloakroom's own site, or when the original URL is unknown or not allowed, a browser is sent
+/// to the relative `/login?next=<path>`.
+fn to_login(state: &AppState, headers: &HeaderMap, trusted: bool, refusal: ApiError) -> Response {
+    let elsewhere = original_url(headers, trusted)
+        .and_then(|url| state.return_to.check(&url))
+        .filter(|url| !state.return_to.is_own(url));
+    let html = wants_html(headers);
+    let location = match (&elsewhere, html) {
+        (Some(target), _) => state.return_to.login_url(target),
+        (None, true) => {
+            let next = original_path(headers, trusted).unwrap_or_else(|| "/".into());
+            login_url(&next)
+        }
+        (None, false) => return refusal.into_response(),
+    };
+    let mut res = if html {
+        let mut res = Redirect::to(&location).into_response();
+        *res.status_mut() = StatusCode::FOUND;
+        res
+    } else {
+        refusal.into_response()
+    };
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, value);
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +176,31 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-uri", HeaderValue::from_static("/from/caddy"));
         assert_eq!(original_path(&h, true).as_deref(), Some("/from/caddy"));
+    }
+
+    #[test]
+    fn the_original_url_comes_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("app.example.test"),
+        );
+        h.insert("x-forwarded-uri", HeaderValue::from_static("/p?x=1"));
+        assert_eq!(
+            original_url(&h, true).as_deref(),
+            Some("https://app.example.test/p?x=1")
+        );
+        assert_eq!(original_url(&h, false), None);
+        h.insert("x-forwarded-uri", HeaderValue::from_static("@evil.test/"));
+        assert_eq!(original_url(&h, true), None);
+        h.insert(
+            "x-original-url",
+            HeaderValue::from_static("https://other.example.test/q"),
+        );
+        assert_eq!(
+            original_url(&h, true).as_deref(),
+            Some("https://other.example.test/q")
+        );
     }
 }

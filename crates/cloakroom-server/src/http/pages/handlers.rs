@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use cloakroom::{AuthError, Authenticated, LoginRequest, Reauth, SessionId, Transport};
 use std::collections::HashMap;
+use url::Url;
 
 use super::access::{
     new_pre_session_token, pre_session_token, safe_next, same_token, session_csrf, PageUser, HOME,
@@ -109,16 +110,30 @@ fn with_headers(mut res: Response, cookies: &[String], retry_after: Option<i64>)
 }
 
 /// A redirect after logging out: the session cookie cleared, and the browser told to drop
-/// what it keeps of this site.
+/// what it keeps of this site. With a cookie shared by a parent domain, "cookies" is left out:
+/// it would clear the cookies of every app under that domain, not only ours.
 fn logged_out(state: &AppState, to: &str) -> Response {
     let mut res = with_headers(
         Redirect::to(to).into_response(),
         &[state.rules.cookie().clear()],
         None,
     );
+    let clear = if state.rules.cookie().domain().is_some() {
+        "\"cache\""
+    } else {
+        "\"cache\", \"cookies\""
+    };
+    res.headers_mut()
+        .insert("clear-site-data", HeaderValue::from_static(clear));
+    res
+}
+
+/// A page whose form may end in a redirect to an allowed host (`rd=`): its `form-action`
+/// names those hosts, or the browser would stop at the redirect.
+fn may_return_elsewhere(state: &AppState, mut res: Response) -> Response {
     res.headers_mut().insert(
-        "clear-site-data",
-        HeaderValue::from_static("\"cache\", \"cookies\""),
+        header::CONTENT_SECURITY_POLICY,
+        state.return_to.page_csp().clone(),
     );
     res
 }
@@ -152,19 +167,25 @@ pub(super) async fn login_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let next = q.get("next").and_then(|n| safe_next(n));
+    let rd = q.get("rd").and_then(|r| state.return_to.check(r));
+    let rd = rd.as_ref().map(Url::as_str);
     if signed_in(&state, &headers).await.is_some() {
-        return Redirect::to(next.unwrap_or(HOME)).into_response();
+        return Redirect::to(rd.or(next).unwrap_or(HOME)).into_response();
     }
     let (csrf, cookie) = pre_session(&state, &headers);
     let page = Page::ok(templates::login(&LoginForm {
         email: "",
         next,
+        rd,
         remember: false,
         csrf: &csrf,
         error: None,
         notice: notice(q.get("done").map(String::as_str)),
     }));
-    with_headers(page.into_response(), cookie.as_slice(), None)
+    may_return_elsewhere(
+        &state,
+        with_headers(page.into_response(), cookie.as_slice(), None),
+    )
 }
 
 pub(super) async fn login(
@@ -175,6 +196,8 @@ pub(super) async fn login(
 ) -> Response {
     let email = form.get("email").trim().to_string();
     let next = safe_next(form.get("next"));
+    let rd = state.return_to.check(form.get("rd"));
+    let rd = rd.as_ref().map(Url::as_str);
     let remember = form.get("remember") == "1";
     let failed = |status: StatusCode, error: &str, retry: Option<i64>| {
         let (csrf, cookie) = pre_session(&state, &headers);
@@ -183,13 +206,17 @@ pub(super) async fn login(
             body: templates::login(&LoginForm {
                 email: &email,
                 next,
+                rd,
                 remember,
                 csrf: &csrf,
                 error: Some(error),
                 notice: None,
             }),
         };
-        with_headers(page.into_response(), cookie.as_slice(), retry)
+        may_return_elsewhere(
+            &state,
+            with_headers(page.into_response(), cookie.as_slice(), retry),
+        )
     };
     if !pre_session_ok(&state, &headers, &form) {
         return failed(StatusCode::FORBIDDEN, &sentence(EXPIRED_FORM), None);
@@ -215,7 +242,7 @@ pub(super) async fn login(
                 state.auth.now(),
             );
             with_headers(
-                Redirect::to(next.unwrap_or(HOME)).into_response(),
+                Redirect::to(rd.or(next).unwrap_or(HOME)).into_response(),
                 &[cookie],
                 None,
             )
@@ -347,6 +374,25 @@ fn reauth(form: &FormFields) -> Reauth {
     }
 }
 
+/// `GET /logout?rd=…`: the page a logout link (from an app on another host, say) opens. It asks
+/// before logging out, so that a link or an image elsewhere cannot log anyone out; without a
+/// session it goes straight on.
+pub(super) async fn logout_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let rd = q.get("rd").and_then(|r| state.return_to.check(r));
+    let rd = rd.as_ref().map(Url::as_str);
+    match signed_in(&state, &headers).await {
+        None => Redirect::to(rd.unwrap_or("/login?done=logged_out")).into_response(),
+        Some(who) => {
+            let page = Page::ok(templates::logout(&who, &session_csrf(&who.session), rd));
+            may_return_elsewhere(&state, page.into_response())
+        }
+    }
+}
+
 pub(super) async fn logout(
     State(state): State<AppState>,
     PageUser(who): PageUser,
@@ -355,8 +401,12 @@ pub(super) async fn logout(
     if !form_ok(&who, &form) {
         return refused_form();
     }
+    let rd = state.return_to.check(form.get("rd"));
     match state.auth.logout(&who).await {
-        Ok(()) => logged_out(&state, "/login?done=logged_out"),
+        Ok(()) => logged_out(
+            &state,
+            rd.as_ref().map_or("/login?done=logged_out", Url::as_str),
+        ),
         Err(e) => templates::error_page(&e.into()).into_response(),
     }
 }

@@ -9,7 +9,7 @@ mod handlers;
 mod templates;
 
 pub use access::{login_url, safe_next};
-pub use templates::error_page;
+pub use templates::{error_page, PAGE_CSP};
 
 use crate::http::routes;
 use axum::http::{header, HeaderValue};
@@ -37,7 +37,10 @@ pub fn router() -> Router<AppState> {
         .route(routes::DASHBOARD_PAGE, get(handlers::dashboard))
         .route(routes::PROFILE_PAGE, get(handlers::profile))
         .route(routes::SETTINGS_PAGE, get(handlers::settings))
-        .route(routes::LOGOUT_PAGE, post(handlers::logout))
+        .route(
+            routes::LOGOUT_PAGE,
+            get(handlers::logout_page).post(handlers::logout),
+        )
         .route(routes::END_SESSION_PAGE, post(handlers::end_session))
         .route(
             routes::LOGOUT_EVERYWHERE_PAGE,

@@ -162,8 +162,10 @@ fn alert(error: Option<&str>, notice: Option<&str>) -> Markup {
 pub struct LoginForm<'a> {
     /// The email typed (kept after an error).
     pub email: &'a str,
-    /// Where to go after logging in.
+    /// Where to go after logging in: a path on this site,
     pub next: Option<&'a str>,
+    /// or an allowed URL on another host (wins over `next`).
+    pub rd: Option<&'a str>,
     /// "Remember me" was ticked.
     pub remember: bool,
     /// The form's CSRF token.
@@ -172,6 +174,27 @@ pub struct LoginForm<'a> {
     pub error: Option<&'a str>,
     /// A notice (account created, logged out).
     pub notice: Option<&'a str>,
+}
+
+/// `/logout`: the question a logout link leads to.
+pub fn logout(who: &Authenticated, csrf: &str, rd: Option<&str>) -> Markup {
+    layout(
+        "Log out",
+        Nav::None,
+        None,
+        html! {
+            h1 { "Log out?" }
+            p {
+                "You are logged in as " strong { (who.user.email.as_str()) } ". Logging out ends \
+                 this session on every site that uses it."
+            }
+            form.card method="post" action="/logout" {
+                input type="hidden" name="csrf" value=(csrf);
+                @if let Some(rd) = rd { input type="hidden" name="rd" value=(rd); }
+                button #logout type="submit" { "Log out" }
+            }
+        },
+    )
 }
 
 /// `/login`.
@@ -187,6 +210,7 @@ pub fn login(f: &LoginForm<'_>) -> Markup {
             form.card method="post" action="/login" {
                 input type="hidden" name="csrf" value=(f.csrf);
                 @if let Some(next) = f.next { input type="hidden" name="next" value=(next); }
+                @if let Some(rd) = f.rd { input type="hidden" name="rd" value=(rd); }
                 label for="email" { "Email" }
                 input #email type="email" name="email" value=(f.email) autocomplete="username"
                     required autofocus aria-describedby=[described];
