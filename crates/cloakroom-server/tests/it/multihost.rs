@@ -3,7 +3,9 @@
 //! `app.example.test` and `other.example.test` (an app) over TLS on one loopback port, with a
 //! certificate from a test CA made here with openssl; headless Chromium resolves the three names
 //! to 127.0.0.1. cloakroom runs with `--cookie-domain example.test` and
-//! `--allowed-return-hosts *.example.test`.
+//! `--allowed-return-hosts *.example.test`; the proxies run the configurations of `examples/`
+//! (`nginx-multihost.conf`, `Caddyfile.multihost`), with only names, ports and certificates
+//! changed.
 
 use crate::browser::{click, fill, shoot, text, Driver};
 use crate::proxies::{free_port, upstream};
@@ -90,10 +92,8 @@ enum Kind {
     Caddy,
 }
 
-/// nginx for the three hosts, as examples/nginx-multihost.conf shows it: cloakroom's cookie is
-/// taken out of what the app receives, the identity headers are overwritten, and a browser
-/// without a session is sent where cloakroom's 401 says (`Location`).
-const NGINX: &str = r#"daemon off;
+/// The main nginx configuration of a test; the sites are examples/nginx-multihost.conf.
+const NGINX_MAIN: &str = r#"daemon off;
 master_process off;
 worker_processes 1;
 pid DIR/nginx.pid;
@@ -106,84 +106,26 @@ http {
   fastcgi_temp_path DIR/fastcgi;
   uwsgi_temp_path DIR/uwsgi;
   scgi_temp_path DIR/scgi;
-  ssl_certificate DIR/site.crt;
-  ssl_certificate_key DIR/site.key;
-  map $http_cookie $cookie_for_app {
-    default $http_cookie;
-    "~^(?<before>.*?)(?:^|;\s*)__Secure-cloakroom_session=[^;]*(?<after>.*)$" "$before$after";
-  }
-  server {
-    listen 127.0.0.1:PORT ssl;
-    server_name auth.example.test;
-    location / {
-      proxy_pass http://127.0.0.1:CLOAKROOM;
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }
-  }
-  server {
-    listen 127.0.0.1:PORT ssl;
-    server_name app.example.test other.example.test;
-    location = /_cloakroom_verify {
-      internal;
-      proxy_pass http://127.0.0.1:CLOAKROOM/auth/verify;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-      proxy_set_header Accept "application/json";
-    }
-    location / {
-      auth_request /_cloakroom_verify;
-      auth_request_set $auth_user $upstream_http_x_auth_user_id;
-      auth_request_set $auth_email $upstream_http_x_auth_email;
-      auth_request_set $auth_roles $upstream_http_x_auth_roles;
-      auth_request_set $auth_session $upstream_http_x_auth_session_id;
-      auth_request_set $cloakroom_login $upstream_http_location;
-      proxy_set_header X-Auth-User-Id $auth_user;
-      proxy_set_header X-Auth-Email $auth_email;
-      proxy_set_header X-Auth-Roles $auth_roles;
-      proxy_set_header X-Auth-Session-Id $auth_session;
-      proxy_set_header Cookie $cookie_for_app;
-      proxy_set_header Host $http_host;
-      error_page 401 = @cloakroom_login;
-      proxy_pass http://127.0.0.1:UPSTREAM;
-    }
-    location @cloakroom_login {
-      if ($http_accept ~* "text/html") { return 302 $cloakroom_login; }
-      return 401;
-    }
-  }
+  include DIR/sites.conf;
 }
 "#;
 
-/// Caddy for the three hosts, as examples/Caddyfile.multihost shows it.
-const CADDY: &str = r#"{
-  admin off
-  auto_https off
-  storage file_system DIR/data
-}
-https://auth.example.test:PORT {
-  tls DIR/site.crt DIR/site.key
-  reverse_proxy 127.0.0.1:CLOAKROOM
-}
-https://app.example.test:PORT, https://other.example.test:PORT {
-  tls DIR/site.crt DIR/site.key
-  route {
-    request_header -X-Auth-User-Id
-    request_header -X-Auth-Email
-    request_header -X-Auth-Roles
-    request_header -X-Auth-Session-Id
-    forward_auth 127.0.0.1:CLOAKROOM {
-      uri /auth/verify
-      copy_headers X-Auth-User-Id X-Auth-Email X-Auth-Roles X-Auth-Session-Id
+/// The global options of a test's Caddy; the sites are examples/Caddyfile.multihost.
+const CADDY_GLOBAL: &str = "{\n\tadmin off\n\tauto_https off\n\tstorage file_system DIR/data\n}\n";
+
+/// An example configuration of the repository, made to serve the test: `example.test` for
+/// `example.com`, the test's ports for the usual ones, the test CA's certificate.
+fn example(name: &str, replacements: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{name} no longer has {from:?}");
+        text = text.replace(from, to);
     }
-    reverse_proxy 127.0.0.1:UPSTREAM {
-      header_up Cookie "(^|;\s*)__Secure-cloakroom_session=[^;]*" "$1"
-    }
-  }
+    text.replace("example.com", "example.test")
 }
-"#;
 
 struct Proxy {
     child: Child,
@@ -198,17 +140,28 @@ impl Drop for Proxy {
 
 impl Proxy {
     async fn start(kind: Kind, dir: &Path, port: u16, cloakroom: u16, up: u16) -> Self {
-        let fill = |template: &str| {
-            template
-                .replace("DIR", &dir.display().to_string())
-                .replace("PORT", &port.to_string())
-                .replace("CLOAKROOM", &cloakroom.to_string())
-                .replace("UPSTREAM", &up.to_string())
-        };
+        let d = dir.display().to_string();
+        let ports = [
+            ("127.0.0.1:8080", format!("127.0.0.1:{cloakroom}")),
+            ("127.0.0.1:3000", format!("127.0.0.1:{up}")),
+        ];
         let child = match kind {
             Kind::Nginx => {
+                let sites = example(
+                    "nginx-multihost.conf",
+                    &[
+                        &ports[..],
+                        &[
+                            ("/etc/ssl/example.com.crt", format!("{d}/site.crt")),
+                            ("/etc/ssl/example.com.key", format!("{d}/site.key")),
+                            ("listen 443 ssl;", format!("listen 127.0.0.1:{port} ssl;")),
+                        ],
+                    ]
+                    .concat(),
+                );
+                std::fs::write(dir.join("sites.conf"), sites).unwrap();
                 let conf = dir.join("nginx.conf");
-                std::fs::write(&conf, fill(NGINX)).unwrap();
+                std::fs::write(&conf, NGINX_MAIN.replace("DIR", &d)).unwrap();
                 Command::new("/usr/sbin/nginx")
                     .arg("-p")
                     .arg(dir)
@@ -222,8 +175,29 @@ impl Proxy {
                     .unwrap()
             }
             Kind::Caddy => {
+                let tls = format!("\n\ttls {d}/site.crt {d}/site.key");
+                let sites = example(
+                    "Caddyfile.multihost",
+                    &[
+                        &ports[..],
+                        &[
+                            (
+                                "auth.example.com {",
+                                format!("https://auth.example.com:{port} {{{tls}"),
+                            ),
+                            (
+                                "app.example.com, other.example.com {",
+                                format!(
+                                    "https://app.example.com:{port}, \
+                                     https://other.example.com:{port} {{{tls}"
+                                ),
+                            ),
+                        ],
+                    ]
+                    .concat(),
+                );
                 let conf = dir.join("Caddyfile");
-                std::fs::write(&conf, fill(CADDY)).unwrap();
+                std::fs::write(&conf, CADDY_GLOBAL.replace("DIR", &d) + &sites).unwrap();
                 Command::new("/usr/bin/caddy")
                     .args(["run", "--adapter", "caddyfile", "--config"])
                     .arg(&conf)
