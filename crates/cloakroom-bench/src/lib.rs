@@ -40,6 +40,9 @@ pub fn sample(now: OffsetDateTime) -> Result<Sample, String> {
         client_id: "cloakroom".into(),
         sid: "6f0e7d1c-2b4e-4b8e-8f9a-1c2d3e4f5a6b".into(),
         roles: vec!["user".into()],
+        auth_time: Some(now.unix_timestamp()),
+        acr: Some("aal1".into()),
+        amr: vec!["pwd".into()],
     };
     let payload = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
     let token = jwt::sign(&key, "at+jwt", &payload).map_err(|e| e.to_string())?;

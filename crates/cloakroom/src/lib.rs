@@ -26,12 +26,14 @@
 //! # Ok(()) }
 //! ```
 
+mod assurance;
 mod clock;
 mod cookie;
 #[cfg(feature = "engine")]
 mod engine;
 #[cfg(all(feature = "axum", any(feature = "engine", feature = "remote")))]
 pub mod extract;
+pub mod factor;
 pub mod feed;
 pub mod jwt;
 #[cfg(feature = "engine")]
@@ -54,6 +56,7 @@ mod user;
 #[cfg(feature = "axum")]
 pub mod web;
 
+pub use assurance::{Acr, Amr};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{
     holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, DOMAIN_SESSION_COOKIE, SESSION_COOKIE,
@@ -61,7 +64,7 @@ pub use cookie::{
 #[cfg(feature = "engine")]
 pub use engine::{
     Auth, AuthConfig, AuthError, AuthMetrics, Authenticated, ClientInfo, LoginOutcome,
-    LoginRequest, Reauth, Revocation,
+    LoginRequest, MfaLogin, Reauth, Revocation, SecondFactor, TotpEnrolment, RECOVERY_CODES,
 };
 #[cfg(feature = "engine")]
 pub use engine::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
@@ -81,8 +84,8 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Change, ChangeFeed, KeyStore, RevocationEvent, Rotation, SessionStore, Store, StoreError,
-    UserStore,
+    Change, ChangeFeed, FactorStore, KeyStore, RevocationEvent, Rotation, SessionStore, Store,
+    StoreError, UserStore,
 };
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisThrottle};

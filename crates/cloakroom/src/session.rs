@@ -290,8 +290,10 @@ pub struct Session {
     pub remember: bool,
     /// When the session began.
     pub created_at: OffsetDateTime,
-    /// When the user last proved who they are with a password.
+    /// When the user last proved who they are (`auth_time`).
     pub authenticated_at: OffsetDateTime,
+    /// How they proved it (`amr`; `acr` follows from it).
+    pub amr: crate::Amr,
     /// When the session was last used (kept in memory; written to the store in batches).
     pub last_seen_at: OffsetDateTime,
     /// Idle timeout.
@@ -451,6 +453,7 @@ mod tests {
             user_agent: None,
             credentials_gen: 0,
             refresh_family: None,
+            amr: crate::Amr::PWD,
         };
         assert!(!s.is_expired(t0, t0 + Duration::minutes(29)));
         assert!(s.is_expired(t0, t0 + Duration::minutes(30)));

@@ -151,6 +151,14 @@ impl From<AuthError> for ApiError {
             AuthError::WeakPassword(_) => Self::bad_request("weak_password", msg),
             AuthError::InvalidRole(_) => Self::bad_request("invalid_role", msg),
             AuthError::Unauthenticated => Self::unauthenticated(),
+            // Answered as 202 by the login routes; anywhere else it is a refusal.
+            AuthError::MfaRequired { .. } => {
+                Self::new(StatusCode::UNAUTHORIZED, "mfa_required", msg)
+            }
+            AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code", msg),
+            AuthError::InvalidMfaToken => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_mfa_token", msg)
+            }
             AuthError::ReauthRequired => Self::new(StatusCode::FORBIDDEN, "reauth_required", msg),
             AuthError::NotFound => Self::not_found(),
             AuthError::Overloaded { retry_after } => {

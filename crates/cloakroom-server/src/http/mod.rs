@@ -70,6 +70,7 @@ pub fn router(state: AppState, metrics_apart: bool) -> guard::Guarded {
     let mut app = Router::new()
         .merge(api::auth::router())
         .merge(api::sessions::router())
+        .merge(api::factors::router())
         .merge(api::health::router())
         .merge(api::token::router())
         .merge(api::forward::router())

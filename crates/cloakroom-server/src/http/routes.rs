@@ -6,6 +6,18 @@
 pub const SIGNUP: &str = "/auth/signup";
 /// `POST`: a cookie session.
 pub const LOGIN: &str = "/auth/login";
+/// `POST`: the second step of a login that answered 202.
+pub const LOGIN_MFA: &str = "/auth/login/mfa";
+/// `GET`: the caller's second factors.
+pub const FACTORS: &str = "/auth/factors";
+/// `DELETE`: removes one.
+pub const FACTOR: &str = "/auth/factors/{id}";
+/// `POST`: starts adding an authenticator app.
+pub const TOTP_FACTORS: &str = "/auth/factors/totp";
+/// `POST`: confirms it with a first code.
+pub const TOTP_CONFIRM: &str = "/auth/factors/totp/{id}/confirm";
+/// `POST`: a new set of recovery codes.
+pub const RECOVERY_CODES: &str = "/auth/factors/recovery-codes";
 /// `POST`: ends the caller's session.
 pub const LOGOUT: &str = "/auth/logout";
 /// `POST`: ends all of the user's sessions.
@@ -38,6 +50,8 @@ pub const OPENAPI: &str = "/openapi.json";
 pub const ROOT: &str = "/";
 /// Pages: sign in.
 pub const LOGIN_PAGE: &str = "/login";
+/// Pages: the second step of signing in.
+pub const LOGIN_MFA_PAGE: &str = "/login/mfa";
 /// Pages: sign up.
 pub const SIGNUP_PAGE: &str = "/signup";
 /// Pages: the signed-in home.
@@ -89,6 +103,13 @@ const fn page(path: &'static str, methods: &'static [&'static str]) -> Route {
 pub const ROUTES: &[Route] = &[
     api(SIGNUP, &["POST"]),
     api(LOGIN, &["POST"]),
+    api(LOGIN_MFA, &["POST"]),
+    api(FACTORS, &["GET"]),
+    api(TOTP_FACTORS, &["POST"]),
+    api(TOTP_CONFIRM, &["POST"]),
+    api(RECOVERY_CODES, &["POST"]),
+    // After the fixed paths beside it, which `route_of` must find first.
+    api(FACTOR, &["DELETE"]),
     api(LOGOUT, &["POST"]),
     api(LOGOUT_ALL, &["POST"]),
     api(WHOAMI, &["GET"]),
@@ -105,6 +126,7 @@ pub const ROUTES: &[Route] = &[
     api(OPENAPI, &["GET"]),
     page(ROOT, &["GET"]),
     page(LOGIN_PAGE, &["GET", "POST"]),
+    page(LOGIN_MFA_PAGE, &["POST"]),
     page(SIGNUP_PAGE, &["GET", "POST"]),
     page(DASHBOARD_PAGE, &["GET"]),
     page(PROFILE_PAGE, &["GET"]),

@@ -13,6 +13,7 @@ mod full_disk;
 mod hardening;
 mod interop;
 mod lifecycle;
+mod mfa;
 mod multihost;
 mod openapi;
 mod pages;

@@ -35,9 +35,13 @@ async fn an_outside_fuzzer_finds_nothing() {
             .args(["--checks", "all"])
             // Refusing every schema-invalid request would need the schema to say all the server
             // checks (NFKC lengths, the password list); what matters is the other direction.
+            // `ignored_auth` sends what it takes for a request without credentials, but the
+            // valid bearer token below goes with every request, so its verdict depends on
+            // whether an earlier request (a logout) happened to end that token first; the
+            // attack tests check requests without credentials instead.
             .args([
                 "--exclude-checks",
-                "negative_data_rejection,missing_required_header,unsupported_method",
+                "negative_data_rejection,missing_required_header,unsupported_method,ignored_auth",
             ])
             .args(["--max-examples", "40", "--seed", "1", "--no-color"])
             .args(["--header", &format!("Authorization: Bearer {access}")])

@@ -192,6 +192,9 @@ impl AccessTokens {
             client_id: self.config.jwt.client_id.clone(),
             sid: session.id.to_string(),
             roles: user.roles.iter().map(|r| r.to_string()).collect(),
+            auth_time: Some(session.authenticated_at.unix_timestamp()),
+            acr: Some(session.amr.acr().as_str().into()),
+            amr: session.amr.names().into_iter().map(String::from).collect(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
         let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::from)?;

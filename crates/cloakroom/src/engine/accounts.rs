@@ -17,7 +17,7 @@ pub(crate) struct Accounts {
     store: Arc<dyn Store>,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
-    attempts: Attempts,
+    attempts: Arc<Attempts>,
     config: Arc<AuthConfig>,
     clock: Arc<dyn Clock>,
 }
@@ -26,7 +26,7 @@ impl Accounts {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         hasher: PasswordHasher,
-        attempts: Attempts,
+        attempts: Arc<Attempts>,
         config: Arc<AuthConfig>,
         clock: Arc<dyn Clock>,
     ) -> Self {

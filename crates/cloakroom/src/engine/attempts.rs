@@ -114,7 +114,7 @@ impl Attempts {
         let result = work.await;
         match &result {
             Ok(_) => self.give_back(&taken, true).await,
-            Err(AuthError::InvalidCredentials) => {}
+            Err(AuthError::InvalidCredentials | AuthError::InvalidCode) => {}
             Err(_) => self.give_back(&taken, false).await,
         }
         result

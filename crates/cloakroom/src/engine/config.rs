@@ -52,9 +52,12 @@ pub struct AuthConfig {
     pub idle_grace: Duration,
     /// Access and refresh tokens.
     pub jwt: JwtConfig,
-    /// The key-encryption keys that seal the private signing keys in the store; `None` keeps
-    /// them in clear (see [`crate::sealing`]).
+    /// The key-encryption keys that seal the private signing keys and the TOTP secrets in the
+    /// store; `None` keeps them in clear (see [`crate::sealing`]).
     pub sealing: Option<Arc<crate::sealing::KeySet>>,
+    /// The issuer authenticator apps show beside a TOTP code (the server sets its public
+    /// host).
+    pub totp_issuer: String,
 }
 
 impl Default for AuthConfig {
@@ -78,6 +81,7 @@ impl Default for AuthConfig {
             idle_grace: Duration::minutes(10),
             jwt: JwtConfig::default(),
             sealing: None,
+            totp_issuer: "cloakroom".into(),
         }
     }
 }

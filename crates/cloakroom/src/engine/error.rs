@@ -36,6 +36,21 @@ pub enum AuthError {
     /// No valid session.
     #[error("not signed in, or the session has ended")]
     Unauthenticated,
+    /// The password was right and the account has a second factor: the login continues with
+    /// the `mfa_token` (see `Auth::login_mfa`). No session exists yet.
+    #[error("a second factor is required")]
+    MfaRequired {
+        /// The token of the second step: single-use, short-lived, good for nothing else.
+        mfa_token: crate::Secret<String>,
+        /// What the second step may be proved with (`totp`, `recovery_code`).
+        methods: Vec<&'static str>,
+    },
+    /// A second factor's code is wrong, was already used, or is not the user's.
+    #[error("the code is wrong or was already used")]
+    InvalidCode,
+    /// An `mfa_token` that is unknown, expired, already used or worn out.
+    #[error("this sign-in attempt has expired; log in again")]
+    InvalidMfaToken,
     /// The operation needs a fresh login or the current password.
     #[error("confirm your password to do this")]
     ReauthRequired,

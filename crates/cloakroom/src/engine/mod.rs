@@ -5,7 +5,9 @@
 //! - [`accounts`]: users, passwords, the throttled checks of them ([`attempts`]);
 //! - [`sessions`]: the live sessions, the store behind them, revocation and listing;
 //! - [`access_tokens`]: access JWTs and refresh tokens, on top of `sessions`, with the keys
-//!   that sign them ([`signing_keys`]).
+//!   that sign them ([`signing_keys`]);
+//! - [`factors`]: second factors and the second step of a login; the use cases that need them
+//!   are in [`mfa`].
 //!
 //! [`Auth`] owns no I/O of its own beyond the [`Store`] and [`Throttle`] it is given, reads the
 //! time from its [`Clock`], and keeps live sessions in memory. A process that shares the store
@@ -18,6 +20,8 @@ mod accounts;
 mod attempts;
 mod config;
 mod error;
+mod factors;
+mod mfa;
 mod request;
 mod sessions;
 mod signing_keys;
@@ -25,6 +29,8 @@ mod signing_keys;
 pub use access_tokens::{TokenPair, ACCESS_TOKEN_TYPE};
 pub use config::{AuthConfig, JwtConfig};
 pub use error::AuthError;
+pub use factors::{SecondFactor, TotpEnrolment, RECOVERY_CODES};
+pub use mfa::MfaLogin;
 pub use request::{AuthMetrics, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth};
 pub use sessions::Revocation;
 pub use signing_keys::KeyInfo;
@@ -42,6 +48,7 @@ use crate::user::{Role, User};
 use access_tokens::AccessTokens;
 use accounts::Accounts;
 use attempts::Attempts;
+use factors::Factors;
 use sessions::{load_token_check, NewSession, Sessions};
 use signing_keys::SigningKeys;
 
@@ -51,6 +58,7 @@ pub struct Auth {
     config: Arc<AuthConfig>,
     clock: Arc<dyn Clock>,
     accounts: Accounts,
+    factors: Factors,
     sessions: Arc<Sessions>,
     tokens: AccessTokens,
     /// Event counters.
@@ -146,10 +154,17 @@ impl Auth {
             Arc::clone(&clock),
             Arc::clone(&metrics),
         );
+        let attempts = Arc::new(Attempts::new(throttle, config.hashing_per_client));
         let accounts = Accounts::new(
             Arc::clone(&store),
             hasher,
-            Attempts::new(throttle, config.hashing_per_client),
+            Arc::clone(&attempts),
+            Arc::clone(&config),
+            Arc::clone(&clock),
+        );
+        let factors = Factors::new(
+            Arc::clone(&store),
+            attempts,
             Arc::clone(&config),
             Arc::clone(&clock),
         );
@@ -158,6 +173,7 @@ impl Auth {
             config,
             clock,
             accounts,
+            factors,
             sessions,
             tokens,
             metrics,
@@ -252,7 +268,9 @@ impl Auth {
     // ----- login and sessions -----------------------------------------------------------------
 
     /// Checks a password and starts a new session. Unknown email, wrong password and disabled
-    /// account get the same error after the same work; throttled callers do no hashing.
+    /// account get the same error after the same work; throttled callers do no hashing. For an
+    /// account with a second factor, a right password starts no session: it is
+    /// [`AuthError::MfaRequired`], and [`Auth::login_mfa`] completes the login.
     pub async fn login(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
         use std::sync::atomic::Ordering::Relaxed;
         let result = self.login_inner(req).await;
@@ -269,6 +287,26 @@ impl Auth {
 
     async fn login_inner(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
         let user = self.accounts.verify_login(&req).await?;
+        let methods = self.factors.methods(user.id).await?;
+        if !methods.is_empty() {
+            let mfa_token = self
+                .factors
+                .challenge(&user, req.transport, req.remember)
+                .await?;
+            tracing::info!(user = %user.id, "password accepted; a second factor is due");
+            return Err(AuthError::MfaRequired { mfa_token, methods });
+        }
+        self.start_session(user, &req, crate::Amr::PWD).await
+    }
+
+    /// Starts the session of a login whose proof is complete (`amr`), ending the session the
+    /// client held and the user's sessions beyond the cap.
+    async fn start_session(
+        &self,
+        user: crate::User,
+        req: &LoginRequest,
+        amr: crate::Amr,
+    ) -> Result<LoginOutcome, AuthError> {
         // Re-login ends the session the client held, whether its cookie carries the session
         // token or an access JWT (no session fixation, ASVS 5.0 7.2.4).
         if let Some(current) = req.current_token.as_deref() {
@@ -290,6 +328,7 @@ impl Auth {
             ip: req.client.ip.map(|ip| ip.to_string()),
             user_agent: req.client.user_agent.clone(),
             credentials_gen: user.credentials_gen,
+            amr,
         });
         self.sessions.open(&session).await?;
         self.sessions
@@ -380,6 +419,11 @@ impl Auth {
     async fn require_fresh(&self, who: &Authenticated, reauth: Reauth) -> Result<(), AuthError> {
         match reauth {
             Reauth::Password(password) => self.accounts.check_password(&who.user, &password).await,
+            Reauth::SecondFactor(proof) => self
+                .factors
+                .verify(&who.user, &proof, None)
+                .await
+                .map(|_| ()),
             Reauth::None => {
                 let age = self.now() - who.session.authenticated_at;
                 if age <= self.config.fresh_auth {
@@ -417,6 +461,7 @@ impl Auth {
             ip: old.ip.clone(),
             user_agent: old.user_agent.clone(),
             credentials_gen: generation,
+            amr: old.amr,
         });
         self.sessions.open(&session).await?;
         self.sessions.end_all(who.user.id, Some(session.id)).await?;
@@ -594,6 +639,7 @@ impl Auth {
         self.store
             .delete_keys_retired_before(now - self.config.jwt.key_horizon())
             .await?;
+        self.factors.sweep().await?;
         Ok(deleted)
     }
 }

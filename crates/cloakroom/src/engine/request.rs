@@ -79,6 +79,8 @@ pub enum Reauth {
     None,
     /// The current password.
     Password(String),
+    /// A second factor of the user (an authenticator app's code, a recovery code).
+    SecondFactor(crate::SecondFactor),
 }
 
 /// Counters of security-relevant events, for `/metrics`.

@@ -94,6 +94,8 @@ pub(crate) struct NewSession {
     pub(crate) user_agent: Option<String>,
     /// The user's credentials generation the session was proven against.
     pub(crate) credentials_gen: i64,
+    /// How the user proved who they are.
+    pub(crate) amr: crate::Amr,
 }
 
 /// The sessions of this instance.
@@ -206,6 +208,7 @@ impl Sessions {
             user_agent: new.user_agent,
             credentials_gen: new.credentials_gen,
             refresh_family,
+            amr: new.amr,
         };
         (session, token)
     }

@@ -84,6 +84,19 @@ pub struct AccessClaims {
     pub sid: String,
     /// The user's roles when the token was minted.
     pub roles: Vec<String>,
+    /// When the user last proved who they are (RFC 9068 §2.2.1).
+    #[serde(
+        default,
+        deserialize_with = "strict_opt_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_time: Option<i64>,
+    /// The assurance level reached then: `aal1` or `aal2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// How they proved it (RFC 8176 names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// What an access token must satisfy beyond its signature.

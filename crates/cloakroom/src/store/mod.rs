@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::factor::{Factor, FactorId, MfaChallenge};
 use crate::jwt::StoredKey;
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
@@ -19,6 +20,8 @@ mod redis;
 mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_factors;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "postgres")]
@@ -221,6 +224,69 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
+/// Second factors and the pending second steps of logins. Factors are read from the store on
+/// every login and factor check (never cached), so a change on one instance holds on every
+/// instance at once.
+#[async_trait]
+pub trait FactorStore: Send + Sync + 'static {
+    /// Adds a factor; a TOTP factor with its sealed secret.
+    async fn insert_factor(&self, factor: &Factor, secret: Option<&[u8]>)
+        -> Result<(), StoreError>;
+    /// A user's factors, oldest first, without secrets.
+    async fn list_factors(&self, user: UserId) -> Result<Vec<Factor>, StoreError>;
+    /// A TOTP factor's stored (sealed) secret and the last time step it accepted.
+    async fn totp_secret(
+        &self,
+        user: UserId,
+        id: FactorId,
+    ) -> Result<Option<(Vec<u8>, Option<i64>)>, StoreError>;
+    /// Records `step` as the factor's last accepted time step, and `at` as its last use, if
+    /// no equal or later step was accepted before (a compare-and-set: of two requests with the
+    /// same code, one wins); confirms the factor. False if refused or there is no such factor.
+    async fn accept_step(
+        &self,
+        user: UserId,
+        id: FactorId,
+        step: i64,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Removes one of `user`'s factors (with its codes); false if there is none.
+    async fn delete_factor(&self, user: UserId, id: FactorId) -> Result<bool, StoreError>;
+    /// Removes every factor of `user`; returns how many.
+    async fn delete_factors(&self, user: UserId) -> Result<u64, StoreError>;
+    /// Replaces the user's recovery codes with `factor` and the codes hashing to `codes`, in
+    /// one step: the old set is void when the new one exists.
+    async fn replace_recovery_codes(
+        &self,
+        factor: &Factor,
+        codes: &[TokenHash],
+    ) -> Result<(), StoreError>;
+    /// Spends one of `user`'s recovery codes (marks it used at `at`); false if there is no such
+    /// unused code. Of two requests with the same code, one wins.
+    async fn use_recovery_code(
+        &self,
+        user: UserId,
+        code: &TokenHash,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// How many unused recovery codes `user` has.
+    async fn recovery_codes_left(&self, user: UserId) -> Result<u64, StoreError>;
+    /// Stores a pending second step of a login.
+    async fn insert_mfa_challenge(&self, challenge: &MfaChallenge) -> Result<(), StoreError>;
+    /// Counts one try at the challenge and returns it as it was, if it exists, is not past its
+    /// deadline at `now` and has had fewer than `max_attempts` tries.
+    async fn try_mfa_challenge(
+        &self,
+        token: &TokenHash,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError>;
+    /// Deletes the challenge; true for the one caller that did (single use).
+    async fn consume_mfa_challenge(&self, token: &TokenHash) -> Result<bool, StoreError>;
+    /// Deletes challenges past their deadline; returns how many.
+    async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
 /// The ordered log of [`Change`]s, read by every process that caches sessions or users.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync + 'static {
@@ -239,7 +305,7 @@ pub trait ChangeFeed: Send + Sync + 'static {
 
 /// Everything the engine needs from storage.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore {
+pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore + FactorStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 

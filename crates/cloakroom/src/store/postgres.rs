@@ -59,6 +59,8 @@ super::sql::sql_store!(
     append_lock = Some("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE")
 );
 
+super::sql_factors::sql_factor_store!(PostgresStore);
+
 #[async_trait]
 impl super::Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {

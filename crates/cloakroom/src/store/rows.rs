@@ -108,7 +108,7 @@ pub(super) fn user(row: &impl RowExt) -> Result<User, StoreError> {
 
 /// The session columns every query reads, in the order [`session`] expects nothing of.
 pub(super) const SESSION_COLUMNS: &str = "id, user_id, transport, secret_hash, remember, \
-     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen, refresh_family";
+     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen, refresh_family, amr";
 
 pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
     Ok(Session {
@@ -129,6 +129,7 @@ pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
         user_agent: row.opt_text("user_agent")?,
         credentials_gen: row.int("credentials_gen")?,
         refresh_family: row.opt_bytes("refresh_family")?.map(hash).transpose()?,
+        amr: crate::Amr::decode(&row.text("amr")?).map_err(StoreError::Corrupt)?,
     })
 }
 
@@ -159,5 +160,37 @@ pub(super) fn key(row: &impl RowExt) -> Result<StoredKey, StoreError> {
         private_pkcs8: row.bytes("private_pkcs8")?,
         created_at: from_ts(row.int("created_at")?)?,
         retired_at: row.opt_int("retired_at")?.map(from_ts).transpose()?,
+    })
+}
+
+/// The factor columns every query reads.
+pub(super) const FACTOR_COLUMNS: &str =
+    "id, user_id, kind, name, confirmed, created_at, last_used_at";
+
+pub(super) fn factor(row: &impl RowExt) -> Result<crate::factor::Factor, StoreError> {
+    Ok(crate::factor::Factor {
+        id: parse("factors.id", &row.text("id")?)?,
+        user_id: parse("factors.user_id", &row.text("user_id")?)?,
+        kind: parse("factors.kind", &row.text("kind")?)?,
+        name: row.opt_text("name")?,
+        confirmed: row.flag("confirmed")?,
+        created_at: from_ts(row.int("created_at")?)?,
+        last_used_at: row.opt_int("last_used_at")?.map(from_ts).transpose()?,
+    })
+}
+
+pub(super) fn mfa_challenge(row: &impl RowExt) -> Result<crate::factor::MfaChallenge, StoreError> {
+    Ok(crate::factor::MfaChallenge {
+        token_hash: hash(row.bytes("token_hash")?)?,
+        user_id: parse("mfa_challenges.user_id", &row.text("user_id")?)?,
+        credentials_gen: row.int("credentials_gen")?,
+        transport: row
+            .text("transport")?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        remember: row.flag("remember")?,
+        attempts: u32::try_from(row.int("attempts")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        expires_at: from_ts(row.int("expires_at")?)?,
     })
 }

@@ -156,6 +156,8 @@ super::sql::sql_store!(
     append_lock = None
 );
 
+super::sql_factors::sql_factor_store!(SqliteStore);
+
 #[async_trait]
 impl super::Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {

@@ -40,6 +40,7 @@ pub(crate) fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToke
         user_agent: Some("test".into()),
         credentials_gen: 0,
         refresh_family: None,
+        amr: cloakroom::Amr::PWD,
     };
     (s, token)
 }

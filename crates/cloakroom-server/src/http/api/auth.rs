@@ -1,5 +1,5 @@
-//! `/auth/signup`, `/auth/login`, `/auth/logout`, `/auth/logout-all`, `/auth/whoami` and
-//! `/auth/password`.
+//! `/auth/signup`, `/auth/login` (and its second step, `/auth/login/mfa`), `/auth/logout`,
+//! `/auth/logout-all`, `/auth/whoami` and `/auth/password`.
 
 use crate::http::routes;
 use axum::extract::State;
@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{LoginRequest, Reauth, Transport};
+use cloakroom::{AuthError, LoginOutcome, LoginRequest, MfaLogin, Reauth, Transport};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(routes::SIGNUP, post(signup))
         .route(routes::LOGIN, post(login))
+        .route(routes::LOGIN_MFA, post(login_mfa))
         .route(routes::LOGOUT, post(logout))
         .route(routes::LOGOUT_ALL, post(logout_all))
         .route(routes::WHOAMI, get(whoami))
@@ -96,8 +97,66 @@ async fn login(
             client,
             current_token,
         })
+        .await;
+    match outcome {
+        Ok(outcome) => logged_in(&state, outcome, body.cookie).await,
+        Err(AuthError::MfaRequired { mfa_token, methods }) => {
+            let body = json!({
+                "mfa_required": true,
+                "mfa_token": mfa_token.expose(),
+                "methods": methods,
+            });
+            let mut res = (StatusCode::ACCEPTED, Json(body)).into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(res)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct LoginMfaBody {
+    mfa_token: String,
+    code: Option<String>,
+    recovery_code: Option<String>,
+    #[serde(default)]
+    cookie: CookieKind,
+}
+
+/// `POST /auth/login/mfa`: the second step of a login that answered 202.
+async fn login_mfa(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginMfaBody>,
+) -> Result<Response, ApiError> {
+    let proof = super::factors::proof(body.code, body.recovery_code)?
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "send code or recovery_code"))?;
+    let current_token = session_cookie(&headers, &state)
+        .unwrap_or(None)
+        .map(str::to_string);
+    let outcome = state
+        .auth
+        .login_mfa(MfaLogin {
+            mfa_token: body.mfa_token,
+            proof,
+            client,
+            current_token,
+        })
         .await?;
-    let value = match body.cookie {
+    logged_in(&state, outcome, body.cookie).await
+}
+
+/// The answer to a completed login: `{user, session}` and the session cookie.
+async fn logged_in(
+    state: &AppState,
+    outcome: LoginOutcome,
+    kind: CookieKind,
+) -> Result<Response, ApiError> {
+    let value = match kind {
         CookieKind::Session => outcome.token.expose().to_string(),
         CookieKind::Jwt => {
             let (jwt, _) = state
@@ -155,20 +214,47 @@ async fn logout(
     Ok(cleared(&state))
 }
 
-/// The optional proof of a fresh login for operations that end other sessions.
+/// The optional proof of a fresh login for operations that need one (ending other sessions,
+/// changing factors): the current password, or a second factor.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ReauthBody {
     current_password: Option<String>,
+    code: Option<String>,
+    recovery_code: Option<String>,
 }
 
 impl ReauthBody {
-    /// As the engine's [`Reauth`].
-    pub fn into_reauth(body: Option<Self>) -> Reauth {
-        match body.and_then(|b| b.current_password) {
-            Some(p) => Reauth::Password(p),
-            None => Reauth::None,
+    /// A proof from its parts.
+    pub fn new(
+        current_password: Option<String>,
+        code: Option<String>,
+        recovery_code: Option<String>,
+    ) -> Self {
+        Self {
+            current_password,
+            code,
+            recovery_code,
+        }
+    }
+
+    /// As the engine's [`Reauth`]; more than one proof is refused.
+    pub fn into_reauth(body: Option<Self>) -> Result<Reauth, ApiError> {
+        let Some(b) = body else {
+            return Ok(Reauth::None);
+        };
+        match (
+            b.current_password,
+            super::factors::proof(b.code, b.recovery_code)?,
+        ) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "invalid_request",
+                "send current_password or a second factor, not both",
+            )),
+            (Some(p), None) => Ok(Reauth::Password(p)),
+            (None, Some(f)) => Ok(Reauth::SecondFactor(f)),
+            (None, None) => Ok(Reauth::None),
         }
     }
 }
@@ -180,7 +266,7 @@ async fn logout_all(
 ) -> Result<Response, ApiError> {
     state
         .auth
-        .logout_all(&who, ReauthBody::into_reauth(body))
+        .logout_all(&who, ReauthBody::into_reauth(body)?)
         .await?;
     Ok(cleared(&state))
 }

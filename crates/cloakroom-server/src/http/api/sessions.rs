@@ -96,7 +96,7 @@ async fn end(
     let id: SessionId = id.parse().map_err(|_| ApiError::not_found())?;
     state
         .auth
-        .end_session(&who, id, ReauthBody::into_reauth(body))
+        .end_session(&who, id, ReauthBody::into_reauth(body)?)
         .await?;
     if id == who.session.id {
         Ok(cleared(&state))

@@ -1,5 +1,6 @@
-//! `POST /auth/token` (RFC 6749 password and refresh_token grants, for first-party clients) and
-//! `GET /.well-known/jwks.json`. Errors here keep the RFC 6749 §5.2 shape.
+//! `POST /auth/token` (RFC 6749 password and refresh_token grants, for first-party clients, and
+//! the extension grant [`MFA_GRANT`] that completes a password grant answered `mfa_required`)
+//! and `GET /.well-known/jwks.json`. Errors here keep the RFC 6749 §5.2 shape.
 
 use crate::http::routes;
 use axum::extract::{Request, State};
@@ -7,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{AuthError, LoginRequest, TokenPair, Transport};
+use cloakroom::{AuthError, LoginRequest, MfaLogin, TokenPair, Transport};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -21,6 +22,10 @@ pub fn router() -> Router<AppState> {
         .route(routes::TOKEN, post(token))
         .route(routes::JWKS, get(jwks))
 }
+
+/// The extension grant (RFC 6749 §4.5) of a password grant's second step: `mfa_token` and
+/// `code` or `recovery_code`.
+pub const MFA_GRANT: &str = "urn:cloakroom:params:oauth:grant-type:mfa";
 
 /// An RFC 6749 §5.2 error.
 #[derive(Debug)]
@@ -52,7 +57,10 @@ impl From<AuthError> for OAuthError {
     fn from(e: AuthError) -> Self {
         let msg = e.to_string();
         match e {
-            AuthError::InvalidCredentials | AuthError::InvalidGrant => {
+            AuthError::InvalidCredentials
+            | AuthError::InvalidGrant
+            | AuthError::InvalidCode
+            | AuthError::InvalidMfaToken => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_grant", msg)
             }
             AuthError::TooManyAttempts { retry_after } => Self {
@@ -119,6 +127,9 @@ pub(crate) struct TokenRequest {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    mfa_token: Option<String>,
+    code: Option<String>,
+    recovery_code: Option<String>,
     /// Accepted and ignored: cloakroom has one first-party client.
     #[allow(dead_code)]
     client_id: Option<String>,
@@ -199,13 +210,49 @@ async fn token(
             let password = body
                 .password
                 .ok_or_else(|| OAuthError::invalid_request("password is missing"))?;
-            state
+            let pair = state
                 .auth
                 .login_tokens(LoginRequest {
                     email,
                     password,
                     remember: false,
                     transport: Transport::Token,
+                    client,
+                    current_token: None,
+                })
+                .await;
+            match pair {
+                Ok(pair) => pair,
+                Err(AuthError::MfaRequired { mfa_token, methods }) => {
+                    let mut res = (
+                        StatusCode::FORBIDDEN,
+                        Json(json!({
+                            "error": "mfa_required",
+                            "error_description": "a second factor is required: use the grant \
+                                                  urn:cloakroom:params:oauth:grant-type:mfa",
+                            "mfa_token": mfa_token.expose(),
+                            "methods": methods,
+                        })),
+                    )
+                        .into_response();
+                    no_store(&mut res);
+                    return Ok(res);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        MFA_GRANT => {
+            let mfa_token = body
+                .mfa_token
+                .ok_or_else(|| OAuthError::invalid_request("mfa_token is missing"))?;
+            let proof = super::factors::proof(body.code, body.recovery_code)
+                .map_err(|e| OAuthError::invalid_request(e.message()))?
+                .ok_or_else(|| OAuthError::invalid_request("send code or recovery_code"))?;
+            state
+                .auth
+                .login_tokens_mfa(MfaLogin {
+                    mfa_token,
+                    proof,
                     client,
                     current_token: None,
                 })
@@ -221,7 +268,10 @@ async fn token(
             return Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                format!("grant_type {other:?} is not supported (password, refresh_token)"),
+                format!(
+                    "grant_type {other:?} is not supported (password, refresh_token, \
+                     {MFA_GRANT})"
+                ),
             ))
         }
     };

@@ -38,6 +38,13 @@ pub struct SessionView {
     /// When it ends unless used again.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// When the user last proved who they are.
+    #[serde(with = "time::serde::rfc3339")]
+    pub auth_time: OffsetDateTime,
+    /// How they proved it (RFC 8176).
+    pub amr: Vec<&'static str>,
+    /// The assurance level: `aal1` or `aal2`.
+    pub acr: &'static str,
 }
 
 impl SessionView {
@@ -48,6 +55,9 @@ impl SessionView {
             transport: s.transport.as_str(),
             created_at: s.created_at,
             expires_at,
+            auth_time: s.authenticated_at,
+            amr: s.amr.names(),
+            acr: s.amr.acr().as_str(),
         }
     }
 }
@@ -96,6 +106,17 @@ impl WhoAmI {
         push_time(&mut out, a.session.created_at);
         out.extend_from_slice(b",\"expires_at\":");
         push_time(&mut out, a.expires_at);
+        out.extend_from_slice(b",\"auth_time\":");
+        push_time(&mut out, a.session.authenticated_at);
+        out.extend_from_slice(b",\"amr\":[");
+        for (i, name) in a.session.amr.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_quoted(&mut out, name);
+        }
+        out.extend_from_slice(b"],\"acr\":");
+        push_quoted(&mut out, a.session.amr.acr().as_str());
         out.extend_from_slice(b"}}");
         out
     }
@@ -227,6 +248,7 @@ mod tests {
             user_agent: None,
             credentials_gen: 0,
             refresh_family: None,
+            amr: cloakroom::Amr::PWD,
         };
         Authenticated {
             user: Arc::new(user),

@@ -11,7 +11,7 @@ use url::Url;
 use super::access::{
     new_pre_session_token, pre_session_token, safe_next, same_token, session_csrf, PageUser, HOME,
 };
-use super::templates::{self, sentence, LoginForm, Page, SettingsView};
+use super::templates::{self, sentence, LoginForm, MfaForm, Page, SettingsView};
 use crate::http::api::auth::renewed_cookie;
 use crate::http::api::sessions::DEFAULT_PAGE;
 use crate::http::error::ApiError;
@@ -77,6 +77,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "everywhere" => "You have logged out on every device.",
         "password" => "Your password has been changed. Your other devices have been logged out.",
         "ended" => "That device has been logged out.",
+        "expired" => "That sign-in attempt has expired. Log in again.",
         _ => return None,
     })
 }
@@ -235,18 +236,94 @@ pub(super) async fn login(
         })
         .await;
     match outcome {
-        Ok(outcome) => {
-            let cookie = state.rules.cookie().for_session(
-                outcome.token.expose(),
-                &outcome.session,
-                state.auth.now(),
-            );
-            with_headers(
-                Redirect::to(rd.or(next).unwrap_or(HOME)).into_response(),
-                &[cookie],
-                None,
+        Ok(outcome) => signed_in_to(&state, &outcome, rd.or(next).unwrap_or(HOME)),
+        Err(AuthError::MfaRequired { mfa_token, .. }) => {
+            let (csrf, cookie) = pre_session(&state, &headers);
+            let page = Page::ok(templates::login_mfa(&MfaForm {
+                mfa_token: mfa_token.expose(),
+                next,
+                rd,
+                csrf: &csrf,
+                error: None,
+            }));
+            may_return_elsewhere(
+                &state,
+                with_headers(page.into_response(), cookie.as_slice(), None),
             )
         }
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            failed(status, &text, retry)
+        }
+    }
+}
+
+/// The redirect after a completed login, with the new session's cookie.
+fn signed_in_to(state: &AppState, outcome: &cloakroom::LoginOutcome, to: &str) -> Response {
+    let cookie = state.rules.cookie().for_session(
+        outcome.token.expose(),
+        &outcome.session,
+        state.auth.now(),
+    );
+    with_headers(Redirect::to(to).into_response(), &[cookie], None)
+}
+
+/// `POST /login/mfa`: the second step of the login form. Six digits are an authenticator
+/// app's code; anything else is tried as a recovery code.
+pub(super) async fn login_mfa(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let next = safe_next(form.get("next"));
+    let rd = state.return_to.check(form.get("rd"));
+    let rd = rd.as_ref().map(Url::as_str);
+    let token = form.get("mfa_token");
+    let failed = |status: StatusCode, error: &str, retry: Option<i64>| {
+        let (csrf, cookie) = pre_session(&state, &headers);
+        let page = Page {
+            status,
+            body: templates::login_mfa(&MfaForm {
+                mfa_token: token,
+                next,
+                rd,
+                csrf: &csrf,
+                error: Some(error),
+            }),
+        };
+        may_return_elsewhere(
+            &state,
+            with_headers(page.into_response(), cookie.as_slice(), retry),
+        )
+    };
+    if !pre_session_ok(&state, &headers, &form) {
+        return failed(StatusCode::FORBIDDEN, &sentence(EXPIRED_FORM), None);
+    }
+    let typed: String = form
+        .get("code")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let proof = if typed.len() == 6 && typed.bytes().all(|b| b.is_ascii_digit()) {
+        cloakroom::SecondFactor::Code(typed)
+    } else {
+        cloakroom::SecondFactor::RecoveryCode(typed)
+    };
+    let outcome = state
+        .auth
+        .login_mfa(cloakroom::MfaLogin {
+            mfa_token: token.to_string(),
+            proof,
+            client,
+            current_token: session_cookie(&headers, &state)
+                .unwrap_or(None)
+                .map(str::to_string),
+        })
+        .await;
+    match outcome {
+        Ok(outcome) => signed_in_to(&state, &outcome, rd.or(next).unwrap_or(HOME)),
+        Err(AuthError::InvalidMfaToken) => Redirect::to("/login?done=expired").into_response(),
         Err(e) => {
             let (status, text, retry) = explain(e);
             failed(status, &text, retry)

@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
             routes::LOGIN_PAGE,
             get(handlers::login_page).post(handlers::login),
         )
+        .route(routes::LOGIN_MFA_PAGE, post(handlers::login_mfa))
         .route(
             routes::SIGNUP_PAGE,
             get(handlers::signup_page).post(handlers::signup),

@@ -176,6 +176,45 @@ pub struct LoginForm<'a> {
     pub notice: Option<&'a str>,
 }
 
+/// What the second step of the login form shows.
+pub struct MfaForm<'a> {
+    /// The login attempt's token.
+    pub mfa_token: &'a str,
+    /// Where to go afterwards: a path on this site,
+    pub next: Option<&'a str>,
+    /// or an allowed URL on another host.
+    pub rd: Option<&'a str>,
+    /// The form's CSRF token.
+    pub csrf: &'a str,
+    /// What went wrong, in plain words.
+    pub error: Option<&'a str>,
+}
+
+/// The second step of logging in (posted to `/login/mfa`).
+pub fn login_mfa(f: &MfaForm<'_>) -> Markup {
+    let described = f.error.map(|_| "form-error");
+    layout(
+        "Two-step verification",
+        Nav::None,
+        None,
+        html! {
+            h1 { "Two-step verification" }
+            (alert(f.error, None))
+            form.card method="post" action="/login/mfa" {
+                input type="hidden" name="csrf" value=(f.csrf);
+                input type="hidden" name="mfa_token" value=(f.mfa_token);
+                @if let Some(next) = f.next { input type="hidden" name="next" value=(next); }
+                @if let Some(rd) = f.rd { input type="hidden" name="rd" value=(rd); }
+                label for="code" { "Code from your authenticator app, or a recovery code" }
+                input #code type="text" name="code" autocomplete="one-time-code"
+                    autocapitalize="none" spellcheck="false" required autofocus
+                    aria-describedby=[described];
+                button type="submit" { "Verify" }
+            }
+        },
+    )
+}
+
 /// `/logout`: the question a logout link leads to.
 pub fn logout(who: &Authenticated, csrf: &str, rd: Option<&str>) -> Markup {
     layout(

@@ -30,7 +30,10 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
 
-use super::{Change, ChangeFeed, KeyStore, RevocationEvent, Store, StoreError, UserStore};
+use super::{
+    Change, ChangeFeed, FactorStore, KeyStore, RevocationEvent, Store, StoreError, UserStore,
+};
+use crate::factor::{Factor, FactorId, MfaChallenge};
 use crate::jwt::StoredKey;
 use crate::session::{SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
@@ -284,6 +287,75 @@ impl KeyStore for RedisStore {
     }
     async fn delete_keys_retired_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         self.sql.delete_keys_retired_before(before).await
+    }
+}
+
+/// Factors and login challenges live in the SQL store (they are read per login, not per
+/// request).
+#[async_trait]
+impl FactorStore for RedisStore {
+    async fn insert_factor(&self, f: &Factor, secret: Option<&[u8]>) -> Result<(), StoreError> {
+        self.sql.insert_factor(f, secret).await
+    }
+    async fn list_factors(&self, user: UserId) -> Result<Vec<Factor>, StoreError> {
+        self.sql.list_factors(user).await
+    }
+    async fn totp_secret(
+        &self,
+        user: UserId,
+        id: FactorId,
+    ) -> Result<Option<(Vec<u8>, Option<i64>)>, StoreError> {
+        self.sql.totp_secret(user, id).await
+    }
+    async fn accept_step(
+        &self,
+        user: UserId,
+        id: FactorId,
+        step: i64,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.sql.accept_step(user, id, step, at).await
+    }
+    async fn delete_factor(&self, user: UserId, id: FactorId) -> Result<bool, StoreError> {
+        self.sql.delete_factor(user, id).await
+    }
+    async fn delete_factors(&self, user: UserId) -> Result<u64, StoreError> {
+        self.sql.delete_factors(user).await
+    }
+    async fn replace_recovery_codes(
+        &self,
+        f: &Factor,
+        codes: &[TokenHash],
+    ) -> Result<(), StoreError> {
+        self.sql.replace_recovery_codes(f, codes).await
+    }
+    async fn use_recovery_code(
+        &self,
+        user: UserId,
+        code: &TokenHash,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.sql.use_recovery_code(user, code, at).await
+    }
+    async fn recovery_codes_left(&self, user: UserId) -> Result<u64, StoreError> {
+        self.sql.recovery_codes_left(user).await
+    }
+    async fn insert_mfa_challenge(&self, c: &MfaChallenge) -> Result<(), StoreError> {
+        self.sql.insert_mfa_challenge(c).await
+    }
+    async fn try_mfa_challenge(
+        &self,
+        token: &TokenHash,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        self.sql.try_mfa_challenge(token, now, max_attempts).await
+    }
+    async fn consume_mfa_challenge(&self, token: &TokenHash) -> Result<bool, StoreError> {
+        self.sql.consume_mfa_challenge(token).await
+    }
+    async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.sql.delete_expired_challenges(now).await
     }
 }
 

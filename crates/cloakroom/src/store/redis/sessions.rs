@@ -150,6 +150,11 @@ fn session_from(map: &HashMap<String, String>) -> Result<Session, StoreError> {
             .transpose()?
             .unwrap_or(0),
         refresh_family: map.get("fam").and_then(|f| unhex(f)),
+        // Sessions stored before `amr` existed were password logins.
+        amr: match map.get("amr") {
+            Some(v) => crate::Amr::decode(v).map_err(|_| corrupt("amr"))?,
+            None => crate::Amr::PWD,
+        },
     })
 }
 
@@ -329,6 +334,7 @@ impl SessionStore for RedisStore {
             ("idle", s.idle_timeout.whole_seconds().to_string()),
             ("abs", s.absolute_expires_at.unix_timestamp().to_string()),
             ("gen", s.credentials_gen.to_string()),
+            ("amr", s.amr.encode()),
         ];
         if let Some(family) = &s.refresh_family {
             fields.push(("fam", hex(&family.0)));

@@ -1,0 +1,166 @@
+//! The use cases of second factors, on the [`Auth`] facade: the second step of a login (both
+//! transports), and the user's own management of their factors (adding and removing need fresh
+//! authentication), with an administrator's view and reset.
+
+use super::factors::{SecondFactor, TotpEnrolment};
+use super::TokenPair;
+use super::{Auth, AuthError, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth};
+use crate::factor::{Factor, FactorId};
+use crate::session::Transport;
+use crate::Amr;
+
+/// The second step of a login: the `mfa_token` the first step gave, and the proof.
+#[derive(Debug, Clone)]
+pub struct MfaLogin {
+    /// The token from [`AuthError::MfaRequired`].
+    pub mfa_token: String,
+    /// An authenticator app's code or a recovery code.
+    pub proof: SecondFactor,
+    /// Who is asking.
+    pub client: ClientInfo,
+    /// The session token the client already holds, if any; that session ends on success.
+    pub current_token: Option<String>,
+}
+
+impl Auth {
+    /// Completes a login whose password was right ([`AuthError::MfaRequired`]) with a second
+    /// factor, for a cookie session. A wrong code is [`AuthError::InvalidCode`] (the token allows
+    /// a few tries, each throttled like a password); a token that is unknown, expired, spent,
+    /// worn out, of a user whose password changed since, or of a token login is
+    /// [`AuthError::InvalidMfaToken`].
+    pub async fn login_mfa(&self, req: MfaLogin) -> Result<LoginOutcome, AuthError> {
+        self.second_step(req, Transport::Cookie).await
+    }
+
+    /// [`Auth::login_mfa`] for a login of the token transport (the password grant's
+    /// `mfa_required`): a token session and its first access token.
+    pub async fn login_tokens_mfa(&self, mut req: MfaLogin) -> Result<TokenPair, AuthError> {
+        req.current_token = None;
+        let out = self.second_step(req, Transport::Token).await?;
+        let (access_token, expires_in) = self.tokens.mint(&out.user, &out.session)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in,
+            refresh_token: out.token,
+            session: out.session,
+            user: out.user,
+        })
+    }
+
+    async fn second_step(
+        &self,
+        req: MfaLogin,
+        transport: Transport,
+    ) -> Result<LoginOutcome, AuthError> {
+        let pending = self.factors.pending(&req.mfa_token).await?;
+        let user = match self.store.find_user(pending.user_id).await? {
+            Some(user)
+                if !user.disabled
+                    && user.credentials_gen == pending.credentials_gen
+                    && pending.transport == transport =>
+            {
+                user
+            }
+            _ => {
+                self.factors.spend(&pending).await?;
+                return Err(AuthError::InvalidMfaToken);
+            }
+        };
+        let kind = self
+            .factors
+            .verify(&user, &req.proof, req.client.ip)
+            .await?;
+        // Of two right answers to one challenge, one starts a session.
+        if !self.factors.spend(&pending).await? {
+            return Err(AuthError::InvalidMfaToken);
+        }
+        tracing::info!(user = %user.id, factor = kind.as_str(), "second factor accepted");
+        let login = LoginRequest {
+            email: String::new(),
+            password: String::new(),
+            remember: pending.remember,
+            transport,
+            client: req.client,
+            current_token: req.current_token,
+        };
+        self.start_session(user, &login, Amr::PWD.with(Amr::OTP).with(Amr::MFA))
+            .await
+    }
+
+    /// The caller's factors.
+    pub async fn factors(&self, who: &Authenticated) -> Result<Vec<Factor>, AuthError> {
+        self.factors.list(who.user.id).await
+    }
+
+    /// Starts adding an authenticator app (fresh authentication needed); it counts once
+    /// [`Auth::confirm_totp`] saw a first code.
+    pub async fn enroll_totp(
+        &self,
+        who: &Authenticated,
+        name: Option<String>,
+        reauth: Reauth,
+    ) -> Result<TotpEnrolment, AuthError> {
+        self.require_fresh(who, reauth).await?;
+        let enrolment = self.factors.enroll_totp(&who.user, name).await?;
+        tracing::info!(user = %who.user.id, factor = %enrolment.factor.id, "authenticator app added");
+        Ok(enrolment)
+    }
+
+    /// Confirms an authenticator app with a code from it.
+    pub async fn confirm_totp(
+        &self,
+        who: &Authenticated,
+        id: FactorId,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        self.factors
+            .confirm_totp(&who.user, id, code, client.ip)
+            .await?;
+        tracing::info!(user = %who.user.id, factor = %id, "authenticator app confirmed");
+        Ok(())
+    }
+
+    /// A new set of recovery codes (fresh authentication needed), shown once; the old set is
+    /// void.
+    pub async fn new_recovery_codes(
+        &self,
+        who: &Authenticated,
+        reauth: Reauth,
+    ) -> Result<Vec<String>, AuthError> {
+        self.require_fresh(who, reauth).await?;
+        let codes = self.factors.new_recovery_codes(&who.user).await?;
+        tracing::info!(user = %who.user.id, "recovery codes made");
+        Ok(codes)
+    }
+
+    /// Removes one of the caller's factors (fresh authentication needed). Another user's
+    /// factor is [`AuthError::NotFound`], like one that does not exist.
+    pub async fn delete_factor(
+        &self,
+        who: &Authenticated,
+        id: FactorId,
+        reauth: Reauth,
+    ) -> Result<(), AuthError> {
+        self.require_fresh(who, reauth).await?;
+        self.factors.delete(who.user.id, id).await?;
+        tracing::info!(user = %who.user.id, factor = %id, "factor removed");
+        Ok(())
+    }
+
+    /// A user's factors, for an administrator.
+    pub async fn admin_factors(&self, email: &str) -> Result<Vec<Factor>, AuthError> {
+        let user = self.accounts.find_user(email).await?;
+        self.factors.list(user.id).await
+    }
+
+    /// Removes every factor of a user and ends their sessions everywhere (an administrator's
+    /// answer to a lost phone); returns how many factors went.
+    pub async fn admin_reset_factors(&self, email: &str) -> Result<u64, AuthError> {
+        let user = self.accounts.find_user(email).await?;
+        let removed = self.factors.reset(user.id).await?;
+        self.sessions.end_all(user.id, None).await?;
+        tracing::warn!(user = %user.id, removed, "second factors reset by an administrator");
+        Ok(removed)
+    }
+}

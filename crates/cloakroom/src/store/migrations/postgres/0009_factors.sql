@@ -1,0 +1,34 @@
+-- Second factors: authenticator apps (a sealed TOTP secret and the last time step accepted, so
+-- a code is accepted once) and recovery codes (stored hashed, each spent once).
+CREATE TABLE factors (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL CHECK (kind IN ('totp', 'recovery_codes')),
+    name         TEXT,
+    secret       BYTEA,
+    confirmed    BOOLEAN NOT NULL,
+    last_step    BIGINT,
+    created_at   BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+CREATE INDEX factors_by_user ON factors (user_id);
+
+CREATE TABLE recovery_codes (
+    code_hash BYTEA PRIMARY KEY NOT NULL,
+    factor_id TEXT NOT NULL REFERENCES factors(id) ON DELETE CASCADE,
+    user_id   TEXT NOT NULL,
+    used_at   BIGINT
+);
+CREATE INDEX recovery_codes_by_factor ON recovery_codes (factor_id);
+
+-- Logins waiting for their second step (the mfa_token, stored hashed).
+CREATE TABLE mfa_challenges (
+    token_hash      BYTEA PRIMARY KEY NOT NULL,
+    user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credentials_gen BIGINT NOT NULL,
+    transport       TEXT NOT NULL CHECK (transport IN ('cookie', 'token')),
+    remember        BOOLEAN NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    expires_at      BIGINT NOT NULL
+);
+CREATE INDEX mfa_challenges_by_deadline ON mfa_challenges (expires_at);
