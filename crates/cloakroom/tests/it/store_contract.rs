@@ -1,9 +1,10 @@
 //! One contract for every store backend (as Ory Kratos tests its persisters): each case is a
 //! plain async function over `&dyn Store`, instantiated per backend by `contract!`.
 
+use cloakroom::factor::{Factor, FactorId, FactorKind, MfaChallenge};
 use cloakroom::{
     Change, Email, Lineage, RedisStore, Role, Rotation, Session, SessionId, SessionToken,
-    SqliteStore, Store, StoreError, Transport, User, UserId,
+    SqliteStore, Store, StoreError, TokenHash, Transport, User, UserId,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -644,7 +645,195 @@ macro_rules! contract {
     };
 }
 
+fn factor(user: UserId, kind: FactorKind, at: OffsetDateTime) -> Factor {
+    Factor {
+        id: FactorId::random(),
+        user_id: user,
+        kind,
+        name: Some("phone".into()),
+        confirmed: kind == FactorKind::RecoveryCodes,
+        created_at: at,
+        last_used_at: None,
+    }
+}
+
+fn code_hash(n: u8) -> TokenHash {
+    TokenHash([n; 32])
+}
+
+async fn factors_round_trip_and_steps_are_accepted_once(store: &dyn Store) {
+    let u = user("factors@example.com");
+    let other = user("other-factors@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    store.insert_user(&other, "h").await.unwrap();
+    let app = factor(u.id, FactorKind::Totp, t0());
+    store.insert_factor(&app, Some(b"sealed")).await.unwrap();
+    let listed = store.list_factors(u.id).await.unwrap();
+    assert_eq!(listed, vec![app.clone()]);
+    assert!(store.list_factors(other.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.totp_secret(u.id, app.id).await.unwrap(),
+        Some((b"sealed".to_vec(), None))
+    );
+    // Another user's factor is nobody's.
+    assert_eq!(store.totp_secret(other.id, app.id).await.unwrap(), None);
+    assert!(!store.accept_step(other.id, app.id, 5, t0()).await.unwrap());
+    // Steps only move forward; accepting one confirms the factor.
+    assert!(store.accept_step(u.id, app.id, 10, t0()).await.unwrap());
+    assert!(!store.accept_step(u.id, app.id, 10, t0()).await.unwrap());
+    assert!(!store.accept_step(u.id, app.id, 9, t0()).await.unwrap());
+    assert!(store.accept_step(u.id, app.id, 11, t0()).await.unwrap());
+    let now = store.list_factors(u.id).await.unwrap();
+    assert!(now[0].confirmed);
+    assert_eq!(now[0].last_used_at, Some(t0()));
+    assert_eq!(
+        store.totp_secret(u.id, app.id).await.unwrap(),
+        Some((b"sealed".to_vec(), Some(11)))
+    );
+    assert!(!store.delete_factor(other.id, app.id).await.unwrap());
+    assert!(store.delete_factor(u.id, app.id).await.unwrap());
+    assert!(!store.delete_factor(u.id, app.id).await.unwrap());
+    store
+        .insert_factor(&factor(u.id, FactorKind::Totp, t0()), Some(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_factors(u.id).await.unwrap(), 1);
+}
+
+async fn recovery_codes_are_spent_once_and_replaced_whole(store: &dyn Store) {
+    let u = user("codes@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let first = factor(u.id, FactorKind::RecoveryCodes, t0());
+    let codes: Vec<TokenHash> = (1..=10).map(code_hash).collect();
+    store.replace_recovery_codes(&first, &codes).await.unwrap();
+    assert_eq!(store.recovery_codes_left(u.id).await.unwrap(), 10);
+    assert!(store
+        .use_recovery_code(u.id, &code_hash(3), t0())
+        .await
+        .unwrap());
+    assert!(!store
+        .use_recovery_code(u.id, &code_hash(3), t0())
+        .await
+        .unwrap());
+    assert!(!store
+        .use_recovery_code(UserId::random(), &code_hash(4), t0())
+        .await
+        .unwrap());
+    assert_eq!(store.recovery_codes_left(u.id).await.unwrap(), 9);
+    assert_eq!(
+        store.list_factors(u.id).await.unwrap()[0].last_used_at,
+        Some(t0())
+    );
+    let second = factor(u.id, FactorKind::RecoveryCodes, t0() + Duration::seconds(1));
+    let fresh: Vec<TokenHash> = (11..=20).map(code_hash).collect();
+    store.replace_recovery_codes(&second, &fresh).await.unwrap();
+    assert!(!store
+        .use_recovery_code(u.id, &code_hash(4), t0())
+        .await
+        .unwrap());
+    assert!(store
+        .use_recovery_code(u.id, &code_hash(11), t0())
+        .await
+        .unwrap());
+    let listed = store.list_factors(u.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, second.id);
+}
+
+async fn mfa_challenges_allow_a_few_tries_and_one_spend(store: &dyn Store) {
+    let u = user("challenge@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let c = MfaChallenge {
+        token_hash: code_hash(42),
+        user_id: u.id,
+        credentials_gen: 3,
+        transport: Transport::Token,
+        remember: true,
+        attempts: 0,
+        expires_at: t0() + Duration::minutes(5),
+    };
+    store.insert_mfa_challenge(&c).await.unwrap();
+    for n in 0..3 {
+        let got = store
+            .try_mfa_challenge(&c.token_hash, t0(), 3)
+            .await
+            .unwrap()
+            .expect("a try left");
+        assert_eq!(
+            got,
+            MfaChallenge {
+                attempts: n,
+                ..c.clone()
+            }
+        );
+    }
+    assert_eq!(
+        store
+            .try_mfa_challenge(&c.token_hash, t0(), 3)
+            .await
+            .unwrap(),
+        None
+    );
+    let d = MfaChallenge {
+        token_hash: code_hash(43),
+        ..c.clone()
+    };
+    store.insert_mfa_challenge(&d).await.unwrap();
+    assert_eq!(
+        store
+            .try_mfa_challenge(&d.token_hash, d.expires_at, 3)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    assert!(store.consume_mfa_challenge(&d.token_hash).await.unwrap());
+    assert!(!store.consume_mfa_challenge(&d.token_hash).await.unwrap());
+    assert_eq!(
+        store.delete_expired_challenges(c.expires_at).await.unwrap(),
+        1
+    );
+}
+
+async fn concurrent_uses_of_one_code_or_step_have_one_winner(store: Arc<dyn Store>) {
+    let u = user("code-race@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let app = factor(u.id, FactorKind::Totp, t0());
+    store.insert_factor(&app, Some(b"s")).await.unwrap();
+    store
+        .replace_recovery_codes(
+            &factor(u.id, FactorKind::RecoveryCodes, t0()),
+            &[code_hash(7)],
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                store.accept_step(u.id, app.id, 100, t0()).await.unwrap()
+            } else {
+                store
+                    .use_recovery_code(u.id, &code_hash(7), t0())
+                    .await
+                    .unwrap()
+            }
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 2, "one step and one code, each once");
+}
+
 contract!(
+    factors_round_trip_and_steps_are_accepted_once,
+    recovery_codes_are_spent_once_and_replaced_whole,
+    mfa_challenges_allow_a_few_tries_and_one_spend,
     users_round_trip_and_unique_email,
     sessions_find_touch_list,
     revoke_is_remembered_and_touch_never_resurrects,
@@ -655,4 +844,5 @@ contract!(
     sessions_past_the_newest_are_listed_oldest_last;
     concurrent_replace_secret_has_one_winner,
     concurrent_rotations_mint_one_successor,
-    concurrent_revoke_all_ends_each_session_once);
+    concurrent_revoke_all_ends_each_session_once,
+    concurrent_uses_of_one_code_or_step_have_one_winner);
