@@ -104,6 +104,43 @@ impl Amr {
     }
 }
 
+/// What a resource demands of the caller's authentication (step-up): a level, and a login no
+/// older than `max_age` seconds. `?aal=2&max_age=300` at forward-auth; the
+/// [`RequireStepUp`](crate::extract::RequireStepUp) extractor in an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requirement {
+    /// The lowest acceptable level.
+    pub aal: Acr,
+    /// The oldest acceptable `auth_time`, as an age in seconds.
+    pub max_age: Option<i64>,
+}
+
+impl Requirement {
+    /// Whether a session proven with `amr` at `auth_time` (seconds since the epoch) meets this
+    /// at `now`.
+    pub fn met_by(&self, amr: Amr, auth_time: i64, now: i64) -> bool {
+        amr.acr() >= self.aal
+            && self
+                .max_age
+                .is_none_or(|age| now.saturating_sub(auth_time) <= age)
+    }
+
+    /// The RFC 9470 challenge for a caller that does not meet it: the value of
+    /// `WWW-Authenticate`.
+    pub fn challenge(&self) -> String {
+        let mut value = format!(
+            "Bearer error=\"insufficient_user_authentication\", \
+             error_description=\"a stronger or more recent authentication is required\", \
+             acr_values=\"{}\"",
+            self.aal
+        );
+        if let Some(age) = self.max_age {
+            value.push_str(&format!(", max_age={age}"));
+        }
+        value
+    }
+}
+
 impl Acr {
     /// `aal1` or `aal2`.
     pub fn as_str(self) -> &'static str {
@@ -142,6 +179,32 @@ mod tests {
         assert_eq!(Amr::decode(""), Ok(Amr::empty()));
         assert!(Amr::decode("pwd,sms").is_err());
         assert!(Amr::decode("pwd,").is_err());
+    }
+
+    #[test]
+    fn requirements_weigh_level_and_age() {
+        let strong = Amr::PWD.with(Amr::OTP).with(Amr::MFA);
+        let fresh = Requirement {
+            aal: Acr::Aal1,
+            max_age: Some(300),
+        };
+        assert!(fresh.met_by(Amr::PWD, 1000, 1300));
+        assert!(!fresh.met_by(Amr::PWD, 1000, 1301));
+        let aal2 = Requirement {
+            aal: Acr::Aal2,
+            max_age: None,
+        };
+        assert!(!aal2.met_by(Amr::PWD, 1000, 1000));
+        assert!(aal2.met_by(strong, 0, 1_000_000));
+        assert_eq!(
+            Requirement {
+                aal: Acr::Aal2,
+                max_age: Some(300)
+            }
+            .challenge(),
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"a stronger \
+             or more recent authentication is required\", acr_values=\"aal2\", max_age=300"
+        );
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The email, when known (embedded mode; access tokens do not carry it).
     pub email: Option<String>,
+    /// How the user proved who they are (`acr` follows from it).
+    pub amr: crate::Amr,
+    /// When (seconds since the epoch).
+    pub auth_time: i64,
 }
 
 impl Identity {
@@ -134,6 +138,8 @@ impl Verifier {
                         .map(|r| r.as_str().to_string())
                         .collect(),
                     email: Some(who.user.email.as_str().to_string()),
+                    amr: who.session.amr,
+                    auth_time: who.session.authenticated_at.unix_timestamp(),
                 };
                 Ok((id, caller.renewed_cookie))
             }
@@ -149,6 +155,16 @@ impl Verifier {
                             session_id: id.session_id,
                             roles: id.roles,
                             email: None,
+                            // Names this version does not know prove nothing here.
+                            amr: id
+                                .claims
+                                .amr
+                                .iter()
+                                .filter_map(|m| crate::Amr::from_names([m.as_str()]).ok())
+                                .fold(crate::Amr::empty(), crate::Amr::with),
+                            // A token without `auth_time` (minted before it existed) meets
+                            // no `max_age`.
+                            auth_time: id.claims.auth_time.unwrap_or(0),
                         },
                         None,
                     )),
@@ -228,6 +244,8 @@ pub enum Rejection {
     },
     /// Signed in without the role: 403.
     Forbidden,
+    /// Signed in, but not strongly or recently enough: 401 with RFC 9470's challenge.
+    InsufficientAuthentication(crate::Requirement),
     /// A cookie-authenticated unsafe request from another site: 403.
     CrossSite,
     /// Credentials cannot be checked right now: 503.
@@ -274,6 +292,11 @@ impl IntoResponse for Rejection {
                 "forbidden",
                 "this account does not have the role this resource needs",
             ),
+            Self::InsufficientAuthentication(_) => (
+                StatusCode::UNAUTHORIZED,
+                "insufficient_user_authentication",
+                "a stronger or more recent authentication is required",
+            ),
             Self::CrossSite => (
                 StatusCode::FORBIDDEN,
                 "cross_origin_request",
@@ -296,6 +319,11 @@ impl IntoResponse for Rejection {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
+        }
+        if let Self::InsufficientAuthentication(requirement) = self {
+            if let Ok(v) = HeaderValue::from_str(&requirement.challenge()) {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut()
@@ -349,6 +377,41 @@ impl<S: Send + Sync, R: RoleName> FromRequestParts<S> for RequireRole<R> {
         let Authenticated(who) = Authenticated::from_request_parts(parts, state).await?;
         if !who.has_role(R::NAME) {
             return Err(Rejection::Forbidden);
+        }
+        Ok(Self(who, PhantomData))
+    }
+}
+
+/// A step-up requirement named at compile time, for [`RequireStepUp`].
+pub trait StepUp: Send + Sync + 'static {
+    /// The lowest acceptable level.
+    const AAL: crate::Acr;
+    /// The oldest acceptable login, in seconds; `None` for any age.
+    const MAX_AGE: Option<i64>;
+}
+
+/// A signed-in caller whose login meets `P` (RFC 9470): 401 without a session, 401 with
+/// `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values=…, max_age=…`
+/// when the login is too weak or too old, so the client can step up and retry.
+#[derive(Debug, Clone)]
+pub struct RequireStepUp<P: StepUp>(pub Identity, pub PhantomData<P>);
+
+impl<S: Send + Sync, P: StepUp> FromRequestParts<S> for RequireStepUp<P> {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Rejection> {
+        let Authenticated(who) = Authenticated::from_request_parts(parts, state).await?;
+        let requirement = crate::Requirement {
+            aal: P::AAL,
+            max_age: P::MAX_AGE,
+        };
+        let now = match parts.extensions.get::<Arc<Verifier>>().map(|v| &**v) {
+            #[cfg(feature = "engine")]
+            Some(Verifier::Embedded { auth, .. }) => auth.now().unix_timestamp(),
+            _ => crate::Clock::now_secs(&crate::SystemClock).unix_timestamp(),
+        };
+        if !requirement.met_by(who.amr, who.auth_time, now) {
+            return Err(Rejection::InsufficientAuthentication(requirement));
         }
         Ok(Self(who, PhantomData))
     }

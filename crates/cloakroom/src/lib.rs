@@ -56,7 +56,7 @@ mod user;
 #[cfg(feature = "axum")]
 pub mod web;
 
-pub use assurance::{Acr, Amr};
+pub use assurance::{Acr, Amr, Requirement};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{
     holds_jwt, CookiePolicy, Presented, DEV_SESSION_COOKIE, DOMAIN_SESSION_COOKIE, SESSION_COOKIE,

@@ -14,7 +14,8 @@ pub struct ApiError {
     message: String,
     retry_after: Option<i64>,
     store_failed: bool,
-    challenge: bool,
+    /// `WWW-Authenticate`, for a bearer token refused or a login not strong enough.
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -26,7 +27,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             store_failed: false,
-            challenge: false,
+            challenge: None,
         }
     }
 
@@ -51,7 +52,19 @@ impl ApiError {
             "unauthenticated",
             "the access token is invalid, expired or revoked",
         );
-        e.challenge = true;
+        e.challenge = Some("Bearer error=\"invalid_token\"".into());
+        e
+    }
+
+    /// 401 for a session whose login is too weak or too old for the resource, with RFC 9470's
+    /// challenge.
+    pub fn insufficient(requirement: &cloakroom::Requirement) -> Self {
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "insufficient_user_authentication",
+            "a stronger or more recent authentication is required",
+        );
+        e.challenge = Some(requirement.challenge());
         e
     }
 
@@ -208,11 +221,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = web::error_response(self.status, self.code, &self.message);
         let h = res.headers_mut();
-        if self.challenge {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
+        if let Some(challenge) = self.challenge.as_deref() {
+            if let Ok(v) = HeaderValue::from_str(challenge) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -206,9 +206,15 @@ impl ReturnTo {
 
     /// The login page's absolute URL that returns to `target` afterwards.
     pub fn login_url(&self, target: &Url) -> String {
+        self.page_url("/login", target)
+    }
+
+    /// The absolute URL of cloakroom's page `path` (`/login`, `/step-up`) that returns to
+    /// `target` afterwards.
+    pub fn page_url(&self, path: &str, target: &Url) -> String {
         let encoded: String =
             url::form_urlencoded::byte_serialize(target.as_str().as_bytes()).collect();
-        format!("{}/login?rd={encoded}", self.own_origin)
+        format!("{}{path}?rd={encoded}", self.own_origin)
     }
 }
 

@@ -30,6 +30,8 @@ pub const SESSIONS: &str = "/auth/sessions";
 pub const SESSION: &str = "/auth/sessions/{id}";
 /// `POST`: a new password.
 pub const PASSWORD: &str = "/auth/password";
+/// `POST`: step-up, proving oneself again.
+pub const REAUTHENTICATE: &str = "/auth/reauthenticate";
 /// `POST`: the token endpoint.
 pub const TOKEN: &str = "/auth/token";
 /// `GET`: the public signing keys.
@@ -50,6 +52,8 @@ pub const OPENAPI: &str = "/openapi.json";
 pub const ROOT: &str = "/";
 /// Pages: sign in.
 pub const LOGIN_PAGE: &str = "/login";
+/// Pages: proving oneself again (step-up).
+pub const STEP_UP_PAGE: &str = "/step-up";
 /// Pages: the second step of signing in.
 pub const LOGIN_MFA_PAGE: &str = "/login/mfa";
 /// Pages: sign up.
@@ -116,6 +120,7 @@ pub const ROUTES: &[Route] = &[
     api(SESSIONS, &["GET"]),
     api(SESSION, &["DELETE"]),
     api(PASSWORD, &["POST"]),
+    api(REAUTHENTICATE, &["POST"]),
     api(TOKEN, &["POST"]),
     api(JWKS, &["GET"]),
     api(VERIFY, &["GET"]),
@@ -127,6 +132,7 @@ pub const ROUTES: &[Route] = &[
     page(ROOT, &["GET"]),
     page(LOGIN_PAGE, &["GET", "POST"]),
     page(LOGIN_MFA_PAGE, &["POST"]),
+    page(STEP_UP_PAGE, &["GET", "POST"]),
     page(SIGNUP_PAGE, &["GET", "POST"]),
     page(DASHBOARD_PAGE, &["GET"]),
     page(PROFILE_PAGE, &["GET"]),

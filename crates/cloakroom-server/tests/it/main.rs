@@ -21,6 +21,7 @@ mod postgres;
 mod proxies;
 mod return_urls;
 mod sealing;
+mod stepup;
 mod support;
 mod tokens;
 mod with_redis;

@@ -11,20 +11,25 @@ use time::Duration;
 use totp_rs::TOTP;
 
 /// An enrolled, confirmed authenticator app.
-struct App {
-    id: String,
+pub(crate) struct App {
+    pub(crate) id: String,
     totp: TOTP,
 }
 
 impl App {
     /// The code at the server's time, shifted by `steps` time steps.
-    fn code(&self, t: &TestServer, steps: i64) -> String {
+    pub(crate) fn code(&self, t: &TestServer, steps: i64) -> String {
         let at = t.clock.now().unix_timestamp() + steps * 30;
         self.totp.generate(u64::try_from(at).unwrap())
     }
 }
 
-async fn post_json(t: &TestServer, path: &str, cookie: Option<&str>, body: Value) -> Response {
+pub(crate) async fn post_json(
+    t: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> Response {
     let rb = t.req(Method::POST, path).json(&body);
     let rb = match cookie {
         Some(c) => t.with_cookie(rb, c),
@@ -35,7 +40,7 @@ async fn post_json(t: &TestServer, path: &str, cookie: Option<&str>, body: Value
 
 /// Adds and confirms an authenticator app for the user of `cookie`; the clock then moves two
 /// time steps on, so that no code of the window around it has been used.
-async fn enroll(t: &TestServer, cookie: &str) -> App {
+pub(crate) async fn enroll(t: &TestServer, cookie: &str) -> App {
     let res = post_json(
         t,
         "/auth/factors/totp",

@@ -1,8 +1,9 @@
 //! The use cases of second factors, on the [`Auth`] facade: the second step of a login (both
-//! transports), and the user's own management of their factors (adding and removing need fresh
-//! authentication), with an administrator's view and reset.
+//! transports), step-up (proving oneself again), and the user's own management of their factors
+//! (adding and removing need fresh authentication), with an administrator's view and reset.
 
 use super::factors::{SecondFactor, TotpEnrolment};
+use super::sessions::NewSession;
 use super::TokenPair;
 use super::{Auth, AuthError, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth};
 use crate::factor::{Factor, FactorId};
@@ -85,6 +86,49 @@ impl Auth {
         };
         self.start_session(user, &login, Amr::PWD.with(Amr::OTP).with(Amr::MFA))
             .await
+    }
+
+    /// Step-up: proves the caller again, with their password, a second factor or both, and
+    /// continues in a new session (new id and secret, as on any change of privilege) whose
+    /// `auth_time` is now and whose `amr` adds what was proven; the old session ends everywhere.
+    /// Nothing proven is [`AuthError::ReauthRequired`].
+    pub async fn reauthenticate(
+        &self,
+        who: &Authenticated,
+        password: Option<&str>,
+        second: Option<SecondFactor>,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, AuthError> {
+        if password.is_none() && second.is_none() {
+            return Err(AuthError::ReauthRequired);
+        }
+        let mut amr = who.session.amr;
+        if let Some(password) = password {
+            self.accounts.check_password(&who.user, password).await?;
+            amr = amr.with(Amr::PWD);
+        }
+        if let Some(proof) = second {
+            self.factors.verify(&who.user, &proof, client.ip).await?;
+            amr = amr.with(Amr::OTP).with(Amr::MFA);
+        }
+        let old = &who.session;
+        let (session, token) = self.sessions.new_session(NewSession {
+            user: who.user.id,
+            transport: old.transport,
+            remember: old.remember,
+            ip: old.ip.clone(),
+            user_agent: old.user_agent.clone(),
+            credentials_gen: old.credentials_gen,
+            amr,
+        });
+        self.sessions.open(&session).await?;
+        self.sessions.end_session_record(old.id).await?;
+        tracing::info!(user = %who.user.id, session = %session.id, acr = %amr.acr(), "stepped up");
+        Ok(LoginOutcome {
+            user: (*who.user).clone(),
+            session,
+            token,
+        })
     }
 
     /// The caller's factors.

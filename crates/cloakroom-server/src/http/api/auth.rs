@@ -1,5 +1,5 @@
 //! `/auth/signup`, `/auth/login` (and its second step, `/auth/login/mfa`), `/auth/logout`,
-//! `/auth/logout-all`, `/auth/whoami` and `/auth/password`.
+//! `/auth/logout-all`, `/auth/whoami`, `/auth/password` and `/auth/reauthenticate`.
 
 use crate::http::routes;
 use axum::extract::State;
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route(routes::LOGOUT_ALL, post(logout_all))
         .route(routes::WHOAMI, get(whoami))
         .route(routes::PASSWORD, post(change_password))
+        .route(routes::REAUTHENTICATE, post(reauthenticate))
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,8 +302,50 @@ async fn change_password(
         .auth
         .change_password(&who, &body.current_password, &body.new_password)
         .await?;
-    // A token session continues in a new one: its old refresh and access tokens are void, so
-    // the client gets a new pair (200 instead of 204).
+    continued(&state, &headers, changed)
+}
+
+/// `POST /auth/reauthenticate`: at least one of the three.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct ReauthenticateBody {
+    password: Option<String>,
+    code: Option<String>,
+    recovery_code: Option<String>,
+}
+
+/// Step-up: the caller proves who they are again and continues in a new session whose
+/// `auth_time` is now (and `acr` `aal2` when a second factor was used).
+async fn reauthenticate(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    CurrentSession(who): CurrentSession,
+    ApiJson(body): ApiJson<ReauthenticateBody>,
+) -> Result<Response, ApiError> {
+    let second = super::factors::proof(body.code, body.recovery_code)?;
+    if body.password.is_none() && second.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "send password, code or recovery_code",
+        ));
+    }
+    let stepped = state
+        .auth
+        .reauthenticate(&who, body.password.as_deref(), second, &client)
+        .await?;
+    continued(&state, &headers, stepped)
+}
+
+/// The answer when the caller continues in a new session (a password change, a step-up): a
+/// token session gets a new token pair (200: its old refresh and access tokens are void), a
+/// cookie session a new cookie of the kind it had (204).
+fn continued(
+    state: &AppState,
+    headers: &HeaderMap,
+    changed: LoginOutcome,
+) -> Result<Response, ApiError> {
     if changed.session.transport == Transport::Token {
         let (access_token, expires_in) = state
             .auth
@@ -315,7 +358,7 @@ async fn change_password(
             user: changed.user,
         }));
     }
-    let cookie = renewed_cookie(&state, &headers, &changed)?;
+    let cookie = renewed_cookie(state, headers, &changed)?;
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
 }
 

@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, CurrentSession};
-use crate::http::pages::{login_url, safe_next, wants_html};
+use crate::http::pages::{safe_next, wants_html};
 use crate::http::proxies::is_trusted;
 use crate::http::AppState;
+use cloakroom::{Acr, Requirement};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -29,6 +30,34 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct VerifyQuery {
     role: Option<String>,
+    /// The lowest acceptable assurance level: `aal1`/`1` or `aal2`/`2`.
+    aal: Option<String>,
+    /// The oldest acceptable login, in seconds.
+    max_age: Option<i64>,
+}
+
+impl VerifyQuery {
+    /// The step-up requirement the query names, if any.
+    fn requirement(&self) -> Result<Option<Requirement>, ApiError> {
+        let aal = match self.aal.as_deref() {
+            None => None,
+            Some(a) => Some(Acr::parse(a).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "aal must be 1, 2, aal1 or aal2")
+            })?),
+        };
+        if self.max_age.is_some_and(|m| m < 0) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "max_age must be a number of seconds, 0 or more",
+            ));
+        }
+        Ok(
+            (aal.is_some() || self.max_age.is_some()).then(|| Requirement {
+                aal: aal.unwrap_or(Acr::Aal1),
+                max_age: self.max_age,
+            }),
+        )
+    }
 }
 
 /// The path and query the client originally asked the proxy for: `X-Original-URI` (nginx) or
@@ -84,10 +113,18 @@ pub(crate) async fn verify(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let trusted = peer.is_some_and(|p| is_trusted(&state.trusted_proxies, p));
+    let requirement = q.requirement()?;
     let who = match CurrentSession::from_request_parts(&mut parts, &state).await {
         Ok(CurrentSession(who)) => who,
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
-            return Ok(to_login(&state, &parts.headers, trusted, e))
+            return Ok(send_to_page(
+                &state,
+                &parts.headers,
+                trusted,
+                e,
+                routes::LOGIN_PAGE,
+                "",
+            ))
         }
         Err(e) => return Err(e),
     };
@@ -97,6 +134,27 @@ pub(crate) async fn verify(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "this account does not have the role this resource needs",
+            ));
+        }
+    }
+    if let Some(requirement) = requirement {
+        let met = requirement.met_by(
+            who.session.amr,
+            who.session.authenticated_at.unix_timestamp(),
+            state.auth.now().unix_timestamp(),
+        );
+        if !met {
+            let mut extra = format!("&aal={}", requirement.aal);
+            if let Some(age) = requirement.max_age {
+                extra.push_str(&format!("&max_age={age}"));
+            }
+            return Ok(send_to_page(
+                &state,
+                &parts.headers,
+                trusted,
+                ApiError::insufficient(&requirement),
+                routes::STEP_UP_PAGE,
+                &extra,
             ));
         }
     }
@@ -126,22 +184,31 @@ pub(crate) async fn verify(
     Ok(res)
 }
 
-/// The answer to a request without a valid session. For an app on another allowed host, the
-/// login page's absolute URL with `rd=` the page asked for: a browser is redirected there (302),
+/// The answer to a request without a valid session (`page` is the login page) or without a
+/// strong or recent enough one (the step-up page). For an app on another allowed host, the
+/// page's absolute URL with `rd=` the page asked for: a browser is redirected there (302),
 /// anything else gets the 401 with that URL in `Location`, for proxies that make the redirect
 /// themselves (nginx's `auth_request` passes on only 2xx, 401 and 403). For a page on
 /// cloakroom's own site, or when the original URL is unknown or not allowed, a browser is sent
-/// to the relative `/login?next=<path>`.
-fn to_login(state: &AppState, headers: &HeaderMap, trusted: bool, refusal: ApiError) -> Response {
+/// to the relative `<page>?next=<path>`. `extra` is appended to the query (`&aal=2`).
+fn send_to_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    trusted: bool,
+    refusal: ApiError,
+    page: &str,
+    extra: &str,
+) -> Response {
     let elsewhere = original_url(headers, trusted)
         .and_then(|url| state.return_to.check(&url))
         .filter(|url| !state.return_to.is_own(url));
     let html = wants_html(headers);
     let location = match (&elsewhere, html) {
-        (Some(target), _) => state.return_to.login_url(target),
+        (Some(target), _) => format!("{}{extra}", state.return_to.page_url(page, target)),
         (None, true) => {
             let next = original_path(headers, trusted).unwrap_or_else(|| "/".into());
-            login_url(&next)
+            let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+            format!("{page}?next={encoded}{extra}")
         }
         (None, false) => return refusal.into_response(),
     };

@@ -5,7 +5,9 @@ use schemars::{schema_for, JsonSchema};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-use super::auth::{LoginBody, LoginMfaBody, PasswordBody, ReauthBody, SignupBody};
+use super::auth::{
+    LoginBody, LoginMfaBody, PasswordBody, ReauthBody, ReauthenticateBody, SignupBody,
+};
 use super::factors::{ConfirmBody, TotpBody};
 use super::health::OPENAPI;
 use super::token::TokenRequest;
@@ -69,6 +71,7 @@ fn every_request_body_is_documented_as_the_code_reads_it() {
         ("LoginMfa", coded::<LoginMfaBody>()),
         ("TotpEnrol", coded::<TotpBody>()),
         ("TotpConfirm", coded::<ConfirmBody>()),
+        ("Reauthenticate", coded::<ReauthenticateBody>()),
         ("Reauth", coded::<ReauthBody>()),
         ("PasswordChange", coded::<PasswordBody>()),
         ("TokenRequest", coded::<TokenRequest>()),

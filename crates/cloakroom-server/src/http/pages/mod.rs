@@ -32,6 +32,10 @@ pub fn router() -> Router<AppState> {
         )
         .route(routes::LOGIN_MFA_PAGE, post(handlers::login_mfa))
         .route(
+            routes::STEP_UP_PAGE,
+            get(handlers::step_up).post(handlers::step_up_post),
+        )
+        .route(
             routes::SIGNUP_PAGE,
             get(handlers::signup_page).post(handlers::signup),
         )

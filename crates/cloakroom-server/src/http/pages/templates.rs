@@ -176,6 +176,65 @@ pub struct LoginForm<'a> {
     pub notice: Option<&'a str>,
 }
 
+/// What the step-up form shows.
+pub struct StepUpForm<'a> {
+    /// Who is signed in.
+    pub who: &'a Authenticated,
+    /// The form's CSRF token (the session's).
+    pub csrf: &'a str,
+    /// Where to go afterwards: a path on this site,
+    pub next: Option<&'a str>,
+    /// or an allowed URL on another host.
+    pub rd: Option<&'a str>,
+    /// The page asked for two factors.
+    pub aal2: bool,
+    /// The user has an authenticator app.
+    pub has_app: bool,
+    /// What went wrong, in plain words.
+    pub error: Option<&'a str>,
+}
+
+/// `/step-up`: proving oneself again for a page that asks for a stronger or more recent login.
+pub fn step_up(f: &StepUpForm<'_>) -> Markup {
+    let described = f.error.map(|_| "form-error");
+    layout(
+        "Confirm it's you",
+        Nav::None,
+        None,
+        html! {
+            h1 { "Confirm it's you" }
+            (alert(f.error, None))
+            @if f.aal2 && !f.has_app {
+                p.notice role="status" {
+                    "This page needs two-step verification. Add an authenticator app in your "
+                    "settings first."
+                }
+            }
+            p {
+                "The page you asked for needs a recent sign-in"
+                @if f.aal2 { " with two-step verification" }
+                ". You are signed in as " strong { (f.who.user.email.as_str()) } "."
+            }
+            form.card method="post" action="/step-up" {
+                input type="hidden" name="csrf" value=(f.csrf);
+                @if let Some(next) = f.next { input type="hidden" name="next" value=(next); }
+                @if let Some(rd) = f.rd { input type="hidden" name="rd" value=(rd); }
+                @if f.aal2 { input type="hidden" name="aal" value="2"; }
+                label for="password" { "Password" }
+                input #password type="password" name="password" autocomplete="current-password"
+                    required[!f.has_app] autofocus aria-describedby=[described];
+                @if f.has_app {
+                    label for="code" { "Code from your authenticator app, or a recovery code" }
+                    input #code type="text" name="code" autocomplete="one-time-code"
+                        autocapitalize="none" spellcheck="false" required[f.aal2]
+                        aria-describedby=[described];
+                }
+                button type="submit" { "Continue" }
+            }
+        },
+    )
+}
+
 /// What the second step of the login form shows.
 pub struct MfaForm<'a> {
     /// The login attempt's token.
