@@ -1,4 +1,4 @@
-//! `cloakroom user …`: add, list, disable, enable, set-roles.
+//! `cloakroom user …`: add, list, disable, enable, set-roles, factors, reset-factors.
 
 use clap::Subcommand;
 use cloakroom::{Auth, Role};
@@ -42,6 +42,20 @@ pub enum UserCommand {
         email: String,
         /// The new roles (none to clear them)
         roles: Vec<String>,
+    },
+    /// List a user's second factors (never their secrets)
+    Factors {
+        /// Email address
+        email: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove all of a user's second factors and end their sessions (a lost phone); the
+    /// next login asks for the password only
+    ResetFactors {
+        /// Email address
+        email: String,
     },
 }
 
@@ -130,6 +144,56 @@ pub(super) async fn run(cmd: UserCommand, auth: &Auth) -> Result<(), CliError> {
         UserCommand::SetRoles { email, roles } => {
             let user = auth.set_roles(&email, &roles).await?;
             println!("{} now has roles [{}]", user.email, roles_line(&user.roles));
+        }
+        UserCommand::Factors { email, json } => {
+            let factors = auth.admin_factors(&email).await?;
+            let stamp = |t: Option<time::OffsetDateTime>| {
+                t.and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+            };
+            if json {
+                let list: Vec<serde_json::Value> = factors
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "id": f.id.to_string(),
+                            "kind": f.kind.as_str(),
+                            "name": f.name,
+                            "confirmed": f.confirmed,
+                            "created_at": stamp(Some(f.created_at)),
+                            "last_used_at": stamp(f.last_used_at),
+                        })
+                    })
+                    .collect();
+                let out = serde_json::to_string_pretty(&list)
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                println!("{out}");
+            } else {
+                println!(
+                    "{:<36}  {:<14}  {:<9}  {:<20}  NAME",
+                    "ID", "KIND", "STATUS", "LAST USED"
+                );
+                for f in factors {
+                    let status = if f.confirmed { "active" } else { "pending" };
+                    println!(
+                        "{:<36}  {:<14}  {:<9}  {:<20}  {}",
+                        f.id,
+                        f.kind.as_str(),
+                        status,
+                        stamp(f.last_used_at).unwrap_or_else(|| "never".into()),
+                        f.name.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        UserCommand::ResetFactors { email } => {
+            let removed = auth.admin_reset_factors(&email).await?;
+            println!(
+                "removed {removed} second factor{} of {email} and ended their sessions",
+                if removed == 1 { "" } else { "s" }
+            );
         }
     }
     Ok(())

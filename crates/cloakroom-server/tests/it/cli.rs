@@ -415,3 +415,42 @@ async fn admin_commands_create_nothing_and_inspect_with_a_jwks_needs_no_database
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn cli_lists_and_resets_a_users_second_factors() {
+    let t = TestServer::start().await;
+    let cookie = t.user("lost-phone@example.com").await;
+    let app = crate::mfa::enroll(&t, &cookie).await;
+    let out = cloakroom(&t, &["user", "factors", "lost-phone@example.com"], None);
+    assert!(out.status.success(), "{out:?}");
+    let listed = stdout(&out);
+    assert!(
+        listed.contains(&app.id) && listed.contains("totp") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.to_lowercase().contains("secret"));
+    let out = cloakroom(
+        &t,
+        &["user", "factors", "lost-phone@example.com", "--json"],
+        None,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["id"], app.id.as_str());
+
+    let out = cloakroom(
+        &t,
+        &["user", "reset-factors", "lost-phone@example.com"],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("removed 1 second factor"),
+        "{}",
+        stdout(&out)
+    );
+    // The sessions end on the running server, and the password alone logs in again.
+    until_401(&t, &cookie).await;
+    t.login("lost-phone@example.com", PASSWORD).await;
+    let out = cloakroom(&t, &["user", "reset-factors", "nobody@example.com"], None);
+    assert!(!out.status.success());
+}

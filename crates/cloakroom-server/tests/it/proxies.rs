@@ -106,7 +106,21 @@ http {{
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header Accept "application/json";
     }}
+    location = /_auth_aal2 {{
+      internal;
+      proxy_pass http://127.0.0.1:{cloakroom}/auth/verify?aal=2;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header Accept "application/json";
+    }}
     location /login {{ proxy_pass http://127.0.0.1:{cloakroom}; }}
+    location /secure {{
+      auth_request /_auth_aal2;
+      auth_request_set $auth_user $upstream_http_x_auth_user_id;
+      proxy_set_header X-Auth-User-Id $auth_user;
+      proxy_pass http://127.0.0.1:{up};
+    }}
     location /admin {{
       auth_request /_auth_admin;
       auth_request_set $auth_user $upstream_http_x_auth_user_id;
@@ -151,6 +165,13 @@ http://127.0.0.1:{port} {{
   request_header -X-Auth-Session-Id
   handle /login* {{
     reverse_proxy 127.0.0.1:{cloakroom}
+  }}
+  handle /secure* {{
+    forward_auth 127.0.0.1:{cloakroom} {{
+      uri /auth/verify?aal=2
+      copy_headers X-Auth-User-Id
+    }}
+    reverse_proxy 127.0.0.1:{up}
   }}
   handle /admin* {{
     forward_auth 127.0.0.1:{cloakroom} {{
@@ -352,6 +373,60 @@ async fn through(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(res.status(), 401, "{kind:?}");
+}
+
+/// `/secure` asks for two factors (`/auth/verify?aal=2`): a password session is refused, and
+/// let through once it stepped up with a code.
+async fn step_up_through(kind: Kind) {
+    let t =
+        TestServer::start_with(|r| r.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]))
+            .await;
+    let up = upstream().await;
+    let Some(proxy) = Proxy::start(kind, t.server.as_ref().unwrap().addr.port(), up).await else {
+        return;
+    };
+    let cookie = t.user("secure@example.com").await;
+    let app = crate::mfa::enroll(&t, &cookie).await;
+    let get = |cookie: &str| {
+        t.http
+            .get(proxy.url("/secure/page"))
+            .header("cookie", format!("cloakroom_session={cookie}"))
+            .send()
+    };
+    assert_eq!(
+        get(&cookie).await.unwrap().status(),
+        401,
+        "{kind:?}: aal1 let through"
+    );
+    assert_eq!(t.get("/auth/verify", &cookie).await.status(), 200);
+    let res = crate::mfa::post_json(
+        &t,
+        "/auth/reauthenticate",
+        Some(&cookie),
+        serde_json::json!({"code": app.code(&t, 0)}),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let strong = session_token(res.headers()).unwrap();
+    let res = get(&strong).await.unwrap();
+    assert_eq!(res.status(), 200, "{kind:?}");
+    let seen: Value = res.json().await.unwrap();
+    assert!(seen["user_id"].is_string(), "{kind:?}: {seen}");
+    assert_eq!(
+        get(&cookie).await.unwrap().status(),
+        401,
+        "{kind:?}: the old session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_step_up_with_auth_request() {
+    step_up_through(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_step_up_with_forward_auth() {
+    step_up_through(Kind::Caddy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
