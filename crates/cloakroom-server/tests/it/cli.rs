@@ -419,8 +419,8 @@ async fn admin_commands_create_nothing_and_inspect_with_a_jwks_needs_no_database
 #[tokio::test]
 async fn cli_lists_and_resets_a_users_second_factors() {
     let t = TestServer::start().await;
-    let cookie = t.user("lost-phone@example.com").await;
-    let app = crate::mfa::enroll(&t, &cookie).await;
+    let mut cookie = t.user("lost-phone@example.com").await;
+    let app = crate::mfa::enroll(&t, &mut cookie).await;
     let out = cloakroom(&t, &["user", "factors", "lost-phone@example.com"], None);
     assert!(out.status.success(), "{out:?}");
     let listed = stdout(&out);

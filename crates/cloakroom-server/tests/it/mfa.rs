@@ -38,9 +38,10 @@ pub(crate) async fn post_json(
     rb.send().await.unwrap()
 }
 
-/// Adds and confirms an authenticator app for the user of `cookie`; the clock then moves two
-/// time steps on, so that no code of the window around it has been used.
-pub(crate) async fn enroll(t: &TestServer, cookie: &str) -> App {
+/// Adds and confirms an authenticator app for the user of `cookie`, which then holds the new
+/// session the confirmation starts; the clock moves two time steps on, so that no code of the
+/// window around it has been used.
+pub(crate) async fn enroll(t: &TestServer, cookie: &mut String) -> App {
     let res = post_json(
         t,
         "/auth/factors/totp",
@@ -61,8 +62,14 @@ pub(crate) async fn enroll(t: &TestServer, cookie: &str) -> App {
         totp,
     };
     let confirm = format!("/auth/factors/totp/{}/confirm", app.id);
-    let res = post_json(t, &confirm, Some(cookie), json!({"code": app.code(t, 0)})).await;
+    let res = post_json(t, &confirm, Some(&*cookie), json!({"code": app.code(t, 0)})).await;
     assert_eq!(res.status(), 204);
+    let old = std::mem::replace(cookie, session_token(res.headers()).expect("a new session"));
+    assert_eq!(
+        t.whoami_status(&old).await,
+        401,
+        "the session before the confirmation"
+    );
     t.clock.advance(Duration::seconds(60));
     app
 }
@@ -92,7 +99,7 @@ async fn second_step(t: &TestServer, token: &str, proof: Value) -> Response {
 #[tokio::test]
 async fn an_app_is_enrolled_confirmed_and_then_asked_for_at_every_login() {
     let t = TestServer::start().await;
-    let cookie = t.user("mfa@example.com").await;
+    let mut cookie = t.user("mfa@example.com").await;
     let who: Value = t.get("/auth/whoami", &cookie).await.json().await.unwrap();
     assert_eq!(who["session"]["amr"], json!(["pwd"]));
     assert_eq!(who["session"]["acr"], "aal1");
@@ -114,7 +121,7 @@ async fn an_app_is_enrolled_confirmed_and_then_asked_for_at_every_login() {
             .status(),
         200
     );
-    let app = enroll(&t, &cookie).await;
+    let app = enroll(&t, &mut cookie).await;
     let list: Value = t.get("/auth/factors", &cookie).await.json().await.unwrap();
     let confirmed: Vec<&Value> = list["factors"]
         .as_array()
@@ -149,8 +156,8 @@ async fn an_app_is_enrolled_confirmed_and_then_asked_for_at_every_login() {
 #[tokio::test]
 async fn codes_are_accepted_one_step_either_side_and_each_step_once() {
     let t = TestServer::start().await;
-    let cookie = t.user("window@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("window@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     for (steps, ok) in [(-2, false), (2, false), (-1, true), (0, true), (1, true)] {
         let token = first_step(&t, "window@example.com").await;
         let res = second_step(&t, &token, json!({"code": app.code(&t, steps)})).await;
@@ -172,8 +179,8 @@ async fn codes_are_accepted_one_step_either_side_and_each_step_once() {
 #[tokio::test]
 async fn wrong_codes_are_throttled_however_many_logins_they_span() {
     let t = TestServer::start().await;
-    let cookie = t.user("guess@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("guess@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     // Five tries per token, and the account's code failures are counted across tokens: a
     // right password does not reset them.
     let mut statuses = Vec::new();
@@ -202,8 +209,8 @@ async fn wrong_codes_are_throttled_however_many_logins_they_span() {
 #[tokio::test]
 async fn mfa_tokens_expire_and_die_with_a_password_change() {
     let t = TestServer::start().await;
-    let cookie = t.user("expire@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("expire@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     let token = first_step(&t, "expire@example.com").await;
     t.clock.advance(Duration::minutes(5));
     let res = second_step(&t, &token, json!({"code": app.code(&t, 0)})).await;
@@ -236,7 +243,7 @@ async fn mfa_tokens_expire_and_die_with_a_password_change() {
 #[tokio::test]
 async fn recovery_codes_are_single_use_and_a_new_set_voids_the_old() {
     let t = TestServer::start().await;
-    let cookie = t.user("codes@example.com").await;
+    let mut cookie = t.user("codes@example.com").await;
     let res = post_json(&t, "/auth/factors/recovery-codes", Some(&cookie), json!({})).await;
     assert_eq!(res.status(), 200);
     let codes: Vec<String> = res.json::<Value>().await.unwrap()["codes"]
@@ -253,7 +260,7 @@ async fn recovery_codes_are_single_use_and_a_new_set_voids_the_old() {
             .status(),
         200
     );
-    enroll(&t, &cookie).await;
+    enroll(&t, &mut cookie).await;
     let token = first_step(&t, "codes@example.com").await;
     // Case, spaces and hyphens do not matter.
     let typed = codes[0].to_uppercase().replace('-', " ");
@@ -284,8 +291,8 @@ async fn recovery_codes_are_single_use_and_a_new_set_voids_the_old() {
 #[tokio::test]
 async fn the_token_transport_asks_for_the_second_factor_too() {
     let t = TestServer::start().await;
-    let cookie = t.user("tok@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("tok@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     let grant = |body: Value| t.req(Method::POST, "/auth/token").json(&body).send();
     let res = grant(
         json!({"grant_type": "password", "username": "tok@example.com", "password": PASSWORD}),
@@ -344,8 +351,8 @@ async fn the_token_transport_asks_for_the_second_factor_too() {
 #[tokio::test]
 async fn changing_factors_needs_fresh_authentication() {
     let t = TestServer::start().await;
-    let cookie = t.user("fresh@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("fresh@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     t.clock.advance(Duration::minutes(11));
     let res = post_json(&t, "/auth/factors/totp", Some(&cookie), json!({})).await;
     assert_eq!(res.status(), 403);
@@ -388,8 +395,8 @@ async fn changing_factors_needs_fresh_authentication() {
         200
     );
     // Another user's factor is not found, like one that does not exist.
-    let other = t.user("other@example.com").await;
-    let other_app = enroll(&t, &other).await;
+    let mut other = t.user("other@example.com").await;
+    let other_app = enroll(&t, &mut other).await;
     let res = t
         .with_cookie(
             t.req(Method::DELETE, &format!("/auth/factors/{}", other_app.id)),
@@ -405,8 +412,8 @@ async fn changing_factors_needs_fresh_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_code_raced_from_many_clients_starts_one_session() {
     let t = TestServer::start().await;
-    let cookie = t.user("race@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("race@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     // Twenty clients with one mfa_token and one code, then twenty with twenty tokens and the
     // same code: each round starts exactly one session.
     let token = first_step(&t, "race@example.com").await;

@@ -385,8 +385,10 @@ async fn step_up_through(kind: Kind) {
     let Some(proxy) = Proxy::start(kind, t.server.as_ref().unwrap().addr.port(), up).await else {
         return;
     };
-    let cookie = t.user("secure@example.com").await;
-    let app = crate::mfa::enroll(&t, &cookie).await;
+    let mut enrolling = t.user("secure@example.com").await;
+    // A password session of the user's, from before the app was added: aal1.
+    let cookie = t.login("secure@example.com", PASSWORD).await;
+    let app = crate::mfa::enroll(&t, &mut enrolling).await;
     let get = |cookie: &str| {
         t.http
             .get(proxy.url("/secure/page"))

@@ -78,9 +78,16 @@ async fn verify_asks_for_the_level_and_age_it_is_given() {
 #[tokio::test]
 async fn reauthenticating_with_a_second_factor_meets_aal2_in_a_new_session() {
     let t = TestServer::start().await;
-    let cookie = t.user("up@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut enrolling = t.user("up@example.com").await;
+    // A password session of the user's, from before the app was added: aal1.
+    let cookie = t.login("up@example.com", PASSWORD).await;
+    let app = enroll(&t, &mut enrolling).await;
     assert_eq!(verify(&t, "?aal=2", &cookie, false).await.status(), 401);
+    assert_eq!(
+        verify(&t, "?aal=2", &enrolling, false).await.status(),
+        200,
+        "confirming the app proved it"
+    );
 
     let res = post_json(&t, "/auth/reauthenticate", Some(&cookie), json!({})).await;
     assert_eq!(res.status(), 400);
@@ -148,8 +155,8 @@ async fn reauthenticating_with_a_second_factor_meets_aal2_in_a_new_session() {
 #[tokio::test]
 async fn a_token_session_steps_up_into_a_new_token_pair() {
     let t = TestServer::start().await;
-    let cookie = t.user("tokup@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut cookie = t.user("tokup@example.com").await;
+    let app = enroll(&t, &mut cookie).await;
     // A token login before the app counted would have no second step: log in by the grant
     // and its second step.
     let res = t
@@ -206,8 +213,9 @@ fn hidden(body: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn the_step_up_page_proves_the_user_again_and_returns() {
     let t = TestServer::start().await;
-    let cookie = t.user("page@example.com").await;
-    let app = enroll(&t, &cookie).await;
+    let mut enrolling = t.user("page@example.com").await;
+    let cookie = t.login("page@example.com", PASSWORD).await;
+    let app = enroll(&t, &mut enrolling).await;
     let res = t
         .get("/step-up?next=%2Fsettings&aal=2&max_age=60", &cookie)
         .await;

@@ -58,6 +58,11 @@ pub struct AuthConfig {
     /// The issuer authenticator apps show beside a TOTP code (the server sets its public
     /// host).
     pub totp_issuer: String,
+    /// Users with any of these roles must have a second factor: until a session of theirs has
+    /// proven one, it may only enrol (see `Auth::second_factor_due`).
+    pub mfa_required_roles: Vec<crate::Role>,
+    /// Every user must have a second factor.
+    pub mfa_required_for_everyone: bool,
 }
 
 impl Default for AuthConfig {
@@ -82,6 +87,8 @@ impl Default for AuthConfig {
             jwt: JwtConfig::default(),
             sealing: None,
             totp_issuer: "cloakroom".into(),
+            mfa_required_roles: Vec::new(),
+            mfa_required_for_everyone: false,
         }
     }
 }

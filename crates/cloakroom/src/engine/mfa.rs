@@ -111,6 +111,18 @@ impl Auth {
             self.factors.verify(&who.user, &proof, client.ip).await?;
             amr = amr.with(Amr::OTP).with(Amr::MFA);
         }
+        let outcome = self.continue_session(who, amr).await?;
+        tracing::info!(user = %who.user.id, session = %outcome.session.id, acr = %amr.acr(), "stepped up");
+        Ok(outcome)
+    }
+
+    /// Continues the caller in a new session proven with `amr` at this moment (new id and
+    /// secret, the same transport and lifetime choice); the old session ends everywhere.
+    async fn continue_session(
+        &self,
+        who: &Authenticated,
+        amr: Amr,
+    ) -> Result<LoginOutcome, AuthError> {
         let old = &who.session;
         let (session, token) = self.sessions.new_session(NewSession {
             user: who.user.id,
@@ -123,12 +135,24 @@ impl Auth {
         });
         self.sessions.open(&session).await?;
         self.sessions.end_session_record(old.id).await?;
-        tracing::info!(user = %who.user.id, session = %session.id, acr = %amr.acr(), "stepped up");
         Ok(LoginOutcome {
             user: (*who.user).clone(),
             session,
             token,
         })
+    }
+
+    /// Whether the caller must add a second factor before going further: the deployment
+    /// requires one of this user (`AuthConfig::mfa_required_roles`, or of everyone) and the
+    /// session has not proven one (it is not `aal2`). Such a session may only enrol.
+    pub fn second_factor_due(&self, who: &Authenticated) -> bool {
+        let covered = self.config.mfa_required_for_everyone
+            || who
+                .user
+                .roles
+                .iter()
+                .any(|r| self.config.mfa_required_roles.contains(r));
+        covered && who.session.amr.acr() < crate::Acr::Aal2
     }
 
     /// The caller's factors.
@@ -150,19 +174,21 @@ impl Auth {
         Ok(enrolment)
     }
 
-    /// Confirms an authenticator app with a code from it.
+    /// Confirms an authenticator app with a code from it. The code proves the factor, so the
+    /// caller continues in a new session that counts it (`aal2`), as after a step-up.
     pub async fn confirm_totp(
         &self,
         who: &Authenticated,
         id: FactorId,
         code: &str,
         client: &ClientInfo,
-    ) -> Result<(), AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         self.factors
             .confirm_totp(&who.user, id, code, client.ip)
             .await?;
         tracing::info!(user = %who.user.id, factor = %id, "authenticator app confirmed");
-        Ok(())
+        self.continue_session(who, who.session.amr.with(Amr::OTP).with(Amr::MFA))
+            .await
     }
 
     /// A new set of recovery codes (fresh authentication needed), shown once; the old set is

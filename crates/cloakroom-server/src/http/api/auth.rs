@@ -341,7 +341,7 @@ async fn reauthenticate(
 /// The answer when the caller continues in a new session (a password change, a step-up): a
 /// token session gets a new token pair (200: its old refresh and access tokens are void), a
 /// cookie session a new cookie of the kind it had (204).
-fn continued(
+pub(crate) fn continued(
     state: &AppState,
     headers: &HeaderMap,
     changed: LoginOutcome,

@@ -151,19 +151,22 @@ pub(crate) struct ConfirmBody {
     code: String,
 }
 
+/// The code proves the app, so the caller continues in a new session that counts it: a new
+/// cookie (204), or a new token pair (200).
 async fn confirm_totp(
     State(state): State<AppState>,
     Client(client): Client,
+    headers: axum::http::HeaderMap,
     CurrentSession(who): CurrentSession,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ConfirmBody>,
 ) -> Result<Response, ApiError> {
     let id = factor_id(&id)?;
-    state
+    let confirmed = state
         .auth
         .confirm_totp(&who, id, &body.code, &client)
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    super::auth::continued(&state, &headers, confirmed)
 }
 
 async fn recovery_codes(
