@@ -122,6 +122,20 @@ pub struct RawSettings {
     /// lookup. 0 once every session older than the check has expired [default: 50]
     #[arg(long, global = true, env = "CLOAKROOM_UNCHECKED_TOKEN_LOOKUPS")]
     pub unchecked_token_lookups: Option<u32>,
+    /// Users with any of these roles (comma-separated) must add a second factor: until a
+    /// session of theirs proves one, it may only enrol [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "CLOAKROOM_REQUIRE_MFA_ROLES",
+        value_delimiter = ','
+    )]
+    pub require_mfa_roles: Option<Vec<String>>,
+    /// Every user must add a second factor (as --require-mfa-roles does for some)
+    /// [default: false]
+    #[arg(long, global = true, env = "CLOAKROOM_REQUIRE_MFA", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub require_mfa: Option<bool>,
     /// Signups allowed per client IP per hour [default: 10]
     #[arg(long, global = true, env = "CLOAKROOM_SIGNUPS_PER_HOUR")]
     pub signups_per_hour: Option<u32>,
@@ -500,6 +514,16 @@ impl Settings {
             unchecked_lookups_per_sec: raw
                 .unchecked_token_lookups
                 .unwrap_or(defaults.unchecked_lookups_per_sec),
+            mfa_required_roles: raw
+                .require_mfa_roles
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    cloakroom::Role::parse(r)
+                        .map_err(|e| SettingsError(format!("--require-mfa-roles {r:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            mfa_required_for_everyone: raw.require_mfa.unwrap_or(false),
             ..defaults
         };
         let secrets = match (raw.secrets_key, raw.secrets_key_file) {
@@ -557,6 +581,11 @@ impl Settings {
             .jwt_audience
             .clone()
             .unwrap_or_else(|| auth.jwt.issuer.clone());
+        // What authenticator apps show beside the code: the host people sign in on.
+        auth.totp_issuer = match &self.public_url {
+            Some(u) => u.host_str().unwrap_or("cloakroom").to_string(),
+            None => "cloakroom (localhost)".into(),
+        };
         auth
     }
 
@@ -623,6 +652,13 @@ impl Settings {
             }),
             unchecked_token_lookups: Some(a.unchecked_lookups_per_sec),
             signups_per_hour: Some(a.signup_limit),
+            require_mfa_roles: Some(
+                a.mfa_required_roles
+                    .iter()
+                    .map(|r| r.as_str().to_string())
+                    .collect(),
+            ),
+            require_mfa: Some(a.mfa_required_for_everyone),
             jwt_alg: Some(a.jwt.algorithm.as_str().to_string()),
             hs256_secret: a.jwt.hs256_secret.as_ref().map(|_| redacted()),
             access_token_secs: Some(a.jwt.access_ttl.whole_seconds()),

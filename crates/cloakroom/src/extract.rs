@@ -128,6 +128,9 @@ impl Verifier {
                     .await
                     .map_err(Rejection::from)?;
                 let who = caller.who;
+                if auth.second_factor_due(&who) {
+                    return Err(Rejection::SecondFactorRequired);
+                }
                 let id = Identity {
                     user_id: who.user.id.to_string(),
                     session_id: who.session.id.to_string(),
@@ -244,6 +247,9 @@ pub enum Rejection {
     },
     /// Signed in without the role: 403.
     Forbidden,
+    /// Signed in, but the deployment requires a second factor of this user and the session has
+    /// not proven one: 403.
+    SecondFactorRequired,
     /// Signed in, but not strongly or recently enough: 401 with RFC 9470's challenge.
     InsufficientAuthentication(crate::Requirement),
     /// A cookie-authenticated unsafe request from another site: 403.
@@ -291,6 +297,11 @@ impl IntoResponse for Rejection {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "this account does not have the role this resource needs",
+            ),
+            Self::SecondFactorRequired => (
+                StatusCode::FORBIDDEN,
+                "second_factor_required",
+                "this account must add a second factor first",
             ),
             Self::InsufficientAuthentication(_) => (
                 StatusCode::UNAUTHORIZED,

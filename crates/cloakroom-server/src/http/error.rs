@@ -6,6 +6,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloakroom::{web, AuthError, StoreError};
 
+/// The code of [`ApiError::second_factor_required`].
+pub const SECOND_FACTOR_REQUIRED: &str = "second_factor_required";
+
 /// An error answer of the JSON API.
 #[derive(Debug)]
 pub struct ApiError {
@@ -66,6 +69,16 @@ impl ApiError {
         );
         e.challenge = Some(requirement.challenge());
         e
+    }
+
+    /// 403 for a session that must add a second factor before going further.
+    pub fn second_factor_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            SECOND_FACTOR_REQUIRED,
+            "this account must add a second factor first (/settings/security, or POST \
+             /auth/factors/totp)",
+        )
     }
 
     /// 403 for a request that did not come from this site.

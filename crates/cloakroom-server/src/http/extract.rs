@@ -209,6 +209,12 @@ impl FromRequestParts<AppState> for CurrentSession {
         ) {
             *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cookie);
         }
+        if state.auth.second_factor_due(&caller.who)
+            && !crate::http::routes::ENROLMENT
+                .contains(&crate::http::routes::route_of(parts.uri.path()))
+        {
+            return Err(ApiError::second_factor_required());
+        }
         Ok(CurrentSession(caller.who))
     }
 }

@@ -52,6 +52,16 @@ pub const OPENAPI: &str = "/openapi.json";
 pub const ROOT: &str = "/";
 /// Pages: sign in.
 pub const LOGIN_PAGE: &str = "/login";
+/// Pages: second factors.
+pub const SECURITY_PAGE: &str = "/settings/security";
+/// Pages: adding an authenticator app.
+pub const SECURITY_TOTP_PAGE: &str = "/settings/security/totp";
+/// Pages: confirming it.
+pub const SECURITY_TOTP_CONFIRM_PAGE: &str = "/settings/security/totp/{id}/confirm";
+/// Pages: a new set of recovery codes.
+pub const SECURITY_CODES_PAGE: &str = "/settings/security/recovery-codes";
+/// Pages: removing a factor.
+pub const SECURITY_REMOVE_PAGE: &str = "/settings/security/factors/{id}/remove";
 /// Pages: proving oneself again (step-up).
 pub const STEP_UP_PAGE: &str = "/step-up";
 /// Pages: the second step of signing in.
@@ -133,6 +143,11 @@ pub const ROUTES: &[Route] = &[
     page(LOGIN_PAGE, &["GET", "POST"]),
     page(LOGIN_MFA_PAGE, &["POST"]),
     page(STEP_UP_PAGE, &["GET", "POST"]),
+    page(SECURITY_PAGE, &["GET"]),
+    page(SECURITY_TOTP_PAGE, &["POST"]),
+    page(SECURITY_TOTP_CONFIRM_PAGE, &["POST"]),
+    page(SECURITY_CODES_PAGE, &["POST"]),
+    page(SECURITY_REMOVE_PAGE, &["POST"]),
     page(SIGNUP_PAGE, &["GET", "POST"]),
     page(DASHBOARD_PAGE, &["GET"]),
     page(PROFILE_PAGE, &["GET"]),
@@ -142,6 +157,27 @@ pub const ROUTES: &[Route] = &[
     page(LOGOUT_EVERYWHERE_PAGE, &["POST"]),
     page(PASSWORD_PAGE, &["POST"]),
     page(STYLESHEET, &["GET"]),
+];
+
+/// What a session that owes a second factor (`Auth::second_factor_due`) may still reach: what
+/// adding one takes, and leaving.
+pub const ENROLMENT: &[&str] = &[
+    WHOAMI,
+    LOGOUT,
+    REAUTHENTICATE,
+    FACTORS,
+    FACTOR,
+    TOTP_FACTORS,
+    TOTP_CONFIRM,
+    RECOVERY_CODES,
+    LOGOUT_PAGE,
+    STEP_UP_PAGE,
+    SECURITY_PAGE,
+    SECURITY_TOTP_PAGE,
+    SECURITY_TOTP_CONFIRM_PAGE,
+    SECURITY_CODES_PAGE,
+    SECURITY_REMOVE_PAGE,
+    STYLESHEET,
 ];
 
 /// Whether `path` is an instance of the route `template`.

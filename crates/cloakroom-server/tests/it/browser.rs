@@ -412,3 +412,90 @@ browser_test!(
         b.close().await.unwrap();
     }
 );
+
+/// The code an authenticator app shows for `secret` (base32) at the server's time.
+fn app_code(t: &TestServer, secret: &str) -> String {
+    use cloakroom::Clock;
+    let bytes = totp_rs::Secret::Encoded(secret.to_string())
+        .to_bytes()
+        .unwrap();
+    let app = totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        0,
+        30,
+        bytes,
+        None,
+        String::new(),
+    );
+    app.generate(u64::try_from(t.clock.now().unix_timestamp()).unwrap())
+}
+
+browser_test!(
+    an_authenticator_app_is_added_then_asked_for_at_login,
+    |t, driver| {
+        let base = site(&t);
+        t.signup("app@example.com", PASSWORD).await;
+        let b = driver.browser("app").await;
+        log_in(&b, &base, "app@example.com", None).await;
+        wait_path(&b, "/dashboard").await;
+        b.goto(&format!("{base}/settings/security")).await.unwrap();
+        fill(&b, "#name", "my phone").await;
+        click(&b, "#add-app").await;
+        let start = Instant::now();
+        let secret = loop {
+            if let Ok(el) = b.find(Locator::Css("#secret")).await {
+                if let Ok(text) = el.text().await {
+                    break text;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&b).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            b.find(Locator::Css(".qr svg")).await.is_ok(),
+            "the QR code is drawn"
+        );
+        shoot(&b, "security-add-app").await;
+        fill(&b, "#code", &app_code(&t, &secret)).await;
+        click(&b, "form[action$='/confirm'] button").await;
+        wait_path(&b, "/settings/security?done=app_added").await;
+        assert!(text(&b).await.contains("my phone"));
+        click(&b, "#new-codes").await;
+        let start = Instant::now();
+        while b
+            .find_all(Locator::Css("#recovery-codes li"))
+            .await
+            .map_or(0, |c| c.len())
+            != 10
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&b).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shoot(&b, "security-recovery-codes").await;
+
+        // Log out; the password alone now leads to the second step.
+        click(&b, "form.logout button").await;
+        wait_path(&b, "/login?done=logged_out").await;
+        t.clock.advance(time::Duration::seconds(60));
+        log_in(&b, &base, "app@example.com", Some("%2Fprofile")).await;
+        wait_path(&b, "/login").await;
+        assert!(text(&b).await.contains("Two-step verification"));
+        shoot(&b, "login-mfa").await;
+        fill(&b, "#code", "000000").await;
+        click(&b, "form.card button[type=submit]").await;
+        let start = Instant::now();
+        while !text(&b).await.contains("The code is wrong") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{}",
+                text(&b).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fill(&b, "#code", &app_code(&t, &secret)).await;
+        click(&b, "form.card button[type=submit]").await;
+        wait_path(&b, "/profile").await;
+        b.close().await.unwrap();
+    }
+);

@@ -450,3 +450,61 @@ async fn one_code_raced_from_many_clients_starts_one_session() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_role_that_requires_a_second_factor_reaches_only_enrolment_until_it_has_one() {
+    let t = TestServer::start_with(|r| r.require_mfa_roles = Some(vec!["admin".into()])).await;
+    t.auth()
+        .create_user(
+            "boss@example.com",
+            PASSWORD,
+            vec![cloakroom::Role::parse("admin").unwrap()],
+        )
+        .await
+        .unwrap();
+    let mut boss = t.login("boss@example.com", PASSWORD).await;
+    let plain = t.user("plain@example.com").await;
+    assert_eq!(t.get("/auth/sessions", &plain).await.status(), 200);
+    assert_eq!(t.get("/auth/verify", &plain).await.status(), 200);
+
+    // The admin's password session: whoami and enrolment only.
+    assert_eq!(t.whoami_status(&boss).await, 200);
+    for path in ["/auth/sessions", "/auth/verify"] {
+        let res = t.get(path, &boss).await;
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(error_code(res).await, "second_factor_required");
+    }
+    let res = t
+        .with_cookie(t.req(Method::GET, "/auth/verify"), &boss)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert!(res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/settings/security"));
+    let res = t
+        .with_cookie(t.req(Method::GET, "/dashboard"), &boss)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/settings/security");
+    assert_eq!(t.get("/settings/security", &boss).await.status(), 200);
+    assert_eq!(t.get("/auth/factors", &boss).await.status(), 200);
+
+    // Enrolling proves the factor: the new session goes everywhere.
+    enroll(&t, &mut boss).await;
+    assert_eq!(t.get("/auth/sessions", &boss).await.status(), 200);
+    assert_eq!(t.get("/auth/verify", &boss).await.status(), 200);
+}
+
+#[tokio::test]
+async fn require_mfa_covers_everyone() {
+    let t = TestServer::start_with(|r| r.require_mfa = Some(true)).await;
+    let mut cookie = t.user("all@example.com").await;
+    assert_eq!(t.get("/auth/sessions", &cookie).await.status(), 403);
+    enroll(&t, &mut cookie).await;
+    assert_eq!(t.get("/auth/sessions", &cookie).await.status(), 200);
+}

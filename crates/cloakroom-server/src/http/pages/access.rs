@@ -27,6 +27,9 @@ impl FromRequestParts<AppState> for PageUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         match CurrentSession::from_request_parts(parts, state).await {
             Ok(CurrentSession(who)) => Ok(PageUser(who)),
+            Err(e) if e.code() == crate::http::error::SECOND_FACTOR_REQUIRED => {
+                Err(Redirect::to(crate::http::routes::SECURITY_PAGE).into_response())
+            }
             Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
                 let target = parts
                     .uri

@@ -22,7 +22,7 @@ use crate::http::AppState;
 pub struct FormFields(HashMap<String, String>);
 
 impl FormFields {
-    fn get(&self, name: &str) -> &str {
+    pub(super) fn get(&self, name: &str) -> &str {
         self.0.get(name).map_or("", String::as_str)
     }
 }
@@ -93,6 +93,11 @@ fn explain(e: AuthError) -> (StatusCode, String, Option<i64>) {
         ));
     }
     (api.status(), text, api.retry_after_secs())
+}
+
+/// `res` setting `cookies`, never cached.
+pub(super) fn with_cookies(res: Response, cookies: &[String]) -> Response {
+    with_headers(res, cookies, None)
 }
 
 fn with_headers(mut res: Response, cookies: &[String], retry_after: Option<i64>) -> Response {

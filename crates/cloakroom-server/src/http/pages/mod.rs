@@ -6,6 +6,7 @@
 
 mod access;
 mod handlers;
+mod security;
 mod templates;
 
 pub use access::{login_url, safe_next};
@@ -52,6 +53,14 @@ pub fn router() -> Router<AppState> {
             post(handlers::logout_everywhere),
         )
         .route(routes::PASSWORD_PAGE, post(handlers::change_password))
+        .route(routes::SECURITY_PAGE, get(security::show))
+        .route(routes::SECURITY_TOTP_PAGE, post(security::add_app))
+        .route(
+            routes::SECURITY_TOTP_CONFIRM_PAGE,
+            post(security::confirm_app),
+        )
+        .route(routes::SECURITY_CODES_PAGE, post(security::new_codes))
+        .route(routes::SECURITY_REMOVE_PAGE, post(security::remove))
         .route(routes::STYLESHEET, get(stylesheet))
 }
 

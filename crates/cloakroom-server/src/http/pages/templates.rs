@@ -73,7 +73,7 @@ pub enum Nav {
     None,
 }
 
-fn when(t: OffsetDateTime) -> String {
+pub(super) fn when(t: OffsetDateTime) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     t.format(&f)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
@@ -113,7 +113,7 @@ pub fn device(user_agent: Option<&str>) -> String {
     }
 }
 
-fn layout(
+pub(super) fn layout(
     title: &str,
     nav: Nav,
     signed_in: Option<(&Authenticated, &str)>,
@@ -151,7 +151,7 @@ fn layout(
     }
 }
 
-fn alert(error: Option<&str>, notice: Option<&str>) -> Markup {
+pub(super) fn alert(error: Option<&str>, notice: Option<&str>) -> Markup {
     html! {
         @if let Some(e) = error { p.error role="alert" id="form-error" { (e) } }
         @if let Some(n) = notice { p.notice role="status" { (n) } }
@@ -364,6 +364,7 @@ pub fn dashboard(who: &Authenticated, csrf: &str) -> Markup {
             ul.tiles {
                 li { a href="/profile" { "Your profile" } " — who you are to this site." }
                 li { a href="/settings" { "Settings" } " — your devices, and your password." }
+                li { a href="/settings/security" { "Two-step verification" } " — an authenticator app and recovery codes." }
             }
             p.muted { "This session ends at " (when(who.expires_at)) " unless you use it again." }
         },
@@ -422,6 +423,7 @@ pub fn settings(v: &SettingsView<'_>) -> Markup {
         html! {
             h1 { "Settings" }
             (alert(v.error, v.notice))
+            p { a href="/settings/security" { "Two-step verification" } " — an authenticator app and recovery codes." }
             section aria-labelledby="devices" {
                 h2 #devices { "Where you are logged in" }
                 div.table {
