@@ -449,7 +449,11 @@ browser_test!(
                     break text;
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&b).await);
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{}",
+                text(&b).await
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(
@@ -469,7 +473,11 @@ browser_test!(
             .map_or(0, |c| c.len())
             != 10
         {
-            assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&b).await);
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{}",
+                text(&b).await
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         shoot(&b, "security-recovery-codes").await;

@@ -14,6 +14,7 @@ mod hardening;
 mod interop;
 mod lifecycle;
 mod mfa;
+mod mfa_instances;
 mod multihost;
 mod openapi;
 mod pages;

@@ -75,7 +75,7 @@ pub(crate) async fn enroll(t: &TestServer, cookie: &mut String) -> App {
 }
 
 /// The first step of a login: the `mfa_token` of a 202.
-async fn first_step(t: &TestServer, email: &str) -> String {
+pub(crate) async fn first_step(t: &TestServer, email: &str) -> String {
     let res = t
         .login_raw(json!({"email": email, "password": PASSWORD}))
         .await;
@@ -90,7 +90,7 @@ async fn first_step(t: &TestServer, email: &str) -> String {
     body["mfa_token"].as_str().unwrap().to_string()
 }
 
-async fn second_step(t: &TestServer, token: &str, proof: Value) -> Response {
+pub(crate) async fn second_step(t: &TestServer, token: &str, proof: Value) -> Response {
     let mut body = proof;
     body["mfa_token"] = json!(token);
     post_json(t, "/auth/login/mfa", None, body).await

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs `body` with a PostgreSQL schema and a Redis prefix of its own, and cleans both up.
-async fn with_backends<F, Fut>(test: &str, body: F)
+pub(crate) async fn with_backends<F, Fut>(test: &str, body: F)
 where
     F: FnOnce(String, RedisPrefix) -> Fut,
     Fut: Future<Output = ()>,

@@ -1,0 +1,97 @@
+//! Second factors across instances on one PostgreSQL, with and without Redis: an app added on
+//! one instance is asked for on the other at once, a code accepted on one is refused on the
+//! other, a factor removed on one is gone on the other, and one code raced through both starts
+//! one session.
+
+use crate::mfa::{enroll, first_step, second_step};
+use crate::postgres::pair;
+use crate::support::*;
+use cloakroom::testing::RedisPrefix;
+use cloakroom::Clock;
+use futures::FutureExt;
+use reqwest::Method;
+use serde_json::json;
+use std::panic::{resume_unwind, AssertUnwindSafe};
+
+async fn factors_hold_across_instances(url: String, redis: Option<&RedisPrefix>) {
+    let (a, b) = pair(&url, redis).await;
+    // One clock for both, so both instances are in the same time step.
+    b.clock.set(a.clock.now());
+    let mut cookie = a.user("twice@example.com").await;
+    let app = enroll(&a, &mut cookie).await;
+    b.clock.set(a.clock.now());
+
+    // Added on A: B asks for it, and a code B accepted is spent on A too.
+    let token = first_step(&b, "twice@example.com").await;
+    let code = app.code(&a, 0);
+    assert_eq!(
+        second_step(&b, &token, json!({"code": code}))
+            .await
+            .status(),
+        200
+    );
+    let token = first_step(&a, "twice@example.com").await;
+    let res = second_step(&a, &token, json!({"code": code})).await;
+    assert_eq!(
+        error_code(res).await,
+        "invalid_code",
+        "replayed on the other instance"
+    );
+
+    // Raced through both: one session.
+    a.clock.advance(time::Duration::seconds(90));
+    b.clock.set(a.clock.now());
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let t = if i % 2 == 0 { &a } else { &b };
+        tokens.push((t, first_step(t, "twice@example.com").await));
+    }
+    let code = app.code(&a, 0);
+    let tries = tokens
+        .iter()
+        .map(|(t, token)| second_step(t, token, json!({"code": code})));
+    let ok = futures::future::join_all(tries)
+        .await
+        .iter()
+        .filter(|r| r.status() == 200)
+        .count();
+    assert_eq!(ok, 1, "one code raced through two instances");
+
+    // Removed on A: B's next login asks for the password only.
+    let res = a
+        .with_cookie(
+            a.req(Method::DELETE, &format!("/auth/factors/{}", app.id)),
+            &cookie,
+        )
+        .json(&json!({"current_password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    b.login("twice@example.com", PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factors_hold_across_instances_on_postgresql() {
+    let Some(schema) = PgSchema::create("factors_hold_across_instances_on_postgresql").await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(factors_hold_across_instances(schema.url.clone(), None))
+        .catch_unwind()
+        .await;
+    schema.drop().await;
+    if let Err(panic) = outcome {
+        resume_unwind(panic)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factors_hold_across_instances_on_postgresql_and_redis() {
+    crate::with_redis::with_backends(
+        "factors_hold_across_instances_on_postgresql_and_redis",
+        |url, redis| async move {
+            factors_hold_across_instances(url, Some(&redis)).await;
+        },
+    )
+    .await;
+}
