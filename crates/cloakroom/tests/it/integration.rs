@@ -245,3 +245,125 @@ async fn the_remote_verifier_follows_revocations_from_redis() {
     }
     prefix.drop().await;
 }
+
+struct RecentLogin;
+impl cloakroom::extract::StepUp for RecentLogin {
+    const AAL: cloakroom::Acr = cloakroom::Acr::Aal1;
+    const MAX_AGE: Option<i64> = Some(300);
+}
+
+struct TwoFactors;
+impl cloakroom::extract::StepUp for TwoFactors {
+    const AAL: cloakroom::Acr = cloakroom::Acr::Aal2;
+    const MAX_AGE: Option<i64> = None;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_demands_step_up_per_route_and_a_required_second_factor() {
+    use cloakroom::extract::RequireStepUp;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let clock = Arc::new(cloakroom::ManualClock::starting_now());
+    let mut config = config();
+    config.mfa_required_roles = vec![cloakroom::Role::parse("admin").unwrap()];
+    let auth = Arc::new(
+        Auth::new(
+            store,
+            config,
+            Arc::clone(&clock) as Arc<dyn cloakroom::Clock>,
+        )
+        .await
+        .unwrap(),
+    );
+    auth.signup("step@example.com", PW, &ClientInfo::default())
+        .await
+        .unwrap();
+    let login = auth
+        .login(LoginRequest::new("step@example.com", PW))
+        .await
+        .unwrap();
+    let (listener, base) = listen().await;
+    let app = Router::new()
+        .route(
+            "/fresh",
+            get(|RequireStepUp(who, ..): RequireStepUp<RecentLogin>| async move { who.user_id }),
+        )
+        .route(
+            "/strong",
+            get(
+                |RequireStepUp(who, ..): RequireStepUp<TwoFactors>| async move {
+                    who.amr.names().join(",")
+                },
+            ),
+        )
+        .route(
+            "/me",
+            get(|Authenticated(who): Authenticated| async move { who.user_id }),
+        )
+        .layer(
+            Verifier::Embedded {
+                auth: Arc::clone(&auth),
+                rules: RequestRules::new(CookiePolicy::DEV, vec![base.clone()]),
+            }
+            .layer(),
+        );
+    serve_on(listener, app);
+    let http = reqwest::Client::new();
+    let get = |path: &'static str, token: String| {
+        http.get(format!("{base}{path}"))
+            .header("cookie", format!("cloakroom_session={token}"))
+            .send()
+    };
+    let weak = login.token.expose().to_string();
+    assert_eq!(get("/fresh", weak.clone()).await.unwrap().status(), 200);
+    clock.advance(time::Duration::seconds(301));
+    let res = get("/fresh", weak.clone()).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("acr_values=\"aal1\", max_age=300"));
+    let res = get("/strong", weak.clone()).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("acr_values=\"aal2\""));
+
+    // An authenticator app, confirmed by its first code: the new session is aal2.
+    let who = auth.authenticate(&weak).await.unwrap();
+    let enrolment = auth
+        .enroll_totp(&who, None, cloakroom::Reauth::Password(PW.into()))
+        .await
+        .unwrap();
+    let app_code = totp_rs::TOTP::from_url(enrolment.otpauth_uri.expose())
+        .unwrap()
+        .generate(u64::try_from(cloakroom::Clock::now(&*clock).unix_timestamp()).unwrap());
+    let strong = auth
+        .confirm_totp(&who, enrolment.factor.id, &app_code, &ClientInfo::default())
+        .await
+        .unwrap();
+    let res = get("/strong", strong.token.expose().to_string())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "pwd,otp,mfa");
+
+    // An admin without a second factor reaches nothing in the app.
+    auth.create_user(
+        "admin@example.com",
+        PW,
+        vec![cloakroom::Role::parse("admin").unwrap()],
+    )
+    .await
+    .unwrap();
+    let admin = auth
+        .login(LoginRequest::new("admin@example.com", PW))
+        .await
+        .unwrap();
+    let res = get("/me", admin.token.expose().to_string()).await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "second_factor_required");
+}
