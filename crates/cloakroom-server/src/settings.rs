@@ -581,6 +581,12 @@ impl Settings {
             .jwt_audience
             .clone()
             .unwrap_or_else(|| auth.jwt.issuer.clone());
+        // Passkeys belong to the host people sign in on, and come from its origin.
+        auth.passkey_origin = self.public_origin(port);
+        auth.passkey_rp_id = match &self.public_url {
+            Some(u) => u.host_str().unwrap_or("localhost").to_string(),
+            None => "localhost".into(),
+        };
         // What authenticator apps show beside the code: the host people sign in on.
         auth.totp_issuer = match &self.public_url {
             Some(u) => u.host_str().unwrap_or("cloakroom").to_string(),

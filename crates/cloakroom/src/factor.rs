@@ -1,5 +1,5 @@
-//! Second factors as stored: an authenticator app (TOTP) or a set of recovery codes, and the
-//! pending second step of a login (an MFA challenge). Secrets are not here: a TOTP secret is
+//! Second factors as stored: an authenticator app (TOTP), a passkey or a set of recovery codes,
+//! and the pending second step of a login (an MFA challenge). Secrets are not here: a TOTP secret is
 //! kept sealed by the store and opened only by the engine.
 
 use std::fmt;
@@ -39,6 +39,8 @@ impl FromStr for FactorId {
 pub enum FactorKind {
     /// An authenticator app (RFC 6238).
     Totp,
+    /// A passkey (WebAuthn).
+    Passkey,
     /// Single-use recovery codes.
     RecoveryCodes,
 }
@@ -48,6 +50,7 @@ impl FactorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Totp => "totp",
+            Self::Passkey => "passkey",
             Self::RecoveryCodes => "recovery_codes",
         }
     }
@@ -58,6 +61,7 @@ impl FromStr for FactorKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "totp" => Ok(Self::Totp),
+            "passkey" => Ok(Self::Passkey),
             "recovery_codes" => Ok(Self::RecoveryCodes),
             other => Err(format!("unknown factor kind {other:?}")),
         }
@@ -75,7 +79,8 @@ pub struct Factor {
     pub kind: FactorKind,
     /// The name the user gave it.
     pub name: Option<String>,
-    /// Whether it counts: a TOTP factor counts once a first code confirmed it.
+    /// Whether it counts: a TOTP factor counts once a first code confirmed it (a passkey at
+    /// once).
     pub confirmed: bool,
     /// When it was added.
     pub created_at: OffsetDateTime,

@@ -18,6 +18,14 @@ pub const TOTP_FACTORS: &str = "/auth/factors/totp";
 pub const TOTP_CONFIRM: &str = "/auth/factors/totp/{id}/confirm";
 /// `POST`: a new set of recovery codes.
 pub const RECOVERY_CODES: &str = "/auth/factors/recovery-codes";
+/// `POST`: the creation options of a new passkey.
+pub const PASSKEY_REGISTER_OPTIONS: &str = "/auth/passkeys/register/options";
+/// `POST`: registers it.
+pub const PASSKEY_REGISTER: &str = "/auth/passkeys/register";
+/// `POST`: the request options of a passkey login.
+pub const PASSKEY_LOGIN_OPTIONS: &str = "/auth/passkeys/login/options";
+/// `POST`: a passwordless login with a passkey.
+pub const PASSKEY_LOGIN: &str = "/auth/passkeys/login";
 /// `POST`: ends the caller's session.
 pub const LOGOUT: &str = "/auth/logout";
 /// `POST`: ends all of the user's sessions.
@@ -118,6 +126,10 @@ pub const ROUTES: &[Route] = &[
     api(SIGNUP, &["POST"]),
     api(LOGIN, &["POST"]),
     api(LOGIN_MFA, &["POST"]),
+    api(PASSKEY_REGISTER_OPTIONS, &["POST"]),
+    api(PASSKEY_REGISTER, &["POST"]),
+    api(PASSKEY_LOGIN_OPTIONS, &["POST"]),
+    api(PASSKEY_LOGIN, &["POST"]),
     api(FACTORS, &["GET"]),
     api(TOTP_FACTORS, &["POST"]),
     api(TOTP_CONFIRM, &["POST"]),
@@ -163,6 +175,8 @@ pub const ROUTES: &[Route] = &[
 /// adding one takes, and leaving.
 pub const ENROLMENT: &[&str] = &[
     WHOAMI,
+    PASSKEY_REGISTER_OPTIONS,
+    PASSKEY_REGISTER,
     LOGOUT,
     REAUTHENTICATE,
     FACTORS,

@@ -18,6 +18,7 @@ mod mfa_instances;
 mod multihost;
 mod openapi;
 mod pages;
+mod passkeys;
 mod postgres;
 mod proxies;
 mod return_urls;

@@ -63,6 +63,10 @@ pub struct AuthConfig {
     pub mfa_required_roles: Vec<crate::Role>,
     /// Every user must have a second factor.
     pub mfa_required_for_everyone: bool,
+    /// The WebAuthn relying party id of passkeys: the host people sign in on.
+    pub passkey_rp_id: String,
+    /// The origin passkey ceremonies must come from (the public URL's).
+    pub passkey_origin: String,
 }
 
 impl Default for AuthConfig {
@@ -89,6 +93,8 @@ impl Default for AuthConfig {
             totp_issuer: "cloakroom".into(),
             mfa_required_roles: Vec::new(),
             mfa_required_for_everyone: false,
+            passkey_rp_id: "localhost".into(),
+            passkey_origin: "http://localhost".into(),
         }
     }
 }

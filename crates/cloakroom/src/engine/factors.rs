@@ -15,6 +15,7 @@ use totp_rs::{Algorithm, TOTP};
 use super::attempts::{account_key, ip_key, Attempt, Attempts};
 use super::config::AuthConfig;
 use super::error::AuthError;
+use super::passkeys::{Assertion, Passkeys};
 use crate::clock::Clock;
 use crate::factor::{Factor, FactorId, FactorKind, MfaChallenge};
 use crate::sealing;
@@ -57,9 +58,13 @@ pub enum SecondFactor {
     Code(String),
     /// One of the user's recovery codes.
     RecoveryCode(String),
+    /// A passkey's assertion (the `PublicKeyCredential` JSON a browser gives), made from the
+    /// options `Auth::passkey_login_options` gave for this user.
+    Passkey(serde_json::Value),
 }
 
 pub(crate) struct Factors {
+    pub(crate) passkeys: Passkeys,
     store: Arc<dyn Store>,
     attempts: Arc<Attempts>,
     config: Arc<AuthConfig>,
@@ -130,13 +135,14 @@ impl Factors {
         attempts: Arc<Attempts>,
         config: Arc<AuthConfig>,
         clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, AuthError> {
+        Ok(Self {
+            passkeys: Passkeys::new(&config, Arc::clone(&store), Arc::clone(&clock))?,
             store,
             attempts,
             config,
             clock,
-        }
+        })
     }
 
     /// The user's factors.
@@ -148,14 +154,20 @@ impl Factors {
     /// user has no confirmed authenticator app (recovery codes alone ask for nothing).
     pub(crate) async fn methods(&self, user: UserId) -> Result<Vec<&'static str>, AuthError> {
         let factors = self.store.list_factors(user).await?;
-        // Recovery codes stand in for a second factor; alone, they are not one.
-        if !factors
+        let mut methods = Vec::new();
+        if factors
             .iter()
             .any(|f| f.kind == FactorKind::Totp && f.confirmed)
         {
-            return Ok(Vec::new());
+            methods.push("totp");
         }
-        let mut methods = vec!["totp"];
+        if factors.iter().any(|f| f.kind == FactorKind::Passkey) {
+            methods.push("passkey");
+        }
+        // Recovery codes stand in for a second factor; alone, they are not one.
+        if methods.is_empty() {
+            return Ok(methods);
+        }
         if factors.iter().any(|f| f.kind == FactorKind::RecoveryCodes)
             && self.store.recovery_codes_left(user).await? > 0
         {
@@ -247,18 +259,31 @@ impl Factors {
         Ok(codes)
     }
 
-    /// Checks a second factor of `user`, as one throttled attempt on the account and the
-    /// client address. A TOTP code's time step is accepted once; a recovery code is spent.
+    /// Checks a second factor of `user`, and says what it proves (`otp`, or a passkey's `hwk`
+    /// or `swk` with `user`). A code is one throttled attempt on the account and the client
+    /// address; a TOTP code's time step is accepted once; a recovery code is spent. A passkey's
+    /// assertion must be the user's (it cannot be guessed: it is not throttled).
     pub(crate) async fn verify(
         &self,
         user: &User,
         proof: &SecondFactor,
         ip: Option<IpAddr>,
-    ) -> Result<FactorKind, AuthError> {
+    ) -> Result<crate::Amr, AuthError> {
         match proof {
-            SecondFactor::Code(code) => {
-                self.throttled(user, ip, self.accept_code(user, None, code))
+            SecondFactor::Code(code) => self
+                .throttled(user, ip, self.accept_code(user, None, code))
+                .await
+                .map(|_| crate::Amr::OTP),
+            SecondFactor::Passkey(credential) => {
+                let Assertion { user: owner, amr } = self
+                    .passkeys
+                    .verify(credential)
                     .await
+                    .map_err(|_| AuthError::InvalidCode)?;
+                if owner != user.id {
+                    return Err(AuthError::InvalidCode);
+                }
+                Ok(amr)
             }
             SecondFactor::RecoveryCode(code) => {
                 let work = async {
@@ -269,7 +294,7 @@ impl Factors {
                         .await?
                     {
                         tracing::warn!(user = %user.id, "recovery code used");
-                        Ok(FactorKind::RecoveryCodes)
+                        Ok(crate::Amr::OTP)
                     } else {
                         Err(AuthError::InvalidCode)
                     }

@@ -67,7 +67,7 @@ impl Auth {
                 return Err(AuthError::InvalidMfaToken);
             }
         };
-        let kind = self
+        let proven = self
             .factors
             .verify(&user, &req.proof, req.client.ip)
             .await?;
@@ -75,7 +75,7 @@ impl Auth {
         if !self.factors.spend(&pending).await? {
             return Err(AuthError::InvalidMfaToken);
         }
-        tracing::info!(user = %user.id, factor = kind.as_str(), "second factor accepted");
+        tracing::info!(user = %user.id, amr = %proven.encode(), "second factor accepted");
         let login = LoginRequest {
             email: String::new(),
             password: String::new(),
@@ -84,8 +84,77 @@ impl Auth {
             client: req.client,
             current_token: req.current_token,
         };
-        self.start_session(user, &login, Amr::PWD.with(Amr::OTP).with(Amr::MFA))
+        self.start_session(user, &login, Amr::PWD.with(proven).with(Amr::MFA))
             .await
+    }
+
+    /// Request options for a passkey login (as `PublicKeyCredential.parseRequestOptionsFromJSON`
+    /// takes the `publicKey` member): for any discoverable passkey (passwordless; `conditional`
+    /// for autofill), or, with the `mfa_token` of a login's second step, for that user's
+    /// passkeys (the token counts one try).
+    pub async fn passkey_login_options(
+        &self,
+        mfa_token: Option<&str>,
+        conditional: bool,
+    ) -> Result<serde_json::Value, AuthError> {
+        let user = match mfa_token {
+            Some(token) => Some(self.factors.pending(token).await?.user_id),
+            None => None,
+        };
+        self.factors.passkeys.login_options(user, conditional).await
+    }
+
+    /// A passwordless login with a passkey (a discoverable credential, user verification): a
+    /// cookie session of `aal2`, as [`Auth::login`] starts one. A refused assertion is
+    /// [`AuthError::InvalidCredentials`], whatever was wrong with it.
+    pub async fn login_passkey(
+        &self,
+        credential: &serde_json::Value,
+        remember: bool,
+        client: ClientInfo,
+        current_token: Option<String>,
+    ) -> Result<LoginOutcome, AuthError> {
+        let assertion = self.factors.passkeys.verify(credential).await?;
+        let user = match self.store.find_user(assertion.user).await? {
+            Some(user) if !user.disabled => user,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+        tracing::info!(user = %user.id, "passkey login");
+        let login = LoginRequest {
+            email: String::new(),
+            password: String::new(),
+            remember,
+            transport: Transport::Cookie,
+            client,
+            current_token,
+        };
+        self.start_session(user, &login, assertion.amr).await
+    }
+
+    /// The creation options of a new passkey for the caller (fresh authentication needed).
+    pub async fn passkey_register_options(
+        &self,
+        who: &Authenticated,
+        reauth: Reauth,
+    ) -> Result<serde_json::Value, AuthError> {
+        self.require_fresh(who, reauth).await?;
+        self.factors.passkeys.register_options(&who.user).await
+    }
+
+    /// Registers the passkey a browser made from [`Auth::passkey_register_options`].
+    pub async fn register_passkey(
+        &self,
+        who: &Authenticated,
+        credential: &serde_json::Value,
+        name: Option<String>,
+    ) -> Result<Factor, AuthError> {
+        let factor = self
+            .factors
+            .passkeys
+            .register(&who.user, credential, name)
+            .await?;
+        tracing::info!(user = %who.user.id, factor = %factor.id, "passkey added");
+        Ok(factor)
     }
 
     /// Step-up: proves the caller again, with their password, a second factor or both, and
@@ -108,8 +177,8 @@ impl Auth {
             amr = amr.with(Amr::PWD);
         }
         if let Some(proof) = second {
-            self.factors.verify(&who.user, &proof, client.ip).await?;
-            amr = amr.with(Amr::OTP).with(Amr::MFA);
+            let proven = self.factors.verify(&who.user, &proof, client.ip).await?;
+            amr = amr.with(proven).with(Amr::MFA);
         }
         let outcome = self.continue_session(who, amr).await?;
         tracing::info!(user = %who.user.id, session = %outcome.session.id, acr = %amr.acr(), "stepped up");

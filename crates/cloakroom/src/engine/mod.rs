@@ -22,6 +22,7 @@ mod config;
 mod error;
 mod factors;
 mod mfa;
+mod passkeys;
 mod request;
 mod sessions;
 mod signing_keys;
@@ -167,7 +168,7 @@ impl Auth {
             attempts,
             Arc::clone(&config),
             Arc::clone(&clock),
-        );
+        )?;
         let auth = Self {
             store,
             config,

@@ -283,8 +283,43 @@ pub trait FactorStore: Send + Sync + 'static {
     ) -> Result<Option<MfaChallenge>, StoreError>;
     /// Deletes the challenge; true for the one caller that did (single use).
     async fn consume_mfa_challenge(&self, token: &TokenHash) -> Result<bool, StoreError>;
-    /// Deletes challenges past their deadline; returns how many.
+    /// Deletes login challenges and WebAuthn ceremonies past their deadline; returns how many.
     async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Adds a passkey: its credential (`data`, as the WebAuthn library stores it) and its id,
+    /// unique among all users' ([`StoreError::Conflict`] otherwise).
+    async fn insert_passkey(
+        &self,
+        factor: &Factor,
+        credential_id: &[u8],
+        data: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The user's passkeys with their stored credentials.
+    async fn passkeys(&self, user: UserId) -> Result<Vec<(Factor, Vec<u8>)>, StoreError>;
+    /// Replaces a passkey's stored credential (its signature counter moved) and records its use.
+    async fn update_passkey(
+        &self,
+        user: UserId,
+        id: FactorId,
+        data: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Stores the state of a WebAuthn ceremony under way, keyed by its challenge's hash.
+    async fn insert_ceremony(
+        &self,
+        challenge: &TokenHash,
+        user: Option<UserId>,
+        purpose: &str,
+        state: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Takes a ceremony's state (deleting it: single use), if it exists for `purpose` and is not
+    /// past its deadline at `now`; with the user it was started for.
+    async fn take_ceremony(
+        &self,
+        challenge: &TokenHash,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Option<UserId>, Vec<u8>)>, StoreError>;
 }
 
 /// The ordered log of [`Change`]s, read by every process that caches sessions or users.

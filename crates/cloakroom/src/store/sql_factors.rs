@@ -262,12 +262,136 @@ macro_rules! sql_factor_store {
                 &self,
                 now: time::OffsetDateTime,
             ) -> Result<u64, super::StoreError> {
-                let done = sqlx::query("DELETE FROM mfa_challenges WHERE expires_at <= $1")
-                    .bind(now.unix_timestamp())
-                    .execute(&self.pool)
+                let mut deleted = 0;
+                for sql in [
+                    "DELETE FROM mfa_challenges WHERE expires_at <= $1",
+                    "DELETE FROM webauthn_ceremonies WHERE expires_at <= $1",
+                ] {
+                    deleted += sqlx::query(sql)
+                        .bind(now.unix_timestamp())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(super::sql::map_err)?
+                        .rows_affected();
+                }
+                Ok(deleted)
+            }
+
+            async fn insert_passkey(
+                &self,
+                f: &crate::factor::Factor,
+                credential_id: &[u8],
+                data: &[u8],
+            ) -> Result<(), super::StoreError> {
+                sqlx::query(
+                    "INSERT INTO factors (id, user_id, kind, name, secret, confirmed, created_at, \
+                     credential_id) VALUES ($1, $2, 'passkey', $3, $4, $5, $6, $7)",
+                )
+                .bind(f.id.to_string())
+                .bind(f.user_id.to_string())
+                .bind(&f.name)
+                .bind(data)
+                .bind(f.confirmed)
+                .bind(f.created_at.unix_timestamp())
+                .bind(credential_id)
+                .execute(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                Ok(())
+            }
+
+            async fn passkeys(
+                &self,
+                user: crate::user::UserId,
+            ) -> Result<Vec<(crate::factor::Factor, Vec<u8>)>, super::StoreError> {
+                use super::rows::RowExt;
+                let sql = format!(
+                    "SELECT {}, secret FROM factors WHERE user_id = $1 AND kind = 'passkey' \
+                     ORDER BY created_at, id",
+                    super::rows::FACTOR_COLUMNS
+                );
+                sqlx::query(&sql)
+                    .bind(user.to_string())
+                    .fetch_all(&self.pool)
                     .await
-                    .map_err(super::sql::map_err)?;
-                Ok(done.rows_affected())
+                    .map_err(super::sql::map_err)?
+                    .iter()
+                    .map(|r| Ok((super::rows::factor(r)?, r.bytes("secret")?)))
+                    .collect()
+            }
+
+            async fn update_passkey(
+                &self,
+                user: crate::user::UserId,
+                id: crate::factor::FactorId,
+                data: &[u8],
+                at: time::OffsetDateTime,
+            ) -> Result<bool, super::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE factors SET secret = $1, last_used_at = $2 \
+                     WHERE id = $3 AND user_id = $4 AND kind = 'passkey'",
+                )
+                .bind(data)
+                .bind(at.unix_timestamp())
+                .bind(id.to_string())
+                .bind(user.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_ceremony(
+                &self,
+                challenge: &crate::session::TokenHash,
+                user: Option<crate::user::UserId>,
+                purpose: &str,
+                state: &[u8],
+                expires_at: time::OffsetDateTime,
+            ) -> Result<(), super::StoreError> {
+                sqlx::query(
+                    "INSERT INTO webauthn_ceremonies (challenge_hash, user_id, purpose, state, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&challenge.0[..])
+                .bind(user.map(|u| u.to_string()))
+                .bind(purpose)
+                .bind(state)
+                .bind(expires_at.unix_timestamp())
+                .execute(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                Ok(())
+            }
+
+            async fn take_ceremony(
+                &self,
+                challenge: &crate::session::TokenHash,
+                purpose: &str,
+                now: time::OffsetDateTime,
+            ) -> Result<Option<(Option<crate::user::UserId>, Vec<u8>)>, super::StoreError> {
+                use super::rows::RowExt;
+                let row = sqlx::query(
+                    "DELETE FROM webauthn_ceremonies WHERE challenge_hash = $1 \
+                     RETURNING user_id, purpose, state, expires_at",
+                )
+                .bind(&challenge.0[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                if row.text("purpose")? != purpose || row.int("expires_at")? <= now.unix_timestamp()
+                {
+                    return Ok(None);
+                }
+                let user = row
+                    .opt_text("user_id")?
+                    .map(|u| {
+                        u.parse::<crate::user::UserId>()
+                            .map_err(|e| super::StoreError::Corrupt(e.to_string()))
+                    })
+                    .transpose()?;
+                Ok(Some((user, row.bytes("state")?)))
             }
         }
     };

@@ -57,7 +57,7 @@ async fn signup(
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-enum CookieKind {
+pub(crate) enum CookieKind {
     /// The opaque session token.
     #[default]
     Session,
@@ -123,6 +123,11 @@ pub(crate) struct LoginMfaBody {
     mfa_token: String,
     code: Option<String>,
     recovery_code: Option<String>,
+    #[cfg_attr(
+        test,
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
+    credential: Option<serde_json::Value>,
     #[serde(default)]
     cookie: CookieKind,
 }
@@ -134,8 +139,9 @@ async fn login_mfa(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginMfaBody>,
 ) -> Result<Response, ApiError> {
-    let proof = super::factors::proof(body.code, body.recovery_code)?
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "send code or recovery_code"))?;
+    let proof = super::factors::proof(body.code, body.recovery_code, body.credential)?.ok_or_else(
+        || ApiError::bad_request("invalid_request", "send code, recovery_code or credential"),
+    )?;
     let current_token = session_cookie(&headers, &state)
         .unwrap_or(None)
         .map(str::to_string);
@@ -152,7 +158,7 @@ async fn login_mfa(
 }
 
 /// The answer to a completed login: `{user, session}` and the session cookie.
-async fn logged_in(
+pub(crate) async fn logged_in(
     state: &AppState,
     outcome: LoginOutcome,
     kind: CookieKind,
@@ -224,6 +230,11 @@ pub struct ReauthBody {
     current_password: Option<String>,
     code: Option<String>,
     recovery_code: Option<String>,
+    #[cfg_attr(
+        test,
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
+    credential: Option<serde_json::Value>,
 }
 
 impl ReauthBody {
@@ -232,11 +243,13 @@ impl ReauthBody {
         current_password: Option<String>,
         code: Option<String>,
         recovery_code: Option<String>,
+        credential: Option<serde_json::Value>,
     ) -> Self {
         Self {
             current_password,
             code,
             recovery_code,
+            credential,
         }
     }
 
@@ -245,10 +258,8 @@ impl ReauthBody {
         let Some(b) = body else {
             return Ok(Reauth::None);
         };
-        match (
-            b.current_password,
-            super::factors::proof(b.code, b.recovery_code)?,
-        ) {
+        let second = super::factors::proof(b.code, b.recovery_code, b.credential)?;
+        match (b.current_password, second) {
             (Some(_), Some(_)) => Err(ApiError::bad_request(
                 "invalid_request",
                 "send current_password or a second factor, not both",
@@ -313,6 +324,11 @@ pub(crate) struct ReauthenticateBody {
     password: Option<String>,
     code: Option<String>,
     recovery_code: Option<String>,
+    #[cfg_attr(
+        test,
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
+    credential: Option<serde_json::Value>,
 }
 
 /// Step-up: the caller proves who they are again and continues in a new session whose
@@ -324,7 +340,7 @@ async fn reauthenticate(
     CurrentSession(who): CurrentSession,
     ApiJson(body): ApiJson<ReauthenticateBody>,
 ) -> Result<Response, ApiError> {
-    let second = super::factors::proof(body.code, body.recovery_code)?;
+    let second = super::factors::proof(body.code, body.recovery_code, body.credential)?;
     if body.password.is_none() && second.is_none() {
         return Err(ApiError::bad_request(
             "invalid_request",

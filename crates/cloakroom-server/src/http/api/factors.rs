@@ -30,20 +30,22 @@ pub fn router() -> Router<AppState> {
         .route(routes::RECOVERY_CODES, post(recovery_codes))
 }
 
-/// A second factor of the request: an authenticator app's `code` or a `recovery_code`, at most
-/// one of them.
+/// A second factor of the request: an authenticator app's `code`, a `recovery_code` or a
+/// passkey's `credential`, at most one of them.
 pub(crate) fn proof(
     code: Option<String>,
     recovery_code: Option<String>,
+    credential: Option<serde_json::Value>,
 ) -> Result<Option<SecondFactor>, ApiError> {
-    match (code, recovery_code) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
+    match (code, recovery_code, credential) {
+        (Some(c), None, None) => Ok(Some(SecondFactor::Code(c))),
+        (None, Some(r), None) => Ok(Some(SecondFactor::RecoveryCode(r))),
+        (None, None, Some(c)) => Ok(Some(SecondFactor::Passkey(c))),
+        (None, None, None) => Ok(None),
+        _ => Err(ApiError::bad_request(
             "invalid_request",
-            "send code or recovery_code, not both",
+            "send one of code, recovery_code and credential",
         )),
-        (Some(c), None) => Ok(Some(SecondFactor::Code(c))),
-        (None, Some(r)) => Ok(Some(SecondFactor::RecoveryCode(r))),
-        (None, None) => Ok(None),
     }
 }
 
@@ -71,6 +73,21 @@ impl From<&Factor> for FactorView {
             created_at: f.created_at,
             last_used_at: f.last_used_at,
         }
+    }
+}
+
+/// The name a user gives a factor: 1 to 64 characters, not blank, no control characters.
+pub(crate) fn factor_name(name: Option<String>) -> Result<Option<String>, ApiError> {
+    match name {
+        Some(n) if n.trim().is_empty() || n.chars().count() > 64 => Err(ApiError::bad_request(
+            "invalid_name",
+            "a factor's name is 1 to 64 characters",
+        )),
+        Some(n) if n.chars().any(char::is_control) => Err(ApiError::bad_request(
+            "invalid_name",
+            "a factor's name cannot hold control characters",
+        )),
+        other => Ok(other.map(|n| n.trim().to_string())),
     }
 }
 
@@ -104,6 +121,11 @@ pub(crate) struct TotpBody {
     current_password: Option<String>,
     code: Option<String>,
     recovery_code: Option<String>,
+    #[cfg_attr(
+        test,
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
+    credential: Option<serde_json::Value>,
 }
 
 async fn enroll_totp(
@@ -112,25 +134,12 @@ async fn enroll_totp(
     OptionalJson(body): OptionalJson<TotpBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
-    let name = match body.name {
-        Some(n) if n.trim().is_empty() || n.chars().count() > 64 => {
-            return Err(ApiError::bad_request(
-                "invalid_name",
-                "a factor's name is 1 to 64 characters",
-            ))
-        }
-        Some(n) if n.chars().any(char::is_control) => {
-            return Err(ApiError::bad_request(
-                "invalid_name",
-                "a factor's name cannot hold control characters",
-            ))
-        }
-        other => other.map(|n| n.trim().to_string()),
-    };
+    let name = factor_name(body.name)?;
     let reauth = ReauthBody::into_reauth(Some(ReauthBody::new(
         body.current_password,
         body.code,
         body.recovery_code,
+        body.credential,
     )))?;
     let enrolment = state.auth.enroll_totp(&who, name, reauth).await?;
     Ok(no_store(

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod factors;
 pub mod forward;
 pub mod health;
+pub mod passkeys;
 pub mod revocations;
 pub mod sessions;
 pub mod token;

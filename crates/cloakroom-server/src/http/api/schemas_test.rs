@@ -10,6 +10,7 @@ use super::auth::{
 };
 use super::factors::{ConfirmBody, TotpBody};
 use super::health::OPENAPI;
+use super::passkeys::{LoginBody as PasskeyLoginBody, LoginOptionsBody, RegisterBody};
 use super::token::TokenRequest;
 
 fn names(v: &Value) -> BTreeSet<String> {
@@ -72,6 +73,9 @@ fn every_request_body_is_documented_as_the_code_reads_it() {
         ("TotpEnrol", coded::<TotpBody>()),
         ("TotpConfirm", coded::<ConfirmBody>()),
         ("Reauthenticate", coded::<ReauthenticateBody>()),
+        ("PasskeyRegister", coded::<RegisterBody>()),
+        ("PasskeyLoginOptions", coded::<LoginOptionsBody>()),
+        ("PasskeyLogin", coded::<PasskeyLoginBody>()),
         ("Reauth", coded::<ReauthBody>()),
         ("PasswordChange", coded::<PasswordBody>()),
         ("TokenRequest", coded::<TokenRequest>()),

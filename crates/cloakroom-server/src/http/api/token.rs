@@ -245,7 +245,7 @@ async fn token(
             let mfa_token = body
                 .mfa_token
                 .ok_or_else(|| OAuthError::invalid_request("mfa_token is missing"))?;
-            let proof = super::factors::proof(body.code, body.recovery_code)
+            let proof = super::factors::proof(body.code, body.recovery_code, None)
                 .map_err(|e| OAuthError::invalid_request(e.message()))?
                 .ok_or_else(|| OAuthError::invalid_request("send code or recovery_code"))?;
             state

@@ -42,6 +42,7 @@ fn qr_svg(uri: &str) -> Option<String> {
 fn factor_row(f: &Factor, csrf: &str) -> Markup {
     let kind = match f.kind {
         FactorKind::Totp => "Authenticator app",
+        FactorKind::Passkey => "Passkey",
         FactorKind::RecoveryCodes => "Recovery codes",
     };
     html! {

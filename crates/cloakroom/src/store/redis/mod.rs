@@ -357,6 +357,46 @@ impl FactorStore for RedisStore {
     async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.sql.delete_expired_challenges(now).await
     }
+    async fn insert_passkey(
+        &self,
+        f: &Factor,
+        credential_id: &[u8],
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.sql.insert_passkey(f, credential_id, data).await
+    }
+    async fn passkeys(&self, user: UserId) -> Result<Vec<(Factor, Vec<u8>)>, StoreError> {
+        self.sql.passkeys(user).await
+    }
+    async fn update_passkey(
+        &self,
+        user: UserId,
+        id: FactorId,
+        data: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.sql.update_passkey(user, id, data, at).await
+    }
+    async fn insert_ceremony(
+        &self,
+        challenge: &TokenHash,
+        user: Option<UserId>,
+        purpose: &str,
+        state: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.sql
+            .insert_ceremony(challenge, user, purpose, state, expires_at)
+            .await
+    }
+    async fn take_ceremony(
+        &self,
+        challenge: &TokenHash,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Option<UserId>, Vec<u8>)>, StoreError> {
+        self.sql.take_ceremony(challenge, purpose, now).await
+    }
 }
 
 /// User changes come from the SQL store's log; session revocations are in Redis and pushed

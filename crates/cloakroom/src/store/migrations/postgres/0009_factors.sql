@@ -1,15 +1,17 @@
 -- Second factors: authenticator apps (a sealed TOTP secret and the last time step accepted, so
--- a code is accepted once) and recovery codes (stored hashed, each spent once).
+-- a code is accepted once), passkeys (the public credential, its id unique) and recovery codes
+-- (stored hashed, each spent once).
 CREATE TABLE factors (
     id           TEXT PRIMARY KEY NOT NULL,
     user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    kind         TEXT NOT NULL CHECK (kind IN ('totp', 'recovery_codes')),
+    kind         TEXT NOT NULL CHECK (kind IN ('totp', 'passkey', 'recovery_codes')),
     name         TEXT,
     secret       BYTEA,
     confirmed    BOOLEAN NOT NULL,
     last_step    BIGINT,
     created_at   BIGINT NOT NULL,
-    last_used_at BIGINT
+    last_used_at BIGINT,
+    credential_id BYTEA UNIQUE
 );
 CREATE INDEX factors_by_user ON factors (user_id);
 
@@ -32,3 +34,14 @@ CREATE TABLE mfa_challenges (
     expires_at      BIGINT NOT NULL
 );
 CREATE INDEX mfa_challenges_by_deadline ON mfa_challenges (expires_at);
+
+-- WebAuthn ceremonies under way (registration or login), keyed by their challenge's hash:
+-- single-use, short-lived, and shared by every instance.
+CREATE TABLE webauthn_ceremonies (
+    challenge_hash BYTEA PRIMARY KEY NOT NULL,
+    user_id        TEXT REFERENCES users(id) ON DELETE CASCADE,
+    purpose        TEXT NOT NULL CHECK (purpose IN ('register', 'login')),
+    state          BYTEA NOT NULL,
+    expires_at     BIGINT NOT NULL
+);
+CREATE INDEX webauthn_ceremonies_by_deadline ON webauthn_ceremonies (expires_at);

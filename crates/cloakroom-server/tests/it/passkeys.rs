@@ -1,0 +1,324 @@
+//! Passkeys over HTTP with a software authenticator (webauthn-authenticator-rs) playing the
+//! browser: adding one after a fresh login, logging in with it passwordless and as a second
+//! factor, and the attacks: a replayed or expired challenge, another origin, no user
+//! verification, tampered authenticator data, a user handle of another user, and a passkey
+//! ceremony of one user finished by another.
+
+use crate::mfa::{first_step, post_json, second_step};
+use crate::support::*;
+use reqwest::Response;
+use serde_json::{json, Value};
+use time::Duration;
+use webauthn_authenticator_rs::prelude::{
+    CreationChallengeResponse, RequestChallengeResponse, Url, WebauthnAuthenticator,
+};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+/// A browser's passkey store: one software authenticator at one origin.
+struct Device {
+    auth: WebauthnAuthenticator<SoftPasskey>,
+    origin: Url,
+    /// The credential made last, and its user, to play a discoverable credential (the soft
+    /// authenticator needs the credential named and returns no user handle).
+    credential: Option<(Value, String)>,
+}
+
+impl Device {
+    fn new(t: &TestServer) -> Self {
+        Self::at(&t.origin, true)
+    }
+
+    fn at(origin: &str, verifies_user: bool) -> Self {
+        Self {
+            auth: WebauthnAuthenticator::new(SoftPasskey::new(verifies_user)),
+            origin: Url::parse(origin).unwrap(),
+            credential: None,
+        }
+    }
+
+    fn create(&mut self, mut options: Value) -> Value {
+        let user = options["publicKey"]["user"]["id"].clone();
+        // The soft authenticator makes no resident keys: `get` plays that part.
+        options["publicKey"]["authenticatorSelection"]["residentKey"] = json!("discouraged");
+        options["publicKey"]["authenticatorSelection"]["requireResidentKey"] = json!(false);
+        let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+        let credential = self
+            .auth
+            .do_registration(self.origin.clone(), options)
+            .unwrap();
+        let credential = serde_json::to_value(credential).unwrap();
+        self.credential = Some((credential["rawId"].clone(), user.as_str().unwrap().into()));
+        credential
+    }
+
+    fn get(&mut self, mut options: Value) -> Value {
+        let discoverable = options["publicKey"]["allowCredentials"]
+            .as_array()
+            .is_none_or(|a| a.is_empty());
+        let (id, user) = self.credential.clone().expect("a credential");
+        if discoverable {
+            options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": id}]);
+        }
+        options["mediation"] = Value::Null;
+        let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+        let assertion = self
+            .auth
+            .do_authentication(self.origin.clone(), options)
+            .unwrap();
+        let mut assertion = serde_json::to_value(assertion).unwrap();
+        if discoverable {
+            // What a platform authenticator returns for a discoverable credential.
+            assertion["response"]["userHandle"] = json!(user);
+        }
+        assertion
+    }
+}
+
+async fn options(t: &TestServer, path: &str, cookie: Option<&str>, body: Value) -> Value {
+    let res = post_json(t, path, cookie, body).await;
+    assert_eq!(res.status(), 200, "{path}");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    res.json().await.unwrap()
+}
+
+async fn register(t: &TestServer, cookie: &str, device: &mut Device) -> Response {
+    let opts = options(
+        t,
+        "/auth/passkeys/register/options",
+        Some(cookie),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        opts["publicKey"]["authenticatorSelection"]["residentKey"],
+        "required"
+    );
+    assert_eq!(
+        opts["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    let credential = device.create(opts);
+    post_json(
+        t,
+        "/auth/passkeys/register",
+        Some(cookie),
+        json!({"credential": credential, "name": "laptop"}),
+    )
+    .await
+}
+
+async fn passkey_login(t: &TestServer, device: &mut Device) -> (Response, Value) {
+    let opts = options(t, "/auth/passkeys/login/options", None, json!({})).await;
+    let assertion = device.get(opts);
+    let res = post_json(
+        t,
+        "/auth/passkeys/login",
+        None,
+        json!({"credential": assertion}),
+    )
+    .await;
+    (res, assertion)
+}
+
+#[tokio::test]
+async fn a_passkey_is_added_then_logs_in_without_a_password() {
+    let t = TestServer::start().await;
+    let cookie = t.user("pk@example.com").await;
+    let mut device = Device::new(&t);
+    let res = register(&t, &cookie, &mut device).await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["factor"]["kind"], "passkey");
+    assert_eq!(body["factor"]["name"], "laptop");
+
+    let (res, assertion) = passkey_login(&t, &mut device).await;
+    assert_eq!(res.status(), 200);
+    let session = session_token(res.headers()).expect("a session cookie");
+    let who: Value = t.get("/auth/whoami", &session).await.json().await.unwrap();
+    assert_eq!(who["user"]["email"], "pk@example.com");
+    assert_eq!(who["session"]["acr"], "aal2");
+    assert_eq!(who["session"]["amr"], json!(["hwk", "user"]));
+
+    // The same assertion again: its challenge is spent.
+    let res = post_json(
+        &t,
+        "/auth/passkeys/login",
+        None,
+        json!({"credential": assertion}),
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    // A password login now asks for the passkey as a second step.
+    let token = first_step(&t, "pk@example.com").await;
+    let opts = options(
+        &t,
+        "/auth/passkeys/login/options",
+        None,
+        json!({"mfa_token": token}),
+    )
+    .await;
+    assert_eq!(
+        opts["publicKey"]["allowCredentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let assertion = device.get(opts);
+    let res = second_step(&t, &token, json!({"credential": assertion})).await;
+    assert_eq!(res.status(), 200);
+    let session = session_token(res.headers()).unwrap();
+    let who: Value = t.get("/auth/whoami", &session).await.json().await.unwrap();
+    assert_eq!(who["session"]["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+}
+
+#[tokio::test]
+async fn passkey_ceremonies_refuse_what_they_must() {
+    let t = TestServer::start().await;
+    let cookie = t.user("att@example.com").await;
+
+    // Adding one needs a fresh login.
+    t.clock.advance(Duration::minutes(11));
+    let res = post_json(
+        &t,
+        "/auth/passkeys/register/options",
+        Some(&cookie),
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_code(res).await, "reauth_required");
+    let cookie = {
+        let res = post_json(
+            &t,
+            "/auth/reauthenticate",
+            Some(&cookie),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+        session_token(res.headers()).unwrap()
+    };
+
+    // Another origin (another port of the same host).
+    let mut phished = Device::at("http://localhost:1", true);
+    assert_eq!(register(&t, &cookie, &mut phished).await.status(), 401);
+    // No user verification.
+    let opts = options(
+        &t,
+        "/auth/passkeys/register/options",
+        Some(&cookie),
+        json!({}),
+    )
+    .await;
+    let mut lazy = Device::at(&t.origin, false);
+    let mut relaxed = opts.clone();
+    relaxed["publicKey"]["authenticatorSelection"]["userVerification"] = json!("discouraged");
+    let credential = lazy.create(relaxed);
+    let res = post_json(
+        &t,
+        "/auth/passkeys/register",
+        Some(&cookie),
+        json!({"credential": credential}),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        401,
+        "a credential made without user verification"
+    );
+
+    // A ceremony of one user cannot be finished by another.
+    let other = t.user("other-pk@example.com").await;
+    let opts = options(
+        &t,
+        "/auth/passkeys/register/options",
+        Some(&cookie),
+        json!({}),
+    )
+    .await;
+    let mut device = Device::new(&t);
+    let credential = device.create(opts);
+    let res = post_json(
+        &t,
+        "/auth/passkeys/register",
+        Some(&other),
+        json!({"credential": credential}),
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    // And a spent registration challenge is spent for its own user too.
+    let res = post_json(
+        &t,
+        "/auth/passkeys/register",
+        Some(&cookie),
+        json!({"credential": credential}),
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+
+    // A good one; then login attacks.
+    let mut device = Device::new(&t);
+    assert_eq!(register(&t, &cookie, &mut device).await.status(), 201);
+    // An expired challenge.
+    let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
+    let assertion = device.get(opts);
+    t.clock.advance(Duration::minutes(6));
+    let res = post_json(
+        &t,
+        "/auth/passkeys/login",
+        None,
+        json!({"credential": assertion}),
+    )
+    .await;
+    assert_eq!(res.status(), 401, "an expired challenge");
+    // The assertion claims to be another user's (the user handle is not signed).
+    let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
+    let mut assertion = device.get(opts);
+    let other_id: Value = t.get("/auth/whoami", &other).await.json().await.unwrap();
+    let other_uuid = uuid::Uuid::parse_str(other_id["user"]["id"].as_str().unwrap()).unwrap();
+    assertion["response"]["userHandle"] = json!(base64url(other_uuid.as_bytes()));
+    let res = post_json(
+        &t,
+        "/auth/passkeys/login",
+        None,
+        json!({"credential": assertion}),
+    )
+    .await;
+    assert_eq!(res.status(), 401, "another user's handle");
+    // Authenticator data changed after signing (here its counter) does not verify.
+    let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
+    let mut tampered = device.get(opts);
+    let older = authenticator_data_with_counter(&tampered, 0);
+    tampered["response"]["authenticatorData"] = json!(older);
+    let res = post_json(
+        &t,
+        "/auth/passkeys/login",
+        None,
+        json!({"credential": tampered}),
+    )
+    .await;
+    assert_eq!(res.status(), 401, "tampered authenticator data");
+    let (res, _) = passkey_login(&t, &mut device).await;
+    assert_eq!(res.status(), 200, "the device itself still gets in");
+    // Garbage.
+    for bad in [json!({}), json!({"id": "x"}), json!("credential")] {
+        let res = post_json(&t, "/auth/passkeys/login", None, json!({"credential": bad})).await;
+        assert!(matches!(res.status().as_u16(), 400 | 401), "{bad}");
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The assertion's authenticator data with its signature counter set to `counter`, after it
+/// was signed.
+fn authenticator_data_with_counter(assertion: &Value, counter: u32) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut data = engine
+        .decode(assertion["response"]["authenticatorData"].as_str().unwrap())
+        .unwrap();
+    data[33..37].copy_from_slice(&counter.to_be_bytes());
+    engine.encode(data)
+}
