@@ -120,8 +120,8 @@ pub struct ReturnTo {
 /// redirect that follows a form post.
 fn csp_with_form_action(sources: &str) -> String {
     format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'{sources}; \
-         frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+         connect-src 'self'; form-action 'self'{sources}; frame-ancestors 'none'; base-uri 'none'"
     )
 }
 

@@ -70,6 +70,8 @@ pub const SECURITY_TOTP_CONFIRM_PAGE: &str = "/settings/security/totp/{id}/confi
 pub const SECURITY_CODES_PAGE: &str = "/settings/security/recovery-codes";
 /// Pages: removing a factor.
 pub const SECURITY_REMOVE_PAGE: &str = "/settings/security/factors/{id}/remove";
+/// The pages' one script (passkeys).
+pub const SCRIPT: &str = "/static/passkeys.js";
 /// Pages: proving oneself again (step-up).
 pub const STEP_UP_PAGE: &str = "/step-up";
 /// Pages: the second step of signing in.
@@ -169,6 +171,7 @@ pub const ROUTES: &[Route] = &[
     page(LOGOUT_EVERYWHERE_PAGE, &["POST"]),
     page(PASSWORD_PAGE, &["POST"]),
     page(STYLESHEET, &["GET"]),
+    page(SCRIPT, &["GET"]),
 ];
 
 /// What a session that owes a second factor (`Auth::second_factor_due`) may still reach: what
@@ -192,6 +195,7 @@ pub const ENROLMENT: &[&str] = &[
     SECURITY_CODES_PAGE,
     SECURITY_REMOVE_PAGE,
     STYLESHEET,
+    SCRIPT,
 ];
 
 /// Whether `path` is an instance of the route `template`.

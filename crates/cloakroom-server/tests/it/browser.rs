@@ -507,3 +507,81 @@ browser_test!(
         b.close().await.unwrap();
     }
 );
+
+/// WebDriver's "Add Virtual Authenticator" (WebAuthn Level 3 §11.3): a CTAP2 platform
+/// authenticator with resident keys that verifies its user, as a phone or laptop would.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/authenticator",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = serde_json::json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "isUserConsenting": true,
+        });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+browser_test!(
+    a_passkey_is_added_then_signs_in_without_a_password,
+    |t, driver| {
+        let base = site(&t);
+        t.signup("passkey@example.com", PASSWORD).await;
+        let b = driver.browser("passkey").await;
+        b.goto(&format!("{base}/login")).await.unwrap();
+        b.issue_cmd(AddVirtualAuthenticator)
+            .await
+            .expect("a virtual authenticator");
+        fill(&b, "#email", "passkey@example.com").await;
+        fill(&b, "#password", PASSWORD).await;
+        click(&b, "form.card button[type=submit]").await;
+        wait_path(&b, "/dashboard").await;
+        b.goto(&format!("{base}/settings/security")).await.unwrap();
+        fill(&b, "#passkey-name", "this browser").await;
+        click(&b, "#add-passkey").await;
+        wait_path(&b, "/settings/security?done=passkey_added").await;
+        assert!(text(&b).await.contains("this browser"));
+        shoot(&b, "security-passkey").await;
+
+        click(&b, "form.logout button").await;
+        wait_path(&b, "/login?done=logged_out").await;
+        // The login page offers the passkey in the email field's autofill (conditional
+        // mediation); the virtual authenticator, like a user picking the suggestion, answers
+        // at once. Where it has not, the button does the same.
+        b.goto(&format!("{base}/login?next=%2Fprofile"))
+            .await
+            .unwrap();
+        if let Ok(button) = b.find(Locator::Css("#passkey-login")).await {
+            let _ = button.click().await;
+        }
+        wait_path(&b, "/profile").await;
+        assert!(text(&b).await.contains("passkey@example.com"));
+        // The session proved a passkey with user verification.
+        let who = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/auth/whoami').then(r => r.json()).then(j => done(j.session.acr + ' ' + j.session.amr.join(',')));",
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(who.as_str(), Some("aal2 hwk,user"));
+        b.close().await.unwrap();
+    }
+);

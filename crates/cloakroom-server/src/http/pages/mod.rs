@@ -22,6 +22,8 @@ use crate::http::AppState;
 
 /// The one stylesheet of the pages.
 const STYLESHEET: &str = include_str!("../../../static/style.css");
+/// The one script of the pages: passkeys.
+const SCRIPT: &str = include_str!("../../../static/passkeys.js");
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -62,6 +64,7 @@ pub fn router() -> Router<AppState> {
         .route(routes::SECURITY_CODES_PAGE, post(security::new_codes))
         .route(routes::SECURITY_REMOVE_PAGE, post(security::remove))
         .route(routes::STYLESHEET, get(stylesheet))
+        .route(routes::SCRIPT, get(script))
 }
 
 /// Whether the client asked for HTML (a browser navigating), rather than JSON.
@@ -70,6 +73,20 @@ pub fn wants_html(headers: &axum::http::HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"))
+}
+
+async fn script() -> Response {
+    let mut res = SCRIPT.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    res
 }
 
 async fn stylesheet() -> Response {

@@ -77,9 +77,9 @@ fn page_markup(
     error: Option<&str>,
     notice: Option<&str>,
 ) -> Markup {
-    let has_app = factors
+    let has_second = factors
         .iter()
-        .any(|f| f.kind == FactorKind::Totp && f.confirmed);
+        .any(|f| f.kind != FactorKind::RecoveryCodes && f.confirmed);
     layout(
         "Security",
         Nav::Settings,
@@ -134,7 +134,17 @@ fn page_markup(
                     button #add-app type="submit" { "Add an app" }
                 }
             }
-            @if has_app {
+            section.card hidden {
+                h2 { "Add a passkey" }
+                p { "Sign in with your fingerprint, face or screen lock instead of a password." }
+                label for="passkey-name" { "Name (for example, this laptop)" }
+                input #passkey-name type="text" maxlength="64";
+                label for="passkey-password" { "Current password (if you logged in over 10 minutes ago)" }
+                input #passkey-password type="password" autocomplete="current-password";
+                button #add-passkey type="button" hidden { "Add a passkey" }
+                p.error #passkey-error role="alert" hidden {}
+            }
+            @if has_second {
                 section.card {
                     h2 { "Recovery codes" }
                     form method="post" action="/settings/security/recovery-codes" {
@@ -205,6 +215,7 @@ fn explained(e: AuthError) -> (StatusCode, String) {
 fn notice(done: Option<&str>) -> Option<&'static str> {
     Some(match done? {
         "app_added" => "The app is confirmed: logins now ask for a code from it.",
+        "passkey_added" => "The passkey is added: sign in with it, or use it after your password.",
         "removed" => "Removed.",
         _ => return None,
     })

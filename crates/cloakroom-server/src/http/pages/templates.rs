@@ -9,9 +9,11 @@ use time::OffsetDateTime;
 
 use crate::http::error::ApiError;
 
-/// The policy of every page: nothing but our stylesheet and our own forms.
+/// The policy of every page: nothing but our stylesheet, our one script (passkeys), requests to
+/// ourselves and our own forms.
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
 
 /// A rendered page with its status.
 pub struct Page {
@@ -128,6 +130,7 @@ pub(super) fn layout(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · cloakroom" }
                 link rel="stylesheet" href="/static/style.css";
+                script src="/static/passkeys.js" defer {}
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -269,7 +272,9 @@ pub fn login_mfa(f: &MfaForm<'_>) -> Markup {
                     autocapitalize="none" spellcheck="false" required autofocus
                     aria-describedby=[described];
                 button type="submit" { "Verify" }
+                button.secondary #passkey-mfa type="button" hidden { "Use a passkey instead" }
             }
+            p.error #passkey-error role="alert" hidden {}
         },
     )
 }
@@ -305,13 +310,15 @@ pub fn login(f: &LoginForm<'_>) -> Markup {
         html! {
             h1 { "Log in" }
             (alert(f.error, f.notice))
+            p.error #passkey-error role="alert" hidden {}
             form.card method="post" action="/login" {
                 input type="hidden" name="csrf" value=(f.csrf);
                 @if let Some(next) = f.next { input type="hidden" name="next" value=(next); }
                 @if let Some(rd) = f.rd { input type="hidden" name="rd" value=(rd); }
                 label for="email" { "Email" }
-                input #email type="email" name="email" value=(f.email) autocomplete="username"
-                    required autofocus aria-describedby=[described];
+                input #email type="email" name="email" value=(f.email)
+                    autocomplete="username webauthn" required autofocus
+                    aria-describedby=[described];
                 label for="password" { "Password" }
                 input #password type="password" name="password" autocomplete="current-password"
                     required aria-describedby=[described];
@@ -320,6 +327,7 @@ pub fn login(f: &LoginForm<'_>) -> Markup {
                     label for="remember" { "Remember me on this device for 30 days" }
                 }
                 button type="submit" { "Log in" }
+                button.secondary #passkey-login type="button" hidden { "Sign in with a passkey" }
             }
             p { "No account yet? " a href="/signup" { "Sign up" } }
         },
