@@ -31,6 +31,7 @@ mod clock;
 mod cookie;
 #[cfg(feature = "engine")]
 mod engine;
+pub mod events;
 #[cfg(all(feature = "axum", any(feature = "engine", feature = "remote")))]
 pub mod extract;
 pub mod factor;
@@ -84,8 +85,8 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Change, ChangeFeed, FactorStore, KeyStore, RevocationEvent, Rotation, SessionStore, Store,
-    StoreError, UserStore,
+    Change, ChangeFeed, EventStore, FactorStore, KeyStore, RevocationEvent, Rotation, SessionStore,
+    Store, StoreError, UserStore,
 };
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisThrottle};

@@ -286,6 +286,36 @@ async fn recovery_codes_are_single_use_and_a_new_set_voids_the_old() {
     )
     .await;
     assert_eq!(res.status(), 200);
+
+    // Each of these is on the user's security page, newest first, and no code is.
+    let page = t
+        .get("/settings/security", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let activity = &page[page.find("Recent activity").expect("the activity list")..];
+    let order: Vec<usize> = [
+        "Recovery code used",
+        "New recovery codes made",
+        "Second factor added (authenticator app)",
+    ]
+    .iter()
+    .map(|e| {
+        activity
+            .find(e)
+            .unwrap_or_else(|| panic!("{e} is not listed"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    let fresh_codes = fresh["codes"].as_array().unwrap().iter();
+    for code in codes
+        .iter()
+        .map(String::as_str)
+        .chain(fresh_codes.filter_map(Value::as_str))
+    {
+        assert!(!page.contains(code));
+    }
 }
 
 #[tokio::test]

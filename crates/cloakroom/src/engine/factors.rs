@@ -294,6 +294,15 @@ impl Factors {
                         .await?
                     {
                         tracing::warn!(user = %user.id, "recovery code used");
+                        self.store
+                            .record_event(&crate::events::SecurityEvent {
+                                user_id: user.id,
+                                kind: crate::events::EventKind::RecoveryCodeUsed,
+                                at: self.clock.now_secs(),
+                                ip: ip.map(|ip| ip.to_string()),
+                                detail: None,
+                            })
+                            .await?;
                         Ok(crate::Amr::OTP)
                     } else {
                         Err(AuthError::InvalidCode)

@@ -6,7 +6,8 @@ use super::factors::{SecondFactor, TotpEnrolment};
 use super::sessions::NewSession;
 use super::TokenPair;
 use super::{Auth, AuthError, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth};
-use crate::factor::{Factor, FactorId};
+use crate::events::{EventKind, SecurityEvent};
+use crate::factor::{Factor, FactorId, FactorKind};
 use crate::session::Transport;
 use crate::Amr;
 
@@ -154,6 +155,13 @@ impl Auth {
             .register(&who.user, credential, name)
             .await?;
         tracing::info!(user = %who.user.id, factor = %factor.id, "passkey added");
+        self.record(
+            who.user.id,
+            EventKind::FactorAdded,
+            who.session.ip.clone(),
+            Some("passkey"),
+        )
+        .await?;
         Ok(factor)
     }
 
@@ -224,6 +232,35 @@ impl Auth {
         covered && who.session.amr.acr() < crate::Acr::Aal2
     }
 
+    async fn record(
+        &self,
+        user: crate::UserId,
+        kind: EventKind,
+        ip: Option<String>,
+        detail: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.store
+            .record_event(&SecurityEvent {
+                user_id: user,
+                kind,
+                at: self.now(),
+                ip,
+                detail: detail.map(String::from),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The caller's newest security events (factors added or removed, recovery codes made or
+    /// used), newest first.
+    pub async fn security_events(
+        &self,
+        who: &Authenticated,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, AuthError> {
+        Ok(self.store.events(who.user.id, limit).await?)
+    }
+
     /// The caller's factors.
     pub async fn factors(&self, who: &Authenticated) -> Result<Vec<Factor>, AuthError> {
         self.factors.list(who.user.id).await
@@ -256,6 +293,13 @@ impl Auth {
             .confirm_totp(&who.user, id, code, client.ip)
             .await?;
         tracing::info!(user = %who.user.id, factor = %id, "authenticator app confirmed");
+        self.record(
+            who.user.id,
+            EventKind::FactorAdded,
+            client.ip.map(|ip| ip.to_string()),
+            Some("authenticator app"),
+        )
+        .await?;
         self.continue_session(who, who.session.amr.with(Amr::OTP).with(Amr::MFA))
             .await
     }
@@ -270,6 +314,13 @@ impl Auth {
         self.require_fresh(who, reauth).await?;
         let codes = self.factors.new_recovery_codes(&who.user).await?;
         tracing::info!(user = %who.user.id, "recovery codes made");
+        self.record(
+            who.user.id,
+            EventKind::RecoveryCodesMade,
+            who.session.ip.clone(),
+            None,
+        )
+        .await?;
         Ok(codes)
     }
 
@@ -282,8 +333,27 @@ impl Auth {
         reauth: Reauth,
     ) -> Result<(), AuthError> {
         self.require_fresh(who, reauth).await?;
+        let kind = self
+            .factors
+            .list(who.user.id)
+            .await?
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.kind);
         self.factors.delete(who.user.id, id).await?;
         tracing::info!(user = %who.user.id, factor = %id, "factor removed");
+        let detail = match kind {
+            Some(FactorKind::Totp) => "authenticator app",
+            Some(FactorKind::Passkey) => "passkey",
+            _ => "recovery codes",
+        };
+        self.record(
+            who.user.id,
+            EventKind::FactorRemoved,
+            who.session.ip.clone(),
+            Some(detail),
+        )
+        .await?;
         Ok(())
     }
 
@@ -299,6 +369,8 @@ impl Auth {
         let user = self.accounts.find_user(email).await?;
         let removed = self.factors.reset(user.id).await?;
         self.sessions.end_all(user.id, None).await?;
+        self.record(user.id, EventKind::FactorsReset, None, None)
+            .await?;
         tracing::warn!(user = %user.id, removed, "second factors reset by an administrator");
         Ok(removed)
     }

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::events::SecurityEvent;
 use crate::factor::{Factor, FactorId, MfaChallenge};
 use crate::jwt::StoredKey;
 use crate::session::{Session, SessionId, TokenHash};
@@ -322,6 +323,15 @@ pub trait FactorStore: Send + Sync + 'static {
     ) -> Result<Option<(Option<UserId>, Vec<u8>)>, StoreError>;
 }
 
+/// Security events, per user.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Records an event.
+    async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
+    /// The user's newest events, newest first, at most `limit`.
+    async fn events(&self, user: UserId, limit: usize) -> Result<Vec<SecurityEvent>, StoreError>;
+}
+
 /// The ordered log of [`Change`]s, read by every process that caches sessions or users.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync + 'static {
@@ -340,7 +350,9 @@ pub trait ChangeFeed: Send + Sync + 'static {
 
 /// Everything the engine needs from storage.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + ChangeFeed + KeyStore + FactorStore {
+pub trait Store:
+    UserStore + SessionStore + ChangeFeed + KeyStore + FactorStore + EventStore
+{
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 

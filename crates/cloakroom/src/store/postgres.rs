@@ -60,6 +60,7 @@ super::sql::sql_store!(
 );
 
 super::sql_factors::sql_factor_store!(PostgresStore);
+super::sql_factors::sql_event_store!(PostgresStore);
 
 #[async_trait]
 impl super::Store for PostgresStore {

@@ -1,5 +1,6 @@
-//! [`FactorStore`](super::FactorStore) in SQL, once for both SQL backends (`sql_factor_store!`
-//! expands it for SQLite and PostgreSQL, as `sql_store!` does the other traits).
+//! [`FactorStore`](super::FactorStore) and [`EventStore`](super::EventStore) in SQL, once for
+//! both SQL backends (`sql_factor_store!` and `sql_event_store!` expand them for SQLite and
+//! PostgreSQL, as `sql_store!` does the other traits).
 
 macro_rules! sql_factor_store {
     ($store:ty) => {
@@ -397,4 +398,61 @@ macro_rules! sql_factor_store {
     };
 }
 
+/// [`EventStore`](super::EventStore) in SQL, for both SQL backends.
+macro_rules! sql_event_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl super::EventStore for $store {
+            async fn record_event(
+                &self,
+                e: &crate::events::SecurityEvent,
+            ) -> Result<(), super::StoreError> {
+                sqlx::query(
+                    "INSERT INTO security_events (user_id, kind, at, ip, detail) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(e.user_id.to_string())
+                .bind(e.kind.as_str())
+                .bind(e.at.unix_timestamp())
+                .bind(&e.ip)
+                .bind(&e.detail)
+                .execute(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                Ok(())
+            }
+
+            async fn events(
+                &self,
+                user: crate::user::UserId,
+                limit: usize,
+            ) -> Result<Vec<crate::events::SecurityEvent>, super::StoreError> {
+                use super::rows::RowExt;
+                let corrupt = |e: String| super::StoreError::Corrupt(e);
+                sqlx::query(
+                    "SELECT kind, at, ip, detail FROM security_events WHERE user_id = $1 \
+                     ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(user.to_string())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?
+                .iter()
+                .map(|r| {
+                    Ok(crate::events::SecurityEvent {
+                        user_id: user,
+                        kind: r.text("kind")?.parse().map_err(corrupt)?,
+                        at: super::rows::from_ts(r.int("at")?)?,
+                        ip: r.opt_text("ip")?,
+                        detail: r.opt_text("detail")?,
+                    })
+                })
+                .collect()
+            }
+        }
+    };
+}
+
+pub(super) use sql_event_store;
 pub(super) use sql_factor_store;

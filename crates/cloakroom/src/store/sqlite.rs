@@ -157,6 +157,7 @@ super::sql::sql_store!(
 );
 
 super::sql_factors::sql_factor_store!(SqliteStore);
+super::sql_factors::sql_event_store!(SqliteStore);
 
 #[async_trait]
 impl super::Store for SqliteStore {

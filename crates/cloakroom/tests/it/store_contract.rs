@@ -830,7 +830,44 @@ async fn concurrent_uses_of_one_code_or_step_have_one_winner(store: Arc<dyn Stor
     assert_eq!(wins, 2, "one step and one code, each once");
 }
 
+async fn security_events_are_kept_per_user_newest_first(store: &dyn Store) {
+    use cloakroom::events::{EventKind, SecurityEvent};
+    let u = user("events@example.com");
+    let other = user("other-events@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    store.insert_user(&other, "h").await.unwrap();
+    for (i, kind) in [
+        EventKind::FactorAdded,
+        EventKind::RecoveryCodeUsed,
+        EventKind::FactorRemoved,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .record_event(&SecurityEvent {
+                user_id: u.id,
+                kind,
+                at: t0() + Duration::seconds(i as i64),
+                ip: Some("192.0.2.1".into()),
+                detail: Some("passkey".into()),
+            })
+            .await
+            .unwrap();
+    }
+    let events = store.events(u.id, 2).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::FactorRemoved, EventKind::RecoveryCodeUsed]
+    );
+    assert_eq!(events[0].at, t0() + Duration::seconds(2));
+    assert_eq!(events[0].detail.as_deref(), Some("passkey"));
+    assert!(store.events(other.id, 10).await.unwrap().is_empty());
+}
+
 contract!(
+    security_events_are_kept_per_user_newest_first,
     factors_round_trip_and_steps_are_accepted_once,
     recovery_codes_are_spent_once_and_replaced_whole,
     mfa_challenges_allow_a_few_tries_and_one_spend,

@@ -73,6 +73,7 @@ fn page_markup(
     who: &Authenticated,
     csrf: &str,
     factors: &[Factor],
+    events: &[cloakroom::events::SecurityEvent],
     extra: &Extra<'_>,
     error: Option<&str>,
     notice: Option<&str>,
@@ -144,6 +145,21 @@ fn page_markup(
                 button #add-passkey type="button" hidden { "Add a passkey" }
                 p.error #passkey-error role="alert" hidden {}
             }
+            @if !events.is_empty() {
+                section aria-labelledby="events" {
+                    h2 #events { "Recent activity" }
+                    ul.events {
+                        @for e in events {
+                            li {
+                                (e.kind.describe())
+                                @if let Some(d) = &e.detail { " (" (d) ")" }
+                                " — " (when(e.at))
+                                @if let Some(ip) = &e.ip { ", from " (ip) }
+                            }
+                        }
+                    }
+                }
+            }
             @if has_second {
                 section.card {
                     h2 { "Recovery codes" }
@@ -168,14 +184,20 @@ async fn render(
     error: Option<&str>,
     notice: Option<&str>,
 ) -> Response {
-    let factors = match state.auth.factors(who).await {
-        Ok(f) => f,
+    let listed = async {
+        Ok::<_, AuthError>((
+            state.auth.factors(who).await?,
+            state.auth.security_events(who, 20).await?,
+        ))
+    };
+    let (factors, events) = match listed.await {
+        Ok(both) => both,
         Err(e) => return super::templates::error_page(&e.into()).into_response(),
     };
     let csrf = session_csrf(&who.session);
     Page {
         status,
-        body: page_markup(who, &csrf, &factors, &extra, error, notice),
+        body: page_markup(who, &csrf, &factors, &events, &extra, error, notice),
     }
     .into_response()
 }

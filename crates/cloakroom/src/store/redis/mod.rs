@@ -31,8 +31,10 @@ use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
 
 use super::{
-    Change, ChangeFeed, FactorStore, KeyStore, RevocationEvent, Store, StoreError, UserStore,
+    Change, ChangeFeed, EventStore, FactorStore, KeyStore, RevocationEvent, Store, StoreError,
+    UserStore,
 };
+use crate::events::SecurityEvent;
 use crate::factor::{Factor, FactorId, MfaChallenge};
 use crate::jwt::StoredKey;
 use crate::session::{SessionId, TokenHash};
@@ -396,6 +398,17 @@ impl FactorStore for RedisStore {
         now: OffsetDateTime,
     ) -> Result<Option<(Option<UserId>, Vec<u8>)>, StoreError> {
         self.sql.take_ceremony(challenge, purpose, now).await
+    }
+}
+
+/// Security events live in the SQL store.
+#[async_trait]
+impl EventStore for RedisStore {
+    async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        self.sql.record_event(event).await
+    }
+    async fn events(&self, user: UserId, limit: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+        self.sql.events(user, limit).await
     }
 }
 
