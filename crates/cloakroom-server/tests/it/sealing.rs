@@ -35,6 +35,19 @@ async fn stored_keys(url: &str) -> Vec<(String, Vec<u8>)> {
     rows
 }
 
+/// The stored secrets of authenticator apps.
+async fn stored_totp(url: &str) -> Vec<Vec<u8>> {
+    const SQL: &str = "SELECT secret FROM factors WHERE kind = 'totp'";
+    let rows: Vec<(Vec<u8>,)> = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
+    };
+    rows.into_iter().map(|(s,)| s).collect()
+}
+
 fn sealed(value: &[u8]) -> bool {
     value.starts_with(b"cksealed1")
 }
@@ -91,11 +104,17 @@ async fn shared_and_rotated(url: String) {
         .unwrap()
         .to_string();
     assert!(stored_keys(&url).await.iter().all(|(_, p)| !sealed(p)));
+    // An authenticator app added then: its secret in clear too.
+    let mut cookie = plain.user("app-kek@example.com").await;
+    let app = crate::mfa::enroll(&plain, &mut cookie).await;
+    let later = cloakroom::Clock::now(&*plain.clock) + time::Duration::seconds(60);
+    assert!(stored_totp(&url).await.iter().all(|s| !sealed(s)));
     drop(plain);
     // Two instances sharing the key file: the clear key is sealed at start, both sign and verify.
     let a = TestServer::start_with(with_file(&file)).await;
     let b = TestServer::start_with(with_file(&file)).await;
     assert!(stored_keys(&url).await.iter().all(|(_, p)| sealed(p)));
+    assert!(stored_totp(&url).await.iter().all(|s| sealed(s)));
     assert_eq!(b.bearer_status(&early).await, 200);
     let kid = a.auth().rotate_keys().await.unwrap();
     b.auth().reload_keys().await.unwrap();
@@ -129,7 +148,8 @@ async fn shared_and_rotated(url: String) {
     let c = TestServer::start_with(with_file(&file)).await;
     assert_eq!(
         c.auth().rekey().await.unwrap(),
-        stored_keys(&url).await.len()
+        stored_keys(&url).await.len() + 1,
+        "every signing key, the check key and the app's secret"
     );
     assert_eq!(
         a.bearer_status(&fresh).await,
@@ -140,6 +160,12 @@ async fn shared_and_rotated(url: String) {
     let d = TestServer::start_with(with_file(&file)).await;
     assert_eq!(d.bearer_status(&fresh).await, 200);
     assert_eq!(d.bearer_status(&early).await, 200);
+    // The app's secret opens with the new key alone: its codes still log in.
+    d.clock.set(later);
+    let token = crate::mfa::first_step(&d, "app-kek@example.com").await;
+    let res =
+        crate::mfa::second_step(&d, &token, serde_json::json!({"code": app.code(&d, 0)})).await;
+    assert_eq!(res.status(), 200);
     drop((a, b, c, d));
 }
 

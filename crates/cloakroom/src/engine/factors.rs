@@ -392,6 +392,28 @@ impl Factors {
         Err(AuthError::InvalidCode)
     }
 
+    /// Seals with the current key-encryption key every TOTP secret in clear and, if `all`, every
+    /// one sealed with another key; returns how many. Without keys, nothing.
+    pub(crate) async fn reseal(&self, all: bool) -> Result<usize, AuthError> {
+        let Some(keys) = self.config.sealing.as_deref() else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        for (id, stored) in self.store.totp_secrets().await? {
+            if !sealing::needs_resealing(keys, &stored, all) {
+                continue;
+            }
+            let context = secret_context(id);
+            let sealed = sealing::open_stored(Some(keys), &context, &stored)
+                .and_then(|clear| sealing::seal_stored(Some(keys), &context, &clear))
+                .map_err(|e| AuthError::Keys(format!("TOTP secret {id}: {e}")))?;
+            if self.store.replace_totp_secret(id, &stored, &sealed).await? {
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
     /// Starts the second step of a login: a new `mfa_token`, stored hashed.
     pub(crate) async fn challenge(
         &self,

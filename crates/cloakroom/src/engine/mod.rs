@@ -180,11 +180,12 @@ impl Auth {
             metrics,
         };
         if serving {
-            let sealed = auth.tokens.keys().seal_clear().await?;
+            let sealed =
+                auth.tokens.keys().seal_clear().await? + auth.factors.reseal(false).await?;
             if sealed > 0 {
                 tracing::info!(
                     count = sealed,
-                    "signing keys sealed that were stored in clear"
+                    "signing keys and TOTP secrets sealed that were stored in clear"
                 );
             }
         }
@@ -530,10 +531,11 @@ impl Auth {
         Ok(kid)
     }
 
-    /// Seals every stored signing key (and the tokens' check key) with the current
-    /// key-encryption key; returns how many were re-sealed.
+    /// Seals every stored signing key (and the tokens' check key) and every authenticator
+    /// app's secret with the current key-encryption key; returns how many were re-sealed.
     pub async fn rekey(&self) -> Result<usize, AuthError> {
-        self.tokens.keys().rekey().await
+        let keys = self.tokens.keys().rekey().await?;
+        Ok(keys + self.factors.reseal(true).await?)
     }
 
     /// Every stored key with its status.

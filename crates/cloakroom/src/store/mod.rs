@@ -286,6 +286,15 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn consume_mfa_challenge(&self, token: &TokenHash) -> Result<bool, StoreError>;
     /// Deletes login challenges and WebAuthn ceremonies past their deadline; returns how many.
     async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Every authenticator app's stored (sealed) secret, for re-sealing with a new key.
+    async fn totp_secrets(&self) -> Result<Vec<(FactorId, Vec<u8>)>, StoreError>;
+    /// Replaces an authenticator app's stored secret if it is still `old`; false otherwise.
+    async fn replace_totp_secret(
+        &self,
+        id: FactorId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// Adds a passkey: its credential (`data`, as the WebAuthn library stores it) and its id,
     /// unique among all users' ([`StoreError::Conflict`] otherwise).
     async fn insert_passkey(

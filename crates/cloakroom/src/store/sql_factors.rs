@@ -278,6 +278,44 @@ macro_rules! sql_factor_store {
                 Ok(deleted)
             }
 
+            async fn totp_secrets(
+                &self,
+            ) -> Result<Vec<(crate::factor::FactorId, Vec<u8>)>, super::StoreError> {
+                use super::rows::RowExt;
+                sqlx::query("SELECT id, secret FROM factors WHERE kind = 'totp'")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(super::sql::map_err)?
+                    .iter()
+                    .map(|r| {
+                        let id = r
+                            .text("id")?
+                            .parse()
+                            .map_err(|e: uuid::Error| super::StoreError::Corrupt(e.to_string()))?;
+                        Ok((id, r.bytes("secret")?))
+                    })
+                    .collect()
+            }
+
+            async fn replace_totp_secret(
+                &self,
+                id: crate::factor::FactorId,
+                old: &[u8],
+                new: &[u8],
+            ) -> Result<bool, super::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE factors SET secret = $1 WHERE id = $2 AND kind = 'totp' \
+                     AND secret = $3",
+                )
+                .bind(new)
+                .bind(id.to_string())
+                .bind(old)
+                .execute(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn insert_passkey(
                 &self,
                 f: &crate::factor::Factor,

@@ -359,6 +359,17 @@ impl FactorStore for RedisStore {
     async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.sql.delete_expired_challenges(now).await
     }
+    async fn totp_secrets(&self) -> Result<Vec<(FactorId, Vec<u8>)>, StoreError> {
+        self.sql.totp_secrets().await
+    }
+    async fn replace_totp_secret(
+        &self,
+        id: FactorId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.sql.replace_totp_secret(id, old, new).await
+    }
     async fn insert_passkey(
         &self,
         f: &Factor,
