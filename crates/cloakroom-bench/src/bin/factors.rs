@@ -41,7 +41,11 @@ async fn main() -> Result<(), String> {
             .map_err(err)?,
     );
     let user = auth
-        .create_user("bench@example.com", "a bench password of some length", vec![])
+        .create_user(
+            "bench@example.com",
+            "a bench password of some length",
+            vec![],
+        )
         .await
         .map_err(err)?;
     let login = auth
@@ -126,8 +130,7 @@ async fn main() -> Result<(), String> {
             total += start.elapsed();
             options["publicKey"]["allowCredentials"] =
                 json!([{"type": "public-key", "id": credential_id}]);
-            let request: RequestChallengeResponse =
-                serde_json::from_value(options).map_err(err)?;
+            let request: RequestChallengeResponse = serde_json::from_value(options).map_err(err)?;
             let assertion = device
                 .do_authentication(origin.clone(), request)
                 .map_err(|e| format!("{e:?}"))?;
@@ -166,14 +169,23 @@ async fn main() -> Result<(), String> {
     std::hint::black_box(matched);
 
     let base = p256 + write;
-    println!("P-256 signature verification (ring)      {:>9.1} µs", p256.as_secs_f64() * 1e6);
-    println!("one store write (SQLite, one row)        {:>9.1} µs", write.as_secs_f64() * 1e6);
+    println!(
+        "P-256 signature verification (ring)      {:>9.1} µs",
+        p256.as_secs_f64() * 1e6
+    );
+    println!(
+        "one store write (SQLite, one row)        {:>9.1} µs",
+        write.as_secs_f64() * 1e6
+    );
     println!(
         "passkey login, server work               {:>9.1} µs  ({:.2}× one verification + one write)",
         passkey.as_secs_f64() * 1e6,
         passkey.as_secs_f64() / base.as_secs_f64()
     );
-    println!("TOTP check (three steps computed)        {:>9.1} µs", totp_check.as_secs_f64() * 1e6);
+    println!(
+        "TOTP check (three steps computed)        {:>9.1} µs",
+        totp_check.as_secs_f64() * 1e6
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
