@@ -439,17 +439,19 @@ pub(super) async fn settings(
 }
 
 /// Whether a signed-in form carries the session's token.
-fn form_ok(who: &Authenticated, form: &FormFields) -> bool {
+/// Whether a signed-in form carries its session's CSRF token.
+pub(super) fn form_ok(who: &Authenticated, form: &FormFields) -> bool {
     same_token(form.get("csrf"), &session_csrf(&who.session))
 }
 
 /// The answer to a signed-in form without its token.
-fn refused_form() -> Response {
+pub(super) fn refused_form() -> Response {
     let e = ApiError::new(StatusCode::FORBIDDEN, "csrf_token", EXPIRED_FORM);
     templates::error_page(&e).into_response()
 }
 
-fn reauth(form: &FormFields) -> Reauth {
+/// The form's proof of a fresh login: its current password, if typed.
+pub(super) fn reauth(form: &FormFields) -> Reauth {
     match form.get("current_password") {
         "" => Reauth::None,
         p => Reauth::Password(p.to_string()),

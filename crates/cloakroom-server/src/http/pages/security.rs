@@ -1,18 +1,19 @@
 //! `/settings/security`: the user's second factors. Adding an authenticator app shows its secret
-//! once, as text and as a QR code drawn here (SVG, no image service and no script), and the
-//! first code from the app confirms it; recovery codes are shown once; removing a factor or
-//! making codes needs a recent login or the current password, as the API does.
+//! once, as text and as a QR code drawn here (SVG, no image service), and the first code from the
+//! app confirms it; passkeys are added with the pages' one script; recovery codes are shown once;
+//! removing a factor or making codes needs a recent login or the current password, as the API
+//! does. The newest security events close the page.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use cloakroom::factor::{Factor, FactorId, FactorKind};
-use cloakroom::{AuthError, Authenticated, Reauth};
+use cloakroom::{AuthError, Authenticated};
 use maud::{html, Markup, PreEscaped};
 use std::collections::HashMap;
 
-use super::access::{same_token, session_csrf, PageUser};
-use super::handlers::FormFields;
+use super::access::{session_csrf, PageUser};
+use super::handlers::{form_ok, reauth, refused_form, FormFields};
 use super::templates::{alert, layout, sentence, when, Nav, Page};
 use crate::http::api::auth::renewed_cookie;
 use crate::http::error::ApiError;
@@ -202,26 +203,6 @@ async fn render(
     .into_response()
 }
 
-fn form_ok(who: &Authenticated, form: &FormFields) -> bool {
-    same_token(form.get("csrf"), &session_csrf(&who.session))
-}
-
-fn refused() -> Response {
-    let e = ApiError::new(
-        StatusCode::FORBIDDEN,
-        "csrf_token",
-        "this form has expired; reload the page and try again",
-    );
-    super::templates::error_page(&e).into_response()
-}
-
-fn reauth(form: &FormFields) -> Reauth {
-    match form.get("current_password") {
-        "" => Reauth::None,
-        p => Reauth::Password(p.to_string()),
-    }
-}
-
 /// The status and words of an engine error, for the page.
 fn explained(e: AuthError) -> (StatusCode, String) {
     let reauth = matches!(e, AuthError::ReauthRequired);
@@ -258,7 +239,7 @@ pub(super) async fn add_app(
     form: FormFields,
 ) -> Response {
     if !form_ok(&who, &form) {
-        return refused();
+        return refused_form();
     }
     let name = Some(form.get("name").trim())
         .filter(|n| !n.is_empty())
@@ -285,7 +266,7 @@ pub(super) async fn confirm_app(
     form: FormFields,
 ) -> Response {
     if !form_ok(&who, &form) {
-        return refused();
+        return refused_form();
     }
     let Ok(id) = id.parse::<FactorId>() else {
         return super::templates::error_page(&ApiError::not_found()).into_response();
@@ -315,7 +296,7 @@ pub(super) async fn new_codes(
     form: FormFields,
 ) -> Response {
     if !form_ok(&who, &form) {
-        return refused();
+        return refused_form();
     }
     match state.auth.new_recovery_codes(&who, reauth(&form)).await {
         Ok(codes) => {
@@ -343,7 +324,7 @@ pub(super) async fn remove(
     form: FormFields,
 ) -> Response {
     if !form_ok(&who, &form) {
-        return refused();
+        return refused_form();
     }
     let Ok(id) = id.parse::<FactorId>() else {
         return super::templates::error_page(&ApiError::not_found()).into_response();
