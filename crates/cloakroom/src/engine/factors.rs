@@ -279,7 +279,10 @@ impl Factors {
                     .passkeys
                     .verify(credential)
                     .await
-                    .map_err(|_| AuthError::InvalidCode)?;
+                    .map_err(|e| match e {
+                        AuthError::InvalidCredentials => AuthError::InvalidCode,
+                        other => other,
+                    })?;
                 if owner != user.id {
                     return Err(AuthError::InvalidCode);
                 }
