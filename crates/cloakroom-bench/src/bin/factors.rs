@@ -126,7 +126,10 @@ async fn main() -> Result<(), String> {
         let mut total = Duration::ZERO;
         for _ in 0..ROUNDS {
             let start = Instant::now();
-            let mut options = auth.passkey_login_options(None, false).await.map_err(err)?;
+            let mut options = auth
+                .passkey_login_options(None, false, &ClientInfo::default())
+                .await
+                .map_err(err)?;
             total += start.elapsed();
             options["publicKey"]["allowCredentials"] =
                 json!([{"type": "public-key", "id": credential_id}]);

@@ -322,3 +322,18 @@ fn authenticator_data_with_counter(assertion: &Value, counter: u32) -> String {
     data[33..37].copy_from_slice(&counter.to_be_bytes());
     engine.encode(data)
 }
+
+#[tokio::test]
+async fn one_client_cannot_flood_the_store_with_ceremonies() {
+    let t = TestServer::start().await;
+    let mut statuses = Vec::new();
+    for _ in 0..125 {
+        let res = post_json(&t, "/auth/passkeys/login/options", None, json!({})).await;
+        statuses.push(res.status().as_u16());
+    }
+    assert!(statuses[..120].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[120..].iter().all(|s| *s == 429), "{statuses:?}");
+    t.clock.advance(Duration::minutes(2));
+    let res = post_json(&t, "/auth/passkeys/login/options", None, json!({})).await;
+    assert_eq!(res.status(), 200);
+}

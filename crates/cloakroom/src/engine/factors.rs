@@ -395,6 +395,23 @@ impl Factors {
         Err(AuthError::InvalidCode)
     }
 
+    /// Counts a passkey ceremony started by `ip` (each stores its state for a few minutes):
+    /// more than 120 a minute from one client address are refused.
+    pub(crate) async fn ceremony_allowed(&self, ip: Option<IpAddr>) -> Result<(), AuthError> {
+        let Some(key) = ip_key(ip) else {
+            return Ok(());
+        };
+        let key = format!("passkey:{key}");
+        match self
+            .attempts
+            .hit(&key, 120, Duration::minutes(1), self.clock.now_secs())
+            .await?
+        {
+            Some(wait) => Err(AuthError::TooManyAttempts { retry_after: wait }),
+            None => Ok(()),
+        }
+    }
+
     /// Seals with the current key-encryption key every TOTP secret in clear and, if `all`, every
     /// one sealed with another key; returns how many. Without keys, nothing.
     pub(crate) async fn reseal(&self, all: bool) -> Result<usize, AuthError> {

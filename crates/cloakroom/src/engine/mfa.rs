@@ -92,12 +92,14 @@ impl Auth {
     /// Request options for a passkey login (as `PublicKeyCredential.parseRequestOptionsFromJSON`
     /// takes the `publicKey` member): for any discoverable passkey (passwordless; `conditional`
     /// for autofill), or, with the `mfa_token` of a login's second step, for that user's
-    /// passkeys (the token counts one try).
+    /// passkeys (the token counts one try). Each client address may start 120 a minute.
     pub async fn passkey_login_options(
         &self,
         mfa_token: Option<&str>,
         conditional: bool,
+        client: &ClientInfo,
     ) -> Result<serde_json::Value, AuthError> {
+        self.factors.ceremony_allowed(client.ip).await?;
         let user = match mfa_token {
             Some(token) => Some(self.factors.pending(token).await?.user_id),
             None => None,

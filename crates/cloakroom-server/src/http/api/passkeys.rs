@@ -85,12 +85,13 @@ pub(crate) struct LoginOptionsBody {
 
 async fn login_options(
     State(state): State<AppState>,
+    Client(client): Client,
     OptionalJson(body): OptionalJson<LoginOptionsBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
     let options = state
         .auth
-        .passkey_login_options(body.mfa_token.as_deref(), body.conditional)
+        .passkey_login_options(body.mfa_token.as_deref(), body.conditional, &client)
         .await?;
     Ok(no_store(Json(options).into_response()))
 }
