@@ -83,7 +83,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
 }
 
 /// The error of an engine call, in words for the page, with the wait when there is one.
-fn explain(e: AuthError) -> (StatusCode, String, Option<i64>) {
+pub(super) fn explain(e: AuthError) -> (StatusCode, String, Option<i64>) {
     let api = ApiError::from(e);
     let mut text = sentence(api.message());
     if let Some(secs) = api.retry_after_secs() {
@@ -100,7 +100,12 @@ pub(super) fn with_cookies(res: Response, cookies: &[String]) -> Response {
     with_headers(res, cookies, None)
 }
 
-fn with_headers(mut res: Response, cookies: &[String], retry_after: Option<i64>) -> Response {
+/// `res` setting `cookies` (and `Retry-After` when given), never cached.
+pub(super) fn with_headers(
+    mut res: Response,
+    cookies: &[String],
+    retry_after: Option<i64>,
+) -> Response {
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(c) {
             res.headers_mut().append(header::SET_COOKIE, v);
@@ -136,7 +141,7 @@ fn logged_out(state: &AppState, to: &str) -> Response {
 
 /// A page whose form may end in a redirect to an allowed host (`rd=`): its `form-action`
 /// names those hosts, or the browser would stop at the redirect.
-fn may_return_elsewhere(state: &AppState, mut res: Response) -> Response {
+pub(super) fn may_return_elsewhere(state: &AppState, mut res: Response) -> Response {
     res.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         state.return_to.page_csp().clone(),
@@ -576,119 +581,6 @@ pub(super) async fn change_password(
         Err(e) => {
             let (status, text, retry) = explain(e);
             let res = settings_page(&state, &who, status, Some(&text), None).await;
-            with_headers(res, &[], retry)
-        }
-    }
-}
-
-/// Where a step-up form was asked to return, and what it was asked for.
-struct StepUpTarget {
-    next: Option<String>,
-    rd: Option<String>,
-    aal2: bool,
-}
-
-impl StepUpTarget {
-    fn read(state: &AppState, get: impl Fn(&str) -> Option<String>) -> Self {
-        Self {
-            next: get("next").and_then(|n| safe_next(&n).map(str::to_string)),
-            rd: get("rd").and_then(|r| state.return_to.check(&r).map(String::from)),
-            aal2: get("aal")
-                .is_some_and(|a| cloakroom::Acr::parse(&a) == Some(cloakroom::Acr::Aal2)),
-        }
-    }
-
-    fn landing(&self) -> &str {
-        self.rd.as_deref().or(self.next.as_deref()).unwrap_or(HOME)
-    }
-}
-
-async fn step_up_page(
-    state: &AppState,
-    who: &Authenticated,
-    target: &StepUpTarget,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Response {
-    let has_app = match state.auth.factors(who).await {
-        Ok(factors) => factors
-            .iter()
-            .any(|f| f.kind == cloakroom::factor::FactorKind::Totp && f.confirmed),
-        Err(e) => return templates::error_page(&e.into()).into_response(),
-    };
-    let page = Page {
-        status,
-        body: templates::step_up(&templates::StepUpForm {
-            who,
-            csrf: &session_csrf(&who.session),
-            next: target.next.as_deref(),
-            rd: target.rd.as_deref(),
-            aal2: target.aal2,
-            has_app,
-            error,
-        }),
-    };
-    may_return_elsewhere(state, page.into_response())
-}
-
-/// `GET /step-up?next=…|rd=…&aal=2&max_age=S`: where forward-auth sends a browser whose login
-/// is too weak or too old for the page it asked for.
-pub(super) async fn step_up(
-    State(state): State<AppState>,
-    PageUser(who): PageUser,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let target = StepUpTarget::read(&state, |k| q.get(k).cloned());
-    step_up_page(&state, &who, &target, StatusCode::OK, None).await
-}
-
-/// `POST /step-up`: the password, a code, or both; the browser continues in a new session.
-pub(super) async fn step_up_post(
-    State(state): State<AppState>,
-    Client(client): Client,
-    PageUser(who): PageUser,
-    headers: HeaderMap,
-    form: FormFields,
-) -> Response {
-    if !form_ok(&who, &form) {
-        return refused_form();
-    }
-    let target = StepUpTarget::read(&state, |k| {
-        Some(form.get(k).to_string()).filter(|v| !v.is_empty())
-    });
-    let password = Some(form.get("password")).filter(|p| !p.is_empty());
-    let code: String = form
-        .get("code")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let second = match code.as_str() {
-        "" => None,
-        c if c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(cloakroom::SecondFactor::Code(code))
-        }
-        _ => Some(cloakroom::SecondFactor::RecoveryCode(code)),
-    };
-    if password.is_none() && second.is_none() {
-        let msg = "Enter your password or a code.";
-        return step_up_page(&state, &who, &target, StatusCode::BAD_REQUEST, Some(msg)).await;
-    }
-    match state
-        .auth
-        .reauthenticate(&who, password, second, &client)
-        .await
-    {
-        Ok(stepped) => match renewed_cookie(&state, &headers, &stepped) {
-            Ok(cookie) => with_headers(
-                Redirect::to(target.landing()).into_response(),
-                &[cookie],
-                None,
-            ),
-            Err(e) => templates::error_page(&e).into_response(),
-        },
-        Err(e) => {
-            let (status, text, retry) = explain(e);
-            let res = step_up_page(&state, &who, &target, status, Some(&text)).await;
             with_headers(res, &[], retry)
         }
     }

@@ -7,6 +7,7 @@
 mod access;
 mod handlers;
 mod security;
+mod step_up;
 mod templates;
 
 pub use access::{login_url, safe_next};
@@ -36,7 +37,7 @@ pub fn router() -> Router<AppState> {
         .route(routes::LOGIN_MFA_PAGE, post(handlers::login_mfa))
         .route(
             routes::STEP_UP_PAGE,
-            get(handlers::step_up).post(handlers::step_up_post),
+            get(step_up::step_up).post(step_up::step_up_post),
         )
         .route(
             routes::SIGNUP_PAGE,
