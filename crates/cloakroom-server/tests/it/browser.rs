@@ -508,33 +508,90 @@ browser_test!(
     }
 );
 
-/// WebDriver's "Add Virtual Authenticator" (WebAuthn Level 3 §11.3): a CTAP2 platform
-/// authenticator with resident keys that verifies its user, as a phone or laptop would.
+/// A command of WebDriver's WebAuthn extension (WebAuthn Level 3 §11): virtual authenticators
+/// and the credentials in them.
 #[derive(Debug)]
-struct AddVirtualAuthenticator;
+struct WebAuthnCommand {
+    /// After `session/{id}/webauthn/`.
+    path: String,
+    body: Option<serde_json::Value>,
+}
 
-impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+impl WebAuthnCommand {
+    /// "Add Virtual Authenticator": a CTAP2 platform authenticator with resident keys that
+    /// verifies its user, as a phone or laptop would.
+    fn add_authenticator() -> Self {
+        Self {
+            path: "authenticator".into(),
+            body: Some(serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+                "isUserConsenting": true,
+            })),
+        }
+    }
+
+    /// "Get Credentials": every credential of an authenticator, private keys included.
+    fn credentials(authenticator: &str) -> Self {
+        Self {
+            path: format!("authenticator/{authenticator}/credentials"),
+            body: None,
+        }
+    }
+
+    /// "Add Credential": a credential (as "Get Credentials" gives it) put into an
+    /// authenticator.
+    fn add_credential(authenticator: &str, credential: serde_json::Value) -> Self {
+        Self {
+            path: format!("authenticator/{authenticator}/credential"),
+            body: Some(credential),
+        }
+    }
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
     fn endpoint(
         &self,
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
         base_url.join(&format!(
-            "session/{}/webauthn/authenticator",
-            session_id.unwrap_or_default()
+            "session/{}/webauthn/{}",
+            session_id.unwrap_or_default(),
+            self.path
         ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
-        let body = serde_json::json!({
-            "protocol": "ctap2",
-            "transport": "internal",
-            "hasResidentKey": true,
-            "hasUserVerification": true,
-            "isUserVerified": true,
-            "isUserConsenting": true,
-        });
-        (axum::http::Method::POST, Some(body.to_string()))
+        match &self.body {
+            Some(body) => (axum::http::Method::POST, Some(body.to_string())),
+            None => (axum::http::Method::GET, None),
+        }
+    }
+}
+
+/// Signs in with the browser's passkey to land on `next`: the login page offers it in the email
+/// field's autofill (conditional mediation), which a virtual authenticator answers at once, as a
+/// user picking the suggestion would; where it has not within a second, the button does the same.
+/// The browser's cookies are dropped first, so no earlier page's autofill is still under way.
+async fn passkey_sign_in(b: &Client, base: &str, next: &str) {
+    b.delete_all_cookies().await.unwrap();
+    let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    b.goto(&format!("{base}/login?next={encoded}"))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while b.current_url().await.unwrap().path() != next {
+        if start.elapsed() > Duration::from_secs(1) {
+            if let Ok(button) = b.find(Locator::Css("#passkey-login")).await {
+                let _ = button.click().await;
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -545,7 +602,7 @@ browser_test!(
         t.signup("passkey@example.com", PASSWORD).await;
         let b = driver.browser("passkey").await;
         b.goto(&format!("{base}/login")).await.unwrap();
-        b.issue_cmd(AddVirtualAuthenticator)
+        b.issue_cmd(WebAuthnCommand::add_authenticator())
             .await
             .expect("a virtual authenticator");
         fill(&b, "#email", "passkey@example.com").await;
@@ -559,17 +616,7 @@ browser_test!(
         assert!(text(&b).await.contains("this browser"));
         shoot(&b, "security-passkey").await;
 
-        click(&b, "form.logout button").await;
-        wait_path(&b, "/login?done=logged_out").await;
-        // The login page offers the passkey in the email field's autofill (conditional
-        // mediation); the virtual authenticator, like a user picking the suggestion, answers
-        // at once. Where it has not, the button does the same.
-        b.goto(&format!("{base}/login?next=%2Fprofile"))
-            .await
-            .unwrap();
-        if let Ok(button) = b.find(Locator::Css("#passkey-login")).await {
-            let _ = button.click().await;
-        }
+        passkey_sign_in(&b, &base, "/profile").await;
         wait_path(&b, "/profile").await;
         assert!(text(&b).await.contains("passkey@example.com"));
         // The session proved a passkey with user verification.
@@ -583,5 +630,86 @@ browser_test!(
         .unwrap();
         assert_eq!(who.as_str(), Some("aal2 hwk,user"));
         b.close().await.unwrap();
+    }
+);
+
+browser_test!(
+    a_cloned_passkey_whose_counter_went_back_is_refused,
+    |t, driver| {
+        let base = site(&t);
+        t.signup("clone@example.com", PASSWORD).await;
+        let b = driver.browser("original").await;
+        b.goto(&format!("{base}/login")).await.unwrap();
+        let original = b
+            .issue_cmd(WebAuthnCommand::add_authenticator())
+            .await
+            .unwrap();
+        let original = original
+            .as_str()
+            .unwrap_or_else(|| panic!("an authenticator id: {original}"))
+            .to_string();
+        log_in(&b, &base, "clone@example.com", None).await;
+        wait_path(&b, "/dashboard").await;
+        b.goto(&format!("{base}/settings/security")).await.unwrap();
+        click(&b, "#add-passkey").await;
+        wait_path(&b, "/settings/security?done=passkey_added").await;
+        // Two logins with it: the server has seen its counter move on.
+        for _ in 0..2 {
+            passkey_sign_in(&b, &base, "/profile").await;
+            wait_path(&b, "/profile").await;
+        }
+        // The credential copied, private key and all, into another browser's authenticator
+        // with its counter back at the start: what cloning a device-bound key gives.
+        let credentials = b
+            .issue_cmd(WebAuthnCommand::credentials(&original))
+            .await
+            .unwrap();
+        let mut copy = credentials[0].clone();
+        assert!(copy["signCount"].as_u64().unwrap() >= 2, "{copy}");
+        let mut ahead = copy.clone();
+        copy["signCount"] = serde_json::json!(0);
+        let thief = driver.browser("thief").await;
+        thief.goto(&format!("{base}/login")).await.unwrap();
+        let stolen = thief
+            .issue_cmd(WebAuthnCommand::add_authenticator())
+            .await
+            .unwrap();
+        thief
+            .issue_cmd(WebAuthnCommand::add_credential(
+                stolen.as_str().unwrap(),
+                copy,
+            ))
+            .await
+            .unwrap();
+        passkey_sign_in(&thief, &base, "/profile").await;
+        let start = Instant::now();
+        while !text(&thief).await.contains("wrong") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no refusal shown: {}",
+                text(&thief).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let url = thief.current_url().await.unwrap();
+        assert_eq!(url.path(), "/login", "the clone got in");
+        // The control: the same copy with its counter ahead is taken for the device itself
+        // (which is also the limit of counters: they catch a clone only once it lags).
+        ahead["signCount"] = serde_json::json!(1000);
+        let other = driver.browser("ahead").await;
+        other.goto(&format!("{base}/login")).await.unwrap();
+        let id = other
+            .issue_cmd(WebAuthnCommand::add_authenticator())
+            .await
+            .unwrap();
+        other
+            .issue_cmd(WebAuthnCommand::add_credential(id.as_str().unwrap(), ahead))
+            .await
+            .unwrap();
+        passkey_sign_in(&other, &base, "/profile").await;
+        wait_path(&other, "/profile").await;
+        b.close().await.unwrap();
+        thief.close().await.unwrap();
+        other.close().await.unwrap();
     }
 );
