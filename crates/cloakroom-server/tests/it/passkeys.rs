@@ -337,3 +337,42 @@ async fn one_client_cannot_flood_the_store_with_ceremonies() {
     let res = post_json(&t, "/auth/passkeys/login/options", None, json!({})).await;
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn the_token_transport_takes_a_passkey_as_the_second_step() {
+    let t = TestServer::start().await;
+    let cookie = t.user("pk-token@example.com").await;
+    let mut device = Device::new(&t);
+    assert_eq!(register(&t, &cookie, &mut device).await.status(), 201);
+    let grant = |body: Value| post_json(&t, "/auth/token", None, body);
+    let res = grant(json!({
+        "grant_type": "password", "username": "pk-token@example.com", "password": PASSWORD,
+    }))
+    .await;
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["methods"], json!(["passkey"]));
+    let token = body["mfa_token"].as_str().unwrap().to_string();
+    let opts = options(
+        &t,
+        "/auth/passkeys/login/options",
+        None,
+        json!({"mfa_token": token}),
+    )
+    .await;
+    let assertion = device.get(opts);
+    let res = grant(json!({
+        "grant_type": "urn:cloakroom:params:oauth:grant-type:mfa",
+        "mfa_token": token,
+        "credential": assertion,
+    }))
+    .await;
+    assert_eq!(res.status(), 200);
+    let pair: Value = res.json().await.unwrap();
+    let (_, payload) =
+        cloakroom::jwt::insecure_decode_without_verifying(pair["access_token"].as_str().unwrap())
+            .unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+    assert_eq!(claims["acr"], "aal2");
+}

@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The extension grant (RFC 6749 §4.5) of a password grant's second step: `mfa_token` and
-/// `code` or `recovery_code`.
+/// `code`, `recovery_code` or a passkey's `credential`.
 pub const MFA_GRANT: &str = "urn:cloakroom:params:oauth:grant-type:mfa";
 
 /// An RFC 6749 §5.2 error.
@@ -130,6 +130,12 @@ pub(crate) struct TokenRequest {
     mfa_token: Option<String>,
     code: Option<String>,
     recovery_code: Option<String>,
+    /// A passkey's assertion: a JSON object, or (in a form) the same as a string.
+    #[cfg_attr(
+        test,
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
+    credential: Option<Value>,
     /// Accepted and ignored: cloakroom has one first-party client.
     #[allow(dead_code)]
     client_id: Option<String>,
@@ -245,7 +251,15 @@ async fn token(
             let mfa_token = body
                 .mfa_token
                 .ok_or_else(|| OAuthError::invalid_request("mfa_token is missing"))?;
-            let proof = super::factors::proof(body.code, body.recovery_code, None)
+            let credential = match body.credential {
+                Some(Value::String(text)) => {
+                    Some(serde_json::from_str(&text).map_err(|_| {
+                        OAuthError::invalid_request("credential is not a JSON object")
+                    })?)
+                }
+                other => other,
+            };
+            let proof = super::factors::proof(body.code, body.recovery_code, credential)
                 .map_err(|e| OAuthError::invalid_request(e.message()))?
                 .ok_or_else(|| OAuthError::invalid_request("send code or recovery_code"))?;
             state
