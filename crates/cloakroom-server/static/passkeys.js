@@ -43,9 +43,14 @@
     return { ok: res.ok, data: data };
   }
 
+  // The server's words, except for a refused credential, whose error speaks of passwords.
   function failed(out, fallback) {
-    var message = out && out.data && out.data.error && out.data.error.message;
-    say(message ? message.charAt(0).toUpperCase() + message.slice(1) + "." : fallback);
+    var error = out && out.data && out.data.error;
+    if (!error || error.code === "invalid_credentials" || error.code === "invalid_code") {
+      say(fallback);
+    } else {
+      say(error.message.charAt(0).toUpperCase() + error.message.slice(1) + ".");
+    }
   }
 
   var pending = null;
