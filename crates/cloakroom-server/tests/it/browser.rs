@@ -683,7 +683,10 @@ browser_test!(
             .unwrap();
         passkey_sign_in(&thief, &base, "/profile").await;
         let start = Instant::now();
-        while !text(&thief).await.contains("That passkey was not accepted.") {
+        while !text(&thief)
+            .await
+            .contains("That passkey was not accepted.")
+        {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "no refusal shown: {}",
