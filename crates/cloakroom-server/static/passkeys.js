@@ -43,13 +43,13 @@
     return { ok: res.ok, data: data };
   }
 
-  // The server's words, except for a refused credential, whose error speaks of passwords.
+  // The server's words, in a sentence, or `fallback` when it gave none.
   function failed(out, fallback) {
     var error = out && out.data && out.data.error;
-    if (!error || error.code === "invalid_credentials" || error.code === "invalid_code") {
-      say(fallback);
-    } else {
+    if (error && error.message) {
       say(error.message.charAt(0).toUpperCase() + error.message.slice(1) + ".");
+    } else {
+      say(fallback);
     }
   }
 

@@ -62,18 +62,19 @@ async fn start_app() -> App {
     }
 }
 
-/// Signs up and in; returns the `Cookie` header value.
-async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> String {
+/// Signs up and in at `{base}{prefix}/signup` and `…/login` (the app serves them at its root,
+/// the server under `/auth`); returns the `Cookie` header value.
+async fn sign_in(http: &reqwest::Client, base: &str, prefix: &str, email: &str) -> String {
     let body = json!({"email": email, "password": PASSWORD});
     let res = http
-        .post(format!("{base}/signup"))
+        .post(format!("{base}{prefix}/signup"))
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
     let res = http
-        .post(format!("{base}/login"))
+        .post(format!("{base}{prefix}/login"))
         .json(&body)
         .send()
         .await
@@ -95,7 +96,7 @@ async fn me(http: &reqwest::Client, base: &str, cookie: &str) -> reqwest::Respon
 async fn a_session_revoked_with_the_cli_is_refused_within_a_second() {
     let app = start_app().await;
     let http = reqwest::Client::new();
-    let cookie = sign_in(&http, &app.base, "cli@example.com").await;
+    let cookie = sign_in(&http, &app.base, "", "cli@example.com").await;
     let res = me(&http, &app.base, &cookie).await;
     assert_eq!(res.status(), 200);
     let sid = res.json::<Value>().await.unwrap()["session_id"]
@@ -138,7 +139,7 @@ async fn a_session_revoked_with_the_cli_is_refused_within_a_second() {
 async fn a_cross_origin_cookie_post_is_refused_exactly_as_the_server_refuses_it() {
     let app = start_app().await;
     let http = reqwest::Client::new();
-    let app_cookie = sign_in(&http, &app.base, "xo@example.com").await;
+    let app_cookie = sign_in(&http, &app.base, "", "xo@example.com").await;
 
     let server_dir = tempfile::tempdir().unwrap();
     let settings = Settings::resolve(RawSettings {
@@ -154,7 +155,7 @@ async fn a_cross_origin_cookie_post_is_refused_exactly_as_the_server_refuses_it(
         .await
         .unwrap();
     let server_base = format!("http://{}", server.addr);
-    let server_cookie = sign_in_server(&http, &server_base).await;
+    let server_cookie = sign_in(&http, &server_base, "/auth", "xo@example.com").await;
 
     // Another site's page, a page that proves nothing, a same-site sibling: each refused by
     // both, with the same status and body.
@@ -205,24 +206,4 @@ async fn a_cross_origin_cookie_post_is_refused_exactly_as_the_server_refuses_it(
         .unwrap();
     assert_eq!(res.status(), 200);
     server.shutdown().await;
-}
-
-async fn sign_in_server(http: &reqwest::Client, base: &str) -> String {
-    let body = json!({"email": "xo@example.com", "password": PASSWORD});
-    let res = http
-        .post(format!("{base}/auth/signup"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let res = http
-        .post(format!("{base}/auth/login"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let set = res.headers()["set-cookie"].to_str().unwrap();
-    set.split(';').next().unwrap().to_string()
 }

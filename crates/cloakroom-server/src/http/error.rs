@@ -182,6 +182,10 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "mfa_required", msg)
             }
             AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code", msg),
+            AuthError::PasskeyRefused => {
+                Self::new(StatusCode::UNAUTHORIZED, "passkey_refused", msg)
+            }
+            AuthError::MalformedCredential => Self::bad_request("invalid_credential", msg),
             AuthError::InvalidMfaToken => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_mfa_token", msg)
             }

@@ -179,6 +179,14 @@ pub fn session_cookie<'a>(
     web::session_cookie(headers, state.rules.cookie()).map_err(ApiError::from)
 }
 
+/// The session token a client already holds, which a new login ends; an ambiguous pair (two
+/// cookies of our name) is simply not honoured.
+pub fn held_token(headers: &HeaderMap, state: &AppState) -> Option<String> {
+    session_cookie(headers, state)
+        .unwrap_or(None)
+        .map(str::to_string)
+}
+
 /// A bearer token from `Authorization` (see [`web::bearer_token`]).
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     web::bearer_token(headers).map_err(ApiError::from)

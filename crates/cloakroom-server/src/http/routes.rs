@@ -155,7 +155,7 @@ pub const ROUTES: &[Route] = &[
     api(OPENAPI, &["GET"]),
     page(ROOT, &["GET"]),
     page(LOGIN_PAGE, &["GET", "POST"]),
-    page(LOGIN_MFA_PAGE, &["POST"]),
+    page(LOGIN_MFA_PAGE, &["GET", "POST"]),
     page(STEP_UP_PAGE, &["GET", "POST"]),
     page(SECURITY_PAGE, &["GET"]),
     page(SECURITY_TOTP_PAGE, &["POST"]),

@@ -1,7 +1,7 @@
 //! Second factors across instances on one PostgreSQL, with and without Redis: an app added on
 //! one instance is asked for on the other at once, a code accepted on one is refused on the
 //! other, a factor removed on one is gone on the other, and one code raced through both starts
-//! one session.
+//! one session, as does one passkey assertion.
 
 use crate::mfa::{enroll, first_step, second_step};
 use crate::postgres::pair;
@@ -10,7 +10,7 @@ use cloakroom::testing::RedisPrefix;
 use cloakroom::Clock;
 use futures::FutureExt;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::panic::{resume_unwind, AssertUnwindSafe};
 
 async fn factors_hold_across_instances(url: String, redis: Option<&RedisPrefix>) {
@@ -56,6 +56,41 @@ async fn factors_hold_across_instances(url: String, redis: Option<&RedisPrefix>)
         .filter(|r| r.status() == 200)
         .count();
     assert_eq!(ok, 1, "one code raced through two instances");
+
+    // One passkey assertion raced through both instances: one session. (A passkey is a second
+    // factor too, so it is removed before the password-only login below.)
+    let mut device = crate::passkeys::Device::new(&a);
+    let res = crate::passkeys::register(&a, &cookie, &mut device).await;
+    assert_eq!(res.status(), 201);
+    let passkey: Value = res.json().await.unwrap();
+    let opts = crate::passkeys::options(&b, "/auth/passkeys/login/options", None, json!({})).await;
+    let assertion = device.get(opts);
+    let tries = (0..20).map(|i| {
+        let t = if i % 2 == 0 { &a } else { &b };
+        crate::passkeys::login_with(t, &assertion)
+    });
+    let ok = futures::future::join_all(tries)
+        .await
+        .iter()
+        .filter(|r| r.status() == 200)
+        .count();
+    assert_eq!(ok, 1, "one assertion raced through two instances");
+    let res = a
+        .with_cookie(
+            a.req(
+                Method::DELETE,
+                &format!(
+                    "/auth/factors/{}",
+                    passkey["factor"]["id"].as_str().unwrap()
+                ),
+            ),
+            &cookie,
+        )
+        .json(&json!({"current_password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
 
     // Removed on A: B's next login asks for the password only.
     let res = a

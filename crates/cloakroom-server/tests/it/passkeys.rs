@@ -15,7 +15,7 @@ use webauthn_authenticator_rs::prelude::{
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 /// A browser's passkey store: one software authenticator at one origin.
-struct Device {
+pub(crate) struct Device {
     auth: WebauthnAuthenticator<SoftPasskey>,
     origin: Url,
     /// The credential made last, and its user, to play a discoverable credential (the soft
@@ -24,7 +24,7 @@ struct Device {
 }
 
 impl Device {
-    fn new(t: &TestServer) -> Self {
+    pub(crate) fn new(t: &TestServer) -> Self {
         Self::at(&t.origin, true)
     }
 
@@ -51,7 +51,7 @@ impl Device {
         credential
     }
 
-    fn get(&mut self, mut options: Value) -> Value {
+    pub(crate) fn get(&mut self, mut options: Value) -> Value {
         let discoverable = options["publicKey"]["allowCredentials"]
             .as_array()
             .is_none_or(|a| a.is_empty());
@@ -74,14 +74,19 @@ impl Device {
     }
 }
 
-async fn options(t: &TestServer, path: &str, cookie: Option<&str>, body: Value) -> Value {
+pub(crate) async fn options(
+    t: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> Value {
     let res = post_json(t, path, cookie, body).await;
     assert_eq!(res.status(), 200, "{path}");
     assert_eq!(res.headers()["cache-control"], "no-store");
     res.json().await.unwrap()
 }
 
-async fn register(t: &TestServer, cookie: &str, device: &mut Device) -> Response {
+pub(crate) async fn register(t: &TestServer, cookie: &str, device: &mut Device) -> Response {
     let opts = options(
         t,
         "/auth/passkeys/register/options",
@@ -107,17 +112,21 @@ async fn register(t: &TestServer, cookie: &str, device: &mut Device) -> Response
     .await
 }
 
-async fn passkey_login(t: &TestServer, device: &mut Device) -> (Response, Value) {
-    let opts = options(t, "/auth/passkeys/login/options", None, json!({})).await;
-    let assertion = device.get(opts);
-    let res = post_json(
+/// `POST /auth/passkeys/login` with an assertion.
+pub(crate) async fn login_with(t: &TestServer, assertion: &Value) -> Response {
+    post_json(
         t,
         "/auth/passkeys/login",
         None,
         json!({"credential": assertion}),
     )
-    .await;
-    (res, assertion)
+    .await
+}
+
+async fn passkey_login(t: &TestServer, device: &mut Device) -> (Response, Value) {
+    let opts = options(t, "/auth/passkeys/login/options", None, json!({})).await;
+    let assertion = device.get(opts);
+    (login_with(t, &assertion).await, assertion)
 }
 
 #[tokio::test]
@@ -140,13 +149,7 @@ async fn a_passkey_is_added_then_logs_in_without_a_password() {
     assert_eq!(who["session"]["amr"], json!(["hwk", "user"]));
 
     // The same assertion again: its challenge is spent.
-    let res = post_json(
-        &t,
-        "/auth/passkeys/login",
-        None,
-        json!({"credential": assertion}),
-    )
-    .await;
+    let res = login_with(&t, &assertion).await;
     assert_eq!(res.status(), 401);
     // A password login now asks for the passkey as a second step.
     let token = first_step(&t, "pk@example.com").await;
@@ -262,47 +265,31 @@ async fn passkey_ceremonies_refuse_what_they_must() {
     let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
     let assertion = device.get(opts);
     t.clock.advance(Duration::minutes(6));
-    let res = post_json(
-        &t,
-        "/auth/passkeys/login",
-        None,
-        json!({"credential": assertion}),
-    )
-    .await;
+    let res = login_with(&t, &assertion).await;
     assert_eq!(res.status(), 401, "an expired challenge");
+    assert_eq!(error_code(res).await, "passkey_refused");
     // The assertion claims to be another user's (the user handle is not signed).
     let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
     let mut assertion = device.get(opts);
     let other_id: Value = t.get("/auth/whoami", &other).await.json().await.unwrap();
     let other_uuid = uuid::Uuid::parse_str(other_id["user"]["id"].as_str().unwrap()).unwrap();
     assertion["response"]["userHandle"] = json!(base64url(other_uuid.as_bytes()));
-    let res = post_json(
-        &t,
-        "/auth/passkeys/login",
-        None,
-        json!({"credential": assertion}),
-    )
-    .await;
+    let res = login_with(&t, &assertion).await;
     assert_eq!(res.status(), 401, "another user's handle");
     // Authenticator data changed after signing (here its counter) does not verify.
     let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
     let mut tampered = device.get(opts);
     let older = authenticator_data_with_counter(&tampered, 0);
     tampered["response"]["authenticatorData"] = json!(older);
-    let res = post_json(
-        &t,
-        "/auth/passkeys/login",
-        None,
-        json!({"credential": tampered}),
-    )
-    .await;
+    let res = login_with(&t, &tampered).await;
     assert_eq!(res.status(), 401, "tampered authenticator data");
     let (res, _) = passkey_login(&t, &mut device).await;
     assert_eq!(res.status(), 200, "the device itself still gets in");
-    // Garbage.
+    // Not a credential at all: a clear 400.
     for bad in [json!({}), json!({"id": "x"}), json!("credential")] {
-        let res = post_json(&t, "/auth/passkeys/login", None, json!({"credential": bad})).await;
-        assert!(matches!(res.status().as_u16(), 400 | 401), "{bad}");
+        let res = login_with(&t, &bad).await;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(error_code(res).await, "invalid_credential", "{bad}");
     }
 }
 
@@ -321,6 +308,31 @@ fn authenticator_data_with_counter(assertion: &Value, counter: u32) -> String {
         .unwrap();
     data[33..37].copy_from_slice(&counter.to_be_bytes());
     engine.encode(data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_assertion_raced_from_many_clients_starts_one_session() {
+    let t = TestServer::start().await;
+    let cookie = t.user("pk-race@example.com").await;
+    let mut device = Device::new(&t);
+    assert_eq!(register(&t, &cookie, &mut device).await.status(), 201);
+    let opts = options(&t, "/auth/passkeys/login/options", None, json!({})).await;
+    let assertion = device.get(opts);
+    let tries = (0..20).map(|_| login_with(&t, &assertion));
+    let statuses: Vec<u16> = futures::future::join_all(tries)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 401)),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]

@@ -48,6 +48,15 @@ pub enum AuthError {
     /// A second factor's code is wrong, was already used, or is not the user's.
     #[error("the code is wrong or was already used")]
     InvalidCode,
+    /// A passkey's credential was refused: an unknown, spent or expired challenge, another origin,
+    /// no user verification, a bad signature, a counter that went back, another user's.
+    #[error("the passkey was not accepted")]
+    PasskeyRefused,
+    /// What was sent as a passkey's credential is not one (`PublicKeyCredential.toJSON()`).
+    #[error(
+        "the credential is not a WebAuthn credential as PublicKeyCredential.toJSON() gives it"
+    )]
+    MalformedCredential,
     /// An `mfa_token` that is unknown, expired, already used or worn out.
     #[error("this sign-in attempt has expired; log in again")]
     InvalidMfaToken,

@@ -275,16 +275,9 @@ impl Factors {
                 .await
                 .map(|_| crate::Amr::OTP),
             SecondFactor::Passkey(credential) => {
-                let Assertion { user: owner, amr } = self
-                    .passkeys
-                    .verify(credential)
-                    .await
-                    .map_err(|e| match e {
-                        AuthError::InvalidCredentials => AuthError::InvalidCode,
-                        other => other,
-                    })?;
+                let Assertion { user: owner, amr } = self.passkeys.verify(credential).await?;
                 if owner != user.id {
-                    return Err(AuthError::InvalidCode);
+                    return Err(AuthError::PasskeyRefused);
                 }
                 Ok(amr)
             }

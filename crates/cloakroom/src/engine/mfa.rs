@@ -109,7 +109,7 @@ impl Auth {
 
     /// A passwordless login with a passkey (a discoverable credential, user verification): a
     /// cookie session of `aal2`, as [`Auth::login`] starts one. A refused assertion is
-    /// [`AuthError::InvalidCredentials`], whatever was wrong with it.
+    /// [`AuthError::PasskeyRefused`], whatever was wrong with it.
     pub async fn login_passkey(
         &self,
         credential: &serde_json::Value,
@@ -120,7 +120,7 @@ impl Auth {
         let assertion = self.factors.passkeys.verify(credential).await?;
         let user = match self.store.find_user(assertion.user).await? {
             Some(user) if !user.disabled => user,
-            _ => return Err(AuthError::InvalidCredentials),
+            _ => return Err(AuthError::PasskeyRefused),
         };
         tracing::info!(user = %user.id, "passkey login");
         let login = LoginRequest {

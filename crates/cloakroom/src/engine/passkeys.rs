@@ -44,7 +44,7 @@ pub(crate) struct Passkeys {
 
 fn bad(what: &str) -> AuthError {
     tracing::info!(reason = what, "passkey refused");
-    AuthError::InvalidCredentials
+    AuthError::PasskeyRefused
 }
 
 /// The hash a ceremony is stored under: of its challenge's bytes.
@@ -165,8 +165,8 @@ impl Passkeys {
         credential: &Value,
         name: Option<String>,
     ) -> Result<Factor, AuthError> {
-        let credential: RegisterPublicKeyCredential =
-            serde_json::from_value(credential.clone()).map_err(|_| bad("not a credential"))?;
+        let credential: RegisterPublicKeyCredential = serde_json::from_value(credential.clone())
+            .map_err(|_| AuthError::MalformedCredential)?;
         let (owner, state) = self
             .recall(credential.response.client_data_json.as_slice(), REGISTER)
             .await?;
@@ -249,8 +249,8 @@ impl Passkeys {
     /// credential that is not synced), and a ceremony started for one user accepts only that
     /// user's passkeys. The credential's counter is stored.
     pub(crate) async fn verify(&self, credential: &Value) -> Result<Assertion, AuthError> {
-        let credential: PublicKeyCredential =
-            serde_json::from_value(credential.clone()).map_err(|_| bad("not a credential"))?;
+        let credential: PublicKeyCredential = serde_json::from_value(credential.clone())
+            .map_err(|_| AuthError::MalformedCredential)?;
         let (owner, state) = self
             .recall(credential.response.client_data_json.as_slice(), LOGIN)
             .await?;

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::views::{SessionView, UserView, WhoAmI};
 use crate::http::error::ApiError;
-use crate::http::extract::{session_cookie, ApiJson, Client, CurrentSession, OptionalJson};
+use crate::http::extract::{held_token, ApiJson, Client, CurrentSession, OptionalJson};
 use crate::http::AppState;
 
 /// The routes of this module.
@@ -83,11 +83,7 @@ async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    // A session cookie the client already holds is ended by the new login; an ambiguous one
-    // (two cookies of our name) is simply not honoured.
-    let current_token = session_cookie(&headers, &state)
-        .unwrap_or(None)
-        .map(str::to_string);
+    let current_token = held_token(&headers, &state);
     let outcome = state
         .auth
         .login(LoginRequest {
@@ -142,9 +138,7 @@ async fn login_mfa(
     let proof = super::factors::proof(body.code, body.recovery_code, body.credential)?.ok_or_else(
         || ApiError::bad_request("invalid_request", "send code, recovery_code or credential"),
     )?;
-    let current_token = session_cookie(&headers, &state)
-        .unwrap_or(None)
-        .map(str::to_string);
+    let current_token = held_token(&headers, &state);
     let outcome = state
         .auth
         .login_mfa(MfaLogin {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::auth::{logged_in, CookieKind, ReauthBody};
 use super::factors::FactorView;
 use crate::http::error::ApiError;
-use crate::http::extract::{session_cookie, ApiJson, Client, CurrentSession, OptionalJson};
+use crate::http::extract::{held_token, ApiJson, Client, CurrentSession, OptionalJson};
 use crate::http::AppState;
 
 /// The routes of this module.
@@ -115,9 +115,7 @@ async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let current_token = session_cookie(&headers, &state)
-        .unwrap_or(None)
-        .map(str::to_string);
+    let current_token = held_token(&headers, &state);
     let outcome = state
         .auth
         .login_passkey(&body.credential, body.remember, client, current_token)

@@ -60,9 +60,11 @@ impl From<AuthError> for OAuthError {
             AuthError::InvalidCredentials
             | AuthError::InvalidGrant
             | AuthError::InvalidCode
+            | AuthError::PasskeyRefused
             | AuthError::InvalidMfaToken => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_grant", msg)
             }
+            AuthError::MalformedCredential => Self::invalid_request(msg),
             AuthError::TooManyAttempts { retry_after } => Self {
                 retry_after: Some(retry_after.whole_seconds().max(1)),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", msg)

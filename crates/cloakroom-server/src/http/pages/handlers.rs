@@ -15,7 +15,7 @@ use super::templates::{self, sentence, LoginForm, MfaForm, Page, SettingsView};
 use crate::http::api::auth::renewed_cookie;
 use crate::http::api::sessions::DEFAULT_PAGE;
 use crate::http::error::ApiError;
-use crate::http::extract::{body_bytes, session_cookie, Client};
+use crate::http::extract::{body_bytes, held_token, Client};
 use crate::http::AppState;
 
 /// A form's fields (`application/x-www-form-urlencoded`), each at most once.
@@ -240,9 +240,7 @@ pub(super) async fn login(
             remember,
             transport: Transport::Cookie,
             client,
-            current_token: session_cookie(&headers, &state)
-                .unwrap_or(None)
-                .map(str::to_string),
+            current_token: held_token(&headers, &state),
         })
         .await;
     match outcome {
@@ -326,9 +324,7 @@ pub(super) async fn login_mfa(
             mfa_token: token.to_string(),
             proof,
             client,
-            current_token: session_cookie(&headers, &state)
-                .unwrap_or(None)
-                .map(str::to_string),
+            current_token: held_token(&headers, &state),
         })
         .await;
     match outcome {

@@ -34,7 +34,12 @@ pub fn router() -> Router<AppState> {
             routes::LOGIN_PAGE,
             get(handlers::login_page).post(handlers::login),
         )
-        .route(routes::LOGIN_MFA_PAGE, post(handlers::login_mfa))
+        // The second step is the answer to the login form; on its own (a reload, a bookmark)
+        // it starts over.
+        .route(
+            routes::LOGIN_MFA_PAGE,
+            get(|| async { Redirect::to(routes::LOGIN_PAGE) }).post(handlers::login_mfa),
+        )
         .route(
             routes::STEP_UP_PAGE,
             get(step_up::step_up).post(step_up::step_up_post),
