@@ -88,6 +88,22 @@ pub struct Factor {
     pub last_used_at: Option<OffsetDateTime>,
 }
 
+/// A passkey's use: its stored credential as it is now (the signature counter moves), when, and
+/// the challenge it answered (its deadline and nonce, which order challenges in time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyUse {
+    /// Its owner.
+    pub user: UserId,
+    /// The factor.
+    pub factor: FactorId,
+    /// The credential, as the WebAuthn library stores it.
+    pub credential: Vec<u8>,
+    /// When it was used.
+    pub at: OffsetDateTime,
+    /// The challenge it answered: it must come after the last one the passkey answered.
+    pub challenge: Vec<u8>,
+}
+
 /// The pending second step of a login: the password was right, a second factor is due. Its
 /// token is the `mfa_token` the client holds (stored hashed); it is single-use, short-lived,
 /// allows a few tries, and is good for nothing but that step.

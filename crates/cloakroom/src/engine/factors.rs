@@ -15,7 +15,7 @@ use totp_rs::{Algorithm, TOTP};
 use super::attempts::{account_key, ip_key, Attempt, Attempts};
 use super::config::AuthConfig;
 use super::error::AuthError;
-use super::passkeys::{Assertion, Passkeys};
+use super::passkeys::Passkeys;
 use crate::clock::Clock;
 use crate::factor::{Factor, FactorId, FactorKind, MfaChallenge};
 use crate::sealing;
@@ -135,9 +135,15 @@ impl Factors {
         attempts: Arc<Attempts>,
         config: Arc<AuthConfig>,
         clock: Arc<dyn Clock>,
+        challenge_key: &[u8],
     ) -> Result<Self, AuthError> {
         Ok(Self {
-            passkeys: Passkeys::new(&config, Arc::clone(&store), Arc::clone(&clock))?,
+            passkeys: Passkeys::new(
+                &config,
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                challenge_key,
+            )?,
             store,
             attempts,
             config,
@@ -275,11 +281,9 @@ impl Factors {
                 .await
                 .map(|_| crate::Amr::OTP),
             SecondFactor::Passkey(credential) => {
-                let Assertion { user: owner, amr } = self.passkeys.verify(credential).await?;
-                if owner != user.id {
-                    return Err(AuthError::PasskeyRefused);
-                }
-                Ok(amr)
+                let assertion = self.passkeys.verify(credential, Some(user.id)).await?;
+                self.passkeys.commit(&assertion).await?;
+                Ok(assertion.amr)
             }
             SecondFactor::RecoveryCode(code) => {
                 let work = async {

@@ -117,11 +117,13 @@ impl Auth {
         client: ClientInfo,
         current_token: Option<String>,
     ) -> Result<LoginOutcome, AuthError> {
-        let assertion = self.factors.passkeys.verify(credential).await?;
-        let user = match self.store.find_user(assertion.user).await? {
-            Some(user) if !user.disabled => user,
-            _ => return Err(AuthError::PasskeyRefused),
+        let assertion = self.factors.passkeys.verify(credential, None).await?;
+        let user = match self.sessions.user(assertion.user).await {
+            Ok(user) if !user.disabled => (*user).clone(),
+            Ok(_) | Err(AuthError::Unauthenticated) => return Err(AuthError::PasskeyRefused),
+            Err(e) => return Err(e),
         };
+        self.factors.passkeys.commit(&assertion).await?;
         tracing::info!(user = %user.id, "passkey login");
         let login = LoginRequest {
             email: String::new(),

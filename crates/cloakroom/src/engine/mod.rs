@@ -50,7 +50,7 @@ use access_tokens::AccessTokens;
 use accounts::Accounts;
 use attempts::Attempts;
 use factors::Factors;
-use sessions::{load_token_check, NewSession, Sessions};
+use sessions::{load_shared_key, NewSession, Sessions};
 use signing_keys::SigningKeys;
 
 /// The authentication engine.
@@ -123,13 +123,22 @@ impl Auth {
             config.hash_queue,
             config.hash_idle_priority,
         )?;
-        let check = if serving {
-            load_token_check(&*store, config.sealing.as_deref()).await?
-        } else {
-            let mut key = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-            TokenCheck::new(&key)
+        // An admin engine stores no keys: it gets throwaway ones (it recognises no session
+        // token and checks no passkey).
+        let shared_key = |name| {
+            let (store, config) = (Arc::clone(&store), Arc::clone(&config));
+            async move {
+                if serving {
+                    load_shared_key(&*store, config.sealing.as_deref(), name).await
+                } else {
+                    let mut key = vec![0u8; 32];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+                    Ok(key)
+                }
+            }
         };
+        let check = TokenCheck::new(&shared_key(sessions::TOKEN_CHECK).await?);
+        let challenge_key = shared_key(passkeys::CHALLENGE_KEY).await?;
         let sessions = Arc::new(
             Sessions::load(
                 Arc::clone(&store),
@@ -168,6 +177,7 @@ impl Auth {
             attempts,
             Arc::clone(&config),
             Arc::clone(&clock),
+            &challenge_key,
         )?;
         let auth = Self {
             store,

@@ -1,13 +1,29 @@
 //! Passkeys (WebAuthn Level 3) with webauthn-rs, the relying-party library Kanidm and Rauthy
 //! use: registering one (a discoverable credential, with user verification), and checking an
 //! assertion, either for a passwordless login (discoverable: the authenticator names the user)
-//! or as a second factor of a known user. Each ceremony's state lives in the store, keyed by the
-//! hash of its challenge: single-use, short-lived, and good on every instance.
+//! or as a second factor of a known user.
+//!
+//! A ceremony keeps no state on the server while it is under way. Its challenge says what it
+//! is for and until when, under a MAC keyed by a secret every instance shares:
+//! `deadline (8) ‖ sequence (8) ‖ nonce (16) ‖ purpose (1) ‖ tag (16)`, the tag covering the
+//! rest and the user the
+//! ceremony was started for. The ceremony's state is rebuilt from the challenge when the answer
+//! comes back, so starting one writes nothing and the options cost microseconds. An assertion
+//! counts once: a passkey records the last challenge it answered, in the same write as its
+//! signature counter, and the store takes only a later one (challenges are ordered by their
+//! first 32 bytes: deadline, then a sequence that grows with the wall clock in nanoseconds and
+//! never repeats in a process), on any instance. Two ceremonies of one passkey answered out of
+//! order (two tabs) lose the older one: the user starts it again. A registration counts once because a credential is
+//! registered once.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use ring::hmac;
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 use webauthn_rs::prelude::{
     DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
@@ -17,27 +33,84 @@ use webauthn_rs::prelude::{
 use super::config::AuthConfig;
 use super::error::AuthError;
 use crate::clock::Clock;
-use crate::factor::{Factor, FactorId, FactorKind};
-use crate::session::TokenHash;
+use crate::factor::{Factor, FactorId, FactorKind, PasskeyUse};
 use crate::store::{Store, StoreError};
 use crate::user::{User, UserId};
 use crate::Amr;
 
 /// How long a ceremony may take (the browser's own timeout is 5 minutes).
 const CEREMONY_TTL: Duration = Duration::minutes(5);
-const REGISTER: &str = "register";
-const LOGIN: &str = "login";
+/// The name of the shared secret that keys the challenges' MAC.
+pub(crate) const CHALLENGE_KEY: &str = "webauthn-challenge";
 
-/// A verified assertion: whose passkey it was and what it proves.
-#[derive(Debug, Clone, Copy)]
+/// What a challenge was made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Purpose {
+    /// Registering a passkey for the user named in the tag.
+    Register = 1,
+    /// A login with any user's discoverable passkey.
+    AnyUser = 2,
+    /// An assertion by one of the passkeys of the user named in the tag.
+    OneUser = 3,
+}
+
+impl Purpose {
+    fn from_byte(b: u8) -> Option<Self> {
+        [Self::Register, Self::AnyUser, Self::OneUser]
+            .into_iter()
+            .find(|p| *p as u8 == b)
+    }
+}
+
+/// Deadline, sequence and nonce: what challenges are ordered by.
+const ORDER: usize = 8 + 8 + 16;
+const TAG: usize = 16;
+const CHALLENGE_LEN: usize = ORDER + 1 + TAG;
+
+/// The last sequence number this process gave a challenge.
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The next sequence number: the time `now` in nanoseconds, or one more than the last.
+fn next_sequence(now: OffsetDateTime) -> u64 {
+    use std::sync::atomic::Ordering;
+    let wall = u64::try_from(now.unix_timestamp_nanos()).unwrap_or(0);
+    let mut last = SEQUENCE.load(Ordering::Relaxed);
+    loop {
+        let next = wall.max(last.saturating_add(1));
+        match SEQUENCE.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// A challenge this server made and has not seen expire, read back.
+struct Challenge {
+    bytes: Vec<u8>,
+    purpose: Purpose,
+}
+
+impl Challenge {
+    /// Its place in time (what a passkey's last challenge is compared by).
+    fn order(&self) -> Vec<u8> {
+        self.bytes[..ORDER].to_vec()
+    }
+}
+
+/// A verified assertion: whose passkey it was and what it proves. It counts once
+/// [`Passkeys::commit`] has recorded it.
+#[derive(Debug, Clone)]
 pub(crate) struct Assertion {
     pub(crate) user: UserId,
     /// `hwk` (a device-bound key) or `swk` (a synced one), with `user` (verification).
     pub(crate) amr: Amr,
+    used: PasskeyUse,
 }
 
 pub(crate) struct Passkeys {
     webauthn: Webauthn,
+    mac: hmac::Key,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 }
@@ -47,44 +120,63 @@ fn bad(what: &str) -> AuthError {
     AuthError::PasskeyRefused
 }
 
-/// The hash a ceremony is stored under: of its challenge's bytes.
-fn ceremony_key(challenge: &[u8]) -> TokenHash {
-    let mut h = Sha256::new();
-    h.update(b"cloakroom webauthn ceremony:");
-    h.update(challenge);
-    TokenHash(h.finalize().into())
-}
-
 /// The challenge a browser signed, read from its client data.
 fn signed_challenge(client_data_json: &[u8]) -> Option<Vec<u8>> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
     let data: Value = serde_json::from_slice(client_data_json).ok()?;
     URL_SAFE_NO_PAD.decode(data["challenge"].as_str()?).ok()
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, AuthError> {
-    serde_json::to_vec(value).map_err(|e| AuthError::Store(StoreError::Corrupt(e.to_string())))
+fn corrupt(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Store(StoreError::Corrupt(e.to_string()))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AuthError> {
-    serde_json::from_slice(bytes).map_err(|e| AuthError::Store(StoreError::Corrupt(e.to_string())))
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, AuthError> {
+    serde_json::to_vec(value).map_err(corrupt)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AuthError> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+fn library(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Keys(format!("passkeys: {e}"))
+}
+
+/// A ceremony state of webauthn-rs with its challenge replaced by ours. The library makes its
+/// own random challenge and keeps it in the state (`field` is the state's one member); the
+/// state is serialisable (`danger-allow-state-serialisation`), and its challenge is a base64url
+/// string there. A state whose shape is not that is an error, never a ceremony without a check.
+fn with_challenge<S: Serialize + DeserializeOwned>(
+    state: &S,
+    field: &str,
+    challenge: &[u8],
+) -> Result<S, AuthError> {
+    let mut json = serde_json::to_value(state).map_err(library)?;
+    let slot = json
+        .get_mut(field)
+        .and_then(|inner| inner.get_mut("challenge"))
+        .ok_or_else(|| library("a ceremony state without a challenge"))?;
+    *slot = Value::String(URL_SAFE_NO_PAD.encode(challenge));
+    serde_json::from_value(json).map_err(library)
 }
 
 impl Passkeys {
-    /// Passkeys for the relying party `rp_id` (the host people sign in on) at `origin`.
+    /// Passkeys for the relying party `rp_id` (the host people sign in on) at `origin`, with
+    /// challenges keyed by `challenge_key` (the same on every instance).
     pub(crate) fn new(
         config: &AuthConfig,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        challenge_key: &[u8],
     ) -> Result<Self, AuthError> {
         let origin = Url::parse(&config.passkey_origin)
             .map_err(|e| AuthError::Keys(format!("passkey origin: {e}")))?;
         let webauthn = WebauthnBuilder::new(&config.passkey_rp_id, &origin)
             .and_then(|b| b.rp_name("cloakroom").build())
-            .map_err(|e| AuthError::Keys(format!("passkeys: {e}")))?;
+            .map_err(library)?;
         Ok(Self {
             webauthn,
+            mac: hmac::Key::new(hmac::HMAC_SHA256, challenge_key),
             store,
             clock,
         })
@@ -100,62 +192,96 @@ impl Passkeys {
             .collect()
     }
 
-    async fn remember(
-        &self,
-        challenge: &[u8],
-        user: Option<UserId>,
-        purpose: &str,
-        state: Vec<u8>,
-    ) -> Result<(), AuthError> {
-        let expires = self.clock.now_secs() + CEREMONY_TTL;
-        self.store
-            .insert_ceremony(&ceremony_key(challenge), user, purpose, &state, expires)
-            .await?;
-        Ok(())
+    fn tag(&self, purpose: Purpose, user: Option<UserId>, order: &[u8]) -> hmac::Tag {
+        let mut mac = hmac::Context::with_key(&self.mac);
+        mac.update(b"cloakroom webauthn challenge v1");
+        mac.update(&[purpose as u8]);
+        mac.update(&user.map_or([0; 16], |u| *u.0.as_bytes()));
+        mac.update(order);
+        mac.sign()
     }
 
-    async fn recall(
+    /// A new challenge for `purpose` (and `user`, when it names one).
+    fn challenge(&self, purpose: Purpose, user: Option<UserId>) -> Vec<u8> {
+        let mut order = [0u8; ORDER];
+        let deadline = (self.clock.now_secs() + CEREMONY_TTL).unix_timestamp();
+        order[..8].copy_from_slice(&deadline.to_be_bytes());
+        order[8..16].copy_from_slice(&next_sequence(self.clock.now()).to_be_bytes());
+        rand::rngs::OsRng.fill_bytes(&mut order[16..]);
+        let tag = self.tag(purpose, user, &order);
+        [&order[..], &[purpose as u8], &tag.as_ref()[..TAG]].concat()
+    }
+
+    /// Reads back the challenge a browser signed: made here, for one of `purposes`, for `user`
+    /// (the tag says whether it names one), and not past its deadline.
+    fn check(
         &self,
         client_data_json: &[u8],
-        purpose: &str,
-    ) -> Result<(Option<UserId>, Vec<u8>), AuthError> {
-        let challenge = signed_challenge(client_data_json).ok_or_else(|| bad("no challenge"))?;
-        self.store
-            .take_ceremony(&ceremony_key(&challenge), purpose, self.clock.now_secs())
-            .await?
-            .ok_or_else(|| bad("unknown, spent or expired challenge"))
+        purposes: &[Purpose],
+        user: Option<UserId>,
+    ) -> Result<Challenge, AuthError> {
+        let bytes = signed_challenge(client_data_json).ok_or_else(|| bad("no challenge"))?;
+        if bytes.len() != CHALLENGE_LEN {
+            return Err(bad("a challenge not made here"));
+        }
+        let (order, rest) = bytes.split_at(ORDER);
+        let (purpose, tag) = rest.split_at(1);
+        let purpose = Purpose::from_byte(purpose[0])
+            .filter(|p| purposes.contains(p))
+            .ok_or_else(|| bad("a challenge made for something else"))?;
+        let named = (purpose != Purpose::AnyUser).then_some(user).flatten();
+        let expected = self.tag(purpose, named, order);
+        if !crate::secret::secrets_equal(&expected.as_ref()[..TAG], tag) {
+            return Err(bad("a challenge not made here, or for another user"));
+        }
+        let deadline = <[u8; 8]>::try_from(&order[..8]).map_err(|_| bad("no deadline"))?;
+        let expires_at = OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(deadline))
+            .map_err(|_| bad("no deadline"))?;
+        if expires_at <= self.clock.now_secs() {
+            return Err(bad("an expired challenge"));
+        }
+        Ok(Challenge { bytes, purpose })
     }
 
     /// The creation options of a new passkey for `user` (as
     /// `PublicKeyCredential.parseCreationOptionsFromJSON` takes them): a discoverable credential
     /// with user verification, none of the user's existing ones again.
     pub(crate) async fn register_options(&self, user: &User) -> Result<Value, AuthError> {
-        let existing: Vec<_> = self
-            .stored(user.id)
-            .await?
-            .iter()
-            .map(|(_, p)| p.cred_id().clone())
-            .collect();
-        let (options, state) = self
-            .webauthn
-            .start_passkey_registration(
-                user.id.0,
-                user.email.as_str(),
-                user.email.as_str(),
-                Some(existing),
-            )
-            .map_err(|e| AuthError::Keys(format!("passkeys: {e}")))?;
-        let challenge = options.public_key.challenge.as_slice().to_vec();
-        self.remember(&challenge, Some(user.id), REGISTER, encode(&state)?)
-            .await?;
-        let mut json = serde_json::to_value(&options)
-            .map_err(|e| AuthError::Keys(format!("passkeys: {e}")))?;
+        let (mut options, _) = self.start_registration(user).await?;
+        options.public_key.challenge = self.challenge(Purpose::Register, Some(user.id)).into();
+        let mut json = serde_json::to_value(&options).map_err(library)?;
         // A passkey is a discoverable credential: it names its user at login.
         if let Some(selection) = json["publicKey"]["authenticatorSelection"].as_object_mut() {
             selection.insert("residentKey".into(), "required".into());
             selection.insert("requireResidentKey".into(), true.into());
         }
         Ok(json)
+    }
+
+    async fn start_registration(
+        &self,
+        user: &User,
+    ) -> Result<
+        (
+            webauthn_rs::prelude::CreationChallengeResponse,
+            PasskeyRegistration,
+        ),
+        AuthError,
+    > {
+        let existing: Vec<_> = self
+            .stored(user.id)
+            .await?
+            .iter()
+            .map(|(_, p)| p.cred_id().clone())
+            .collect();
+        self.webauthn
+            .start_passkey_registration(
+                user.id.0,
+                user.email.as_str(),
+                user.email.as_str(),
+                Some(existing),
+            )
+            .map_err(library)
     }
 
     /// Registers the passkey a browser made from [`Passkeys::register_options`].
@@ -167,13 +293,13 @@ impl Passkeys {
     ) -> Result<Factor, AuthError> {
         let credential: RegisterPublicKeyCredential = serde_json::from_value(credential.clone())
             .map_err(|_| AuthError::MalformedCredential)?;
-        let (owner, state) = self
-            .recall(credential.response.client_data_json.as_slice(), REGISTER)
-            .await?;
-        if owner != Some(user.id) {
-            return Err(bad("a ceremony of another user"));
-        }
-        let state: PasskeyRegistration = decode(&state)?;
+        let challenge = self.check(
+            credential.response.client_data_json.as_slice(),
+            &[Purpose::Register],
+            Some(user.id),
+        )?;
+        let (_, state) = self.start_registration(user).await?;
+        let state = with_challenge(&state, "rs", &challenge.bytes)?;
         let passkey = self
             .webauthn
             .finish_passkey_registration(&credential, &state)
@@ -198,63 +324,75 @@ impl Passkeys {
         }
     }
 
+    /// Records a verified assertion (the passkey's counter and last challenge): refused when
+    /// the passkey answered this challenge, or a later one, before.
+    pub(crate) async fn commit(&self, assertion: &Assertion) -> Result<(), AuthError> {
+        if self.store.use_passkey(&assertion.used).await? {
+            Ok(())
+        } else {
+            Err(bad("an assertion over a challenge answered before"))
+        }
+    }
+
     /// Request options for a login: with no user, for any discoverable passkey (`conditional`
     /// for autofill, else a modal prompt); with a user, for that user's passkeys (a second
-    /// factor, or a step-up).
+    /// factor, or a step-up). Nothing is stored.
     pub(crate) async fn login_options(
         &self,
         user: Option<UserId>,
         conditional: bool,
     ) -> Result<Value, AuthError> {
-        let (options, state, owner) = match user {
+        let options = match user {
             None => {
-                let (mut options, state) = self
+                let (mut options, _) = self
                     .webauthn
                     .start_discoverable_authentication()
-                    .map_err(|e| AuthError::Keys(format!("passkeys: {e}")))?;
+                    .map_err(library)?;
                 if !conditional {
                     options.mediation = None;
                 }
-                (options, encode::<DiscoverableAuthentication>(&state)?, None)
+                options.public_key.challenge = self.challenge(Purpose::AnyUser, None).into();
+                options
             }
             Some(user) => {
-                let keys: Vec<Passkey> = self
-                    .stored(user)
-                    .await?
-                    .into_iter()
-                    .map(|(_, p)| p)
-                    .collect();
+                let keys = self.keys_of(user).await?;
                 if keys.is_empty() {
                     return Err(AuthError::NotFound);
                 }
-                let (options, state) = self
+                let (mut options, _) = self
                     .webauthn
                     .start_passkey_authentication(&keys)
-                    .map_err(|e| AuthError::Keys(format!("passkeys: {e}")))?;
-                (
-                    options,
-                    encode::<PasskeyAuthentication>(&state)?,
-                    Some(user),
-                )
+                    .map_err(library)?;
+                options.public_key.challenge = self.challenge(Purpose::OneUser, Some(user)).into();
+                options
             }
         };
-        let challenge = options.public_key.challenge.as_slice().to_vec();
-        self.remember(&challenge, owner, LOGIN, state).await?;
-        serde_json::to_value(&options).map_err(|e| AuthError::Keys(format!("passkeys: {e}")))
+        serde_json::to_value(&options).map_err(library)
     }
 
-    /// Checks an assertion made from [`Passkeys::login_options`]: the challenge is spent
-    /// whatever the outcome, the signature must verify with the credential's stored key, user
-    /// verification must have happened, the signature counter must not go back (for a
-    /// credential that is not synced), and a ceremony started for one user accepts only that
-    /// user's passkeys. The credential's counter is stored.
-    pub(crate) async fn verify(&self, credential: &Value) -> Result<Assertion, AuthError> {
+    async fn keys_of(&self, user: UserId) -> Result<Vec<Passkey>, AuthError> {
+        Ok(self
+            .stored(user)
+            .await?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// Checks an assertion made from [`Passkeys::login_options`], by `expected`'s passkeys when
+    /// given (a second factor, a step-up) or else by the user the authenticator names: the
+    /// challenge must be one made here and not expired, the signature must verify with the
+    /// credential's stored key, user verification must have happened, the signature counter
+    /// must not go back (for a credential that is not synced), and a ceremony started for one
+    /// user accepts only that user's passkeys. Nothing is written: see [`Passkeys::commit`].
+    pub(crate) async fn verify(
+        &self,
+        credential: &Value,
+        expected: Option<UserId>,
+    ) -> Result<Assertion, AuthError> {
         let credential: PublicKeyCredential = serde_json::from_value(credential.clone())
             .map_err(|_| AuthError::MalformedCredential)?;
-        let (owner, state) = self
-            .recall(credential.response.client_data_json.as_slice(), LOGIN)
-            .await?;
-        let user = match owner {
+        let user = match expected {
             Some(user) => user,
             None => {
                 let (uuid, _) = self
@@ -264,15 +402,30 @@ impl Passkeys {
                 UserId(Uuid::from_bytes(*uuid.as_bytes()))
             }
         };
+        let challenge = self.check(
+            credential.response.client_data_json.as_slice(),
+            &[Purpose::AnyUser, Purpose::OneUser],
+            Some(user),
+        )?;
         let keys = self.stored(user).await?;
-        let result = match owner {
-            Some(_) => {
-                let state: PasskeyAuthentication = decode(&state)?;
+        let result = match challenge.purpose {
+            Purpose::OneUser => {
+                let passkeys: Vec<Passkey> = keys.iter().map(|(_, p)| p.clone()).collect();
+                let (_, state) = self
+                    .webauthn
+                    .start_passkey_authentication(&passkeys)
+                    .map_err(|_| bad("no passkeys"))?;
+                let state: PasskeyAuthentication = with_challenge(&state, "ast", &challenge.bytes)?;
                 self.webauthn
                     .finish_passkey_authentication(&credential, &state)
             }
-            None => {
-                let state: DiscoverableAuthentication = decode(&state)?;
+            _ => {
+                let (_, state) = self
+                    .webauthn
+                    .start_discoverable_authentication()
+                    .map_err(library)?;
+                let state: DiscoverableAuthentication =
+                    with_challenge(&state, "ast", &challenge.bytes)?;
                 let discoverable: Vec<DiscoverableKey> =
                     keys.iter().map(|(_, p)| DiscoverableKey::from(p)).collect();
                 self.webauthn
@@ -290,9 +443,6 @@ impl Passkeys {
             return Err(bad("not one of the user's passkeys"));
         };
         passkey.update_credential(&result);
-        self.store
-            .update_passkey(user, factor.id, &encode(&passkey)?, self.clock.now_secs())
-            .await?;
         let key = if result.backup_eligible() {
             Amr::SWK
         } else {
@@ -301,6 +451,13 @@ impl Passkeys {
         Ok(Assertion {
             user,
             amr: key.with(Amr::USER),
+            used: PasskeyUse {
+                user,
+                factor: factor.id,
+                credential: encode(&passkey)?,
+                at: self.clock.now_secs(),
+                challenge: challenge.order(),
+            },
         })
     }
 }

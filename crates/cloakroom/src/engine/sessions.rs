@@ -36,22 +36,30 @@ pub enum Revocation {
 /// The name of the shared secret that keys the tokens' check value.
 pub(crate) const TOKEN_CHECK: &str = "token-check";
 
-/// The check value's key, shared by every instance through the store (sealed when there are
-/// key-encryption keys).
-pub(crate) async fn load_token_check(
+/// A 256-bit key that every instance shares, stored under `name` (sealed when there are
+/// key-encryption keys): the one in the store, or a new one stored first.
+pub(crate) async fn load_shared_key(
     store: &dyn Store,
     sealing: Option<&crate::sealing::KeySet>,
-) -> Result<TokenCheck, AuthError> {
-    use crate::sealing::{open_stored, seal_stored};
-    let context = TOKEN_CHECK.as_bytes();
+    name: &str,
+) -> Result<Vec<u8>, AuthError> {
+    use crate::sealing::open_stored;
+    let stored = store
+        .shared_secret(name, &new_shared_key(sealing, name)?)
+        .await?;
+    open_stored(sealing, name.as_bytes(), &stored)
+        .map_err(|e| AuthError::Keys(format!("the shared key {name}: {e}")))
+}
+
+/// A new random shared key, as it is stored (sealed under `name` when there are keys).
+pub(crate) fn new_shared_key(
+    sealing: Option<&crate::sealing::KeySet>,
+    name: &str,
+) -> Result<Vec<u8>, AuthError> {
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-    let candidate =
-        seal_stored(sealing, context, &key).map_err(|e| AuthError::Keys(e.to_string()))?;
-    let stored = store.shared_secret(TOKEN_CHECK, &candidate).await?;
-    let key = open_stored(sealing, context, &stored)
-        .map_err(|e| AuthError::Keys(format!("the tokens' check key: {e}")))?;
-    Ok(TokenCheck::new(&key))
+    crate::sealing::seal_stored(sealing, name.as_bytes(), &key)
+        .map_err(|e| AuthError::Keys(e.to_string()))
 }
 
 /// Store lookups of tokens without a valid check value, counted per second of real time (it

@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 
 use super::config::AuthConfig;
 use super::error::AuthError;
-use super::sessions::TOKEN_CHECK;
+use super::passkeys::CHALLENGE_KEY;
+use super::sessions::{new_shared_key, TOKEN_CHECK};
 use crate::clock::Clock;
 use crate::jwt::{Algorithm, KeyRing, SigningKey};
 use crate::store::Store;
@@ -136,17 +137,19 @@ impl SigningKeys {
                 done += 1;
             }
         }
-        // The tokens' check key, the same way.
-        let name = TOKEN_CHECK;
-        let stored = self.store.shared_secret(name, &[]).await?;
-        if needs_resealing(sealing, &stored, all) {
-            let sealed = reseal(name, &stored)?;
-            if self
-                .store
-                .replace_shared_secret(name, &stored, &sealed)
-                .await?
-            {
-                done += 1;
+        // The keys every instance shares, the same way.
+        for name in [TOKEN_CHECK, CHALLENGE_KEY] {
+            let candidate = new_shared_key(Some(sealing), name)?;
+            let stored = self.store.shared_secret(name, &candidate).await?;
+            if needs_resealing(sealing, &stored, all) {
+                let sealed = reseal(name, &stored)?;
+                if self
+                    .store
+                    .replace_shared_secret(name, &stored, &sealed)
+                    .await?
+                {
+                    done += 1;
+                }
             }
         }
         Ok(done)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::events::SecurityEvent;
-use crate::factor::{Factor, FactorId, MfaChallenge};
+use crate::factor::{Factor, FactorId, MfaChallenge, PasskeyUse};
 use crate::jwt::StoredKey;
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
@@ -284,7 +284,7 @@ pub trait FactorStore: Send + Sync + 'static {
     ) -> Result<Option<MfaChallenge>, StoreError>;
     /// Deletes the challenge; true for the one caller that did (single use).
     async fn consume_mfa_challenge(&self, token: &TokenHash) -> Result<bool, StoreError>;
-    /// Deletes login challenges and WebAuthn ceremonies past their deadline; returns how many.
+    /// Deletes login challenges past their deadline; returns how many.
     async fn delete_expired_challenges(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
     /// Every authenticator app's stored (sealed) secret, for re-sealing with a new key.
     async fn totp_secrets(&self) -> Result<Vec<(FactorId, Vec<u8>)>, StoreError>;
@@ -305,31 +305,10 @@ pub trait FactorStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The user's passkeys with their stored credentials.
     async fn passkeys(&self, user: UserId) -> Result<Vec<(Factor, Vec<u8>)>, StoreError>;
-    /// Replaces a passkey's stored credential (its signature counter moved) and records its use.
-    async fn update_passkey(
-        &self,
-        user: UserId,
-        id: FactorId,
-        data: &[u8],
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
-    /// Stores the state of a WebAuthn ceremony under way, keyed by its challenge's hash.
-    async fn insert_ceremony(
-        &self,
-        challenge: &TokenHash,
-        user: Option<UserId>,
-        purpose: &str,
-        state: &[u8],
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-    /// Takes a ceremony's state (deleting it: single use), if it exists for `purpose` and is not
-    /// past its deadline at `now`; with the user it was started for.
-    async fn take_ceremony(
-        &self,
-        challenge: &TokenHash,
-        purpose: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<(Option<UserId>, Vec<u8>)>, StoreError>;
+    /// Records a passkey's use (its stored credential and last use) if the challenge it
+    /// answered comes after the last one it answered (compared as bytes); false, and nothing
+    /// written, otherwise: an assertion counts once, on every instance.
+    async fn use_passkey(&self, used: &PasskeyUse) -> Result<bool, StoreError>;
 }
 
 /// Security events, per user.

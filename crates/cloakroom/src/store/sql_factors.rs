@@ -263,18 +263,12 @@ macro_rules! sql_factor_store {
                 &self,
                 now: time::OffsetDateTime,
             ) -> Result<u64, super::StoreError> {
-                let mut deleted = 0;
-                for sql in [
-                    "DELETE FROM mfa_challenges WHERE expires_at <= $1",
-                    "DELETE FROM webauthn_ceremonies WHERE expires_at <= $1",
-                ] {
-                    deleted += sqlx::query(sql)
-                        .bind(now.unix_timestamp())
-                        .execute(&self.pool)
-                        .await
-                        .map_err(super::sql::map_err)?
-                        .rows_affected();
-                }
+                let deleted = sqlx::query("DELETE FROM mfa_challenges WHERE expires_at <= $1")
+                    .bind(now.unix_timestamp())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(super::sql::map_err)?
+                    .rows_affected();
                 Ok(deleted)
             }
 
@@ -359,78 +353,24 @@ macro_rules! sql_factor_store {
                     .collect()
             }
 
-            async fn update_passkey(
+            async fn use_passkey(
                 &self,
-                user: crate::user::UserId,
-                id: crate::factor::FactorId,
-                data: &[u8],
-                at: time::OffsetDateTime,
+                used: &crate::factor::PasskeyUse,
             ) -> Result<bool, super::StoreError> {
                 let done = sqlx::query(
-                    "UPDATE factors SET secret = $1, last_used_at = $2 \
-                     WHERE id = $3 AND user_id = $4 AND kind = 'passkey'",
+                    "UPDATE factors SET secret = $1, last_used_at = $2, last_challenge = $3 \
+                     WHERE id = $4 AND user_id = $5 AND kind = 'passkey' \
+                     AND (last_challenge IS NULL OR last_challenge < $3)",
                 )
-                .bind(data)
-                .bind(at.unix_timestamp())
-                .bind(id.to_string())
-                .bind(user.to_string())
+                .bind(&used.credential)
+                .bind(used.at.unix_timestamp())
+                .bind(&used.challenge)
+                .bind(used.factor.to_string())
+                .bind(used.user.to_string())
                 .execute(&self.pool)
                 .await
                 .map_err(super::sql::map_err)?;
                 Ok(done.rows_affected() == 1)
-            }
-
-            async fn insert_ceremony(
-                &self,
-                challenge: &crate::session::TokenHash,
-                user: Option<crate::user::UserId>,
-                purpose: &str,
-                state: &[u8],
-                expires_at: time::OffsetDateTime,
-            ) -> Result<(), super::StoreError> {
-                sqlx::query(
-                    "INSERT INTO webauthn_ceremonies (challenge_hash, user_id, purpose, state, \
-                     expires_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&challenge.0[..])
-                .bind(user.map(|u| u.to_string()))
-                .bind(purpose)
-                .bind(state)
-                .bind(expires_at.unix_timestamp())
-                .execute(&self.pool)
-                .await
-                .map_err(super::sql::map_err)?;
-                Ok(())
-            }
-
-            async fn take_ceremony(
-                &self,
-                challenge: &crate::session::TokenHash,
-                purpose: &str,
-                now: time::OffsetDateTime,
-            ) -> Result<Option<(Option<crate::user::UserId>, Vec<u8>)>, super::StoreError> {
-                use super::rows::RowExt;
-                let row = sqlx::query(
-                    "DELETE FROM webauthn_ceremonies WHERE challenge_hash = $1 \
-                     RETURNING user_id, purpose, state, expires_at",
-                )
-                .bind(&challenge.0[..])
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(super::sql::map_err)?;
-                let Some(row) = row else { return Ok(None) };
-                if row.text("purpose")? != purpose || row.int("expires_at")? <= now.unix_timestamp()
-                {
-                    return Ok(None);
-                }
-                let user = row
-                    .opt_text("user_id")?
-                    .map(|u| {
-                        u.parse::<crate::user::UserId>()
-                            .map_err(|e| super::StoreError::Corrupt(e.to_string()))
-                    })
-                    .transpose()?;
-                Ok(Some((user, row.bytes("state")?)))
             }
         }
     };

@@ -1,7 +1,7 @@
 //! One contract for every store backend (as Ory Kratos tests its persisters): each case is a
 //! plain async function over `&dyn Store`, instantiated per backend by `contract!`.
 
-use cloakroom::factor::{Factor, FactorId, FactorKind, MfaChallenge};
+use cloakroom::factor::{Factor, FactorId, FactorKind, MfaChallenge, PasskeyUse};
 use cloakroom::{
     Change, Email, Lineage, RedisStore, Role, Rotation, Session, SessionId, SessionToken,
     SqliteStore, Store, StoreError, TokenHash, Transport, User, UserId,
@@ -866,7 +866,83 @@ async fn security_events_are_kept_per_user_newest_first(store: &dyn Store) {
     assert!(store.events(other.id, 10).await.unwrap().is_empty());
 }
 
+fn passkey_use(user: UserId, key: FactorId, challenge: u8, credential: &[u8]) -> PasskeyUse {
+    PasskeyUse {
+        user,
+        factor: key,
+        credential: credential.to_vec(),
+        at: t0() + Duration::seconds(i64::from(challenge)),
+        challenge: vec![0, challenge, 0xff],
+    }
+}
+
+async fn a_passkey_counts_each_challenge_once_and_only_later_ones(store: &dyn Store) {
+    let u = user("passkey-use@example.com");
+    let other = user("other-passkey-use@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    store.insert_user(&other, "h").await.unwrap();
+    let key = factor(u.id, FactorKind::Passkey, t0());
+    store.insert_passkey(&key, b"cred-id", b"v1").await.unwrap();
+    // The same credential id is registered once, for anybody.
+    assert!(matches!(
+        store
+            .insert_passkey(
+                &factor(other.id, FactorKind::Passkey, t0()),
+                b"cred-id",
+                b"x"
+            )
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(store
+        .use_passkey(&passkey_use(u.id, key.id, 5, b"v2"))
+        .await
+        .unwrap());
+    let stored = store.passkeys(u.id).await.unwrap();
+    assert_eq!(stored[0].1, b"v2");
+    assert_eq!(stored[0].0.last_used_at, Some(t0() + Duration::seconds(5)));
+    // The same challenge again, an earlier one, another user's claim: nothing written.
+    for refused in [
+        passkey_use(u.id, key.id, 5, b"v3"),
+        passkey_use(u.id, key.id, 4, b"v3"),
+        passkey_use(other.id, key.id, 9, b"v3"),
+    ] {
+        assert!(!store.use_passkey(&refused).await.unwrap());
+    }
+    assert_eq!(store.passkeys(u.id).await.unwrap()[0].1, b"v2");
+    assert!(store
+        .use_passkey(&passkey_use(u.id, key.id, 6, b"v4"))
+        .await
+        .unwrap());
+    assert_eq!(store.passkeys(u.id).await.unwrap()[0].1, b"v4");
+}
+
+async fn one_assertion_raced_counts_once(store: Arc<dyn Store>) {
+    let u = user("passkey-race@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let key = factor(u.id, FactorKind::Passkey, t0());
+    store.insert_passkey(&key, b"race-id", b"v1").await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .use_passkey(&passkey_use(u.id, key.id, 7, b"v2"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
 contract!(
+    a_passkey_counts_each_challenge_once_and_only_later_ones,
     security_events_are_kept_per_user_newest_first,
     factors_round_trip_and_steps_are_accepted_once,
     recovery_codes_are_spent_once_and_replaced_whole,
@@ -882,4 +958,5 @@ contract!(
     concurrent_replace_secret_has_one_winner,
     concurrent_rotations_mint_one_successor,
     concurrent_revoke_all_ends_each_session_once,
-    concurrent_uses_of_one_code_or_step_have_one_winner);
+    concurrent_uses_of_one_code_or_step_have_one_winner,
+    one_assertion_raced_counts_once);

@@ -35,7 +35,7 @@ use super::{
     UserStore,
 };
 use crate::events::SecurityEvent;
-use crate::factor::{Factor, FactorId, MfaChallenge};
+use crate::factor::{Factor, FactorId, MfaChallenge, PasskeyUse};
 use crate::jwt::StoredKey;
 use crate::session::{SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
@@ -381,34 +381,8 @@ impl FactorStore for RedisStore {
     async fn passkeys(&self, user: UserId) -> Result<Vec<(Factor, Vec<u8>)>, StoreError> {
         self.sql.passkeys(user).await
     }
-    async fn update_passkey(
-        &self,
-        user: UserId,
-        id: FactorId,
-        data: &[u8],
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.sql.update_passkey(user, id, data, at).await
-    }
-    async fn insert_ceremony(
-        &self,
-        challenge: &TokenHash,
-        user: Option<UserId>,
-        purpose: &str,
-        state: &[u8],
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.sql
-            .insert_ceremony(challenge, user, purpose, state, expires_at)
-            .await
-    }
-    async fn take_ceremony(
-        &self,
-        challenge: &TokenHash,
-        purpose: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<(Option<UserId>, Vec<u8>)>, StoreError> {
-        self.sql.take_ceremony(challenge, purpose, now).await
+    async fn use_passkey(&self, used: &PasskeyUse) -> Result<bool, StoreError> {
+        self.sql.use_passkey(used).await
     }
 }
 
