@@ -1,6 +1,7 @@
 //! The command line: `serve` and the admin commands. Exit codes: 0 success, 1 a failed
 //! operation or check, 2 a usage error.
 
+mod audit;
 mod config;
 mod keys;
 mod sessions;
@@ -55,6 +56,8 @@ pub enum Command {
     /// Inspect settings
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// List security events
+    Audit(audit::AuditArgs),
 }
 
 /// A failure of a command, with its exit code.
@@ -136,6 +139,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Keys(cmd) => keys::run(cmd, &*admin_engine(&settings).await?).await,
         Command::Token(cmd) => token::run(cmd, &settings).await,
         Command::Config(cmd) => config::run(cmd, &settings),
+        Command::Audit(args) => audit::run(args, &*admin_engine(&settings).await?).await,
     }
 }
 

@@ -8,6 +8,8 @@ pub const SIGNUP: &str = "/auth/signup";
 pub const LOGIN: &str = "/auth/login";
 /// `POST`: the second step of a login that answered 202.
 pub const LOGIN_MFA: &str = "/auth/login/mfa";
+/// `GET`: the caller's recent security events.
+pub const EVENTS: &str = "/auth/events";
 /// `GET`: the caller's second factors.
 pub const FACTORS: &str = "/auth/factors";
 /// `DELETE`: removes one.
@@ -132,6 +134,7 @@ pub const ROUTES: &[Route] = &[
     api(PASSKEY_REGISTER, &["POST"]),
     api(PASSKEY_LOGIN_OPTIONS, &["POST"]),
     api(PASSKEY_LOGIN, &["POST"]),
+    api(EVENTS, &["GET"]),
     api(FACTORS, &["GET"]),
     api(TOTP_FACTORS, &["POST"]),
     api(TOTP_CONFIRM, &["POST"]),
@@ -182,6 +185,7 @@ pub const ENROLMENT: &[&str] = &[
     PASSKEY_REGISTER,
     LOGOUT,
     REAUTHENTICATE,
+    EVENTS,
     FACTORS,
     FACTOR,
     TOTP_FACTORS,

@@ -450,7 +450,82 @@ async fn cli_lists_and_resets_a_users_second_factors() {
     );
     // The sessions end on the running server, and the password alone logs in again.
     until_401(&t, &cookie).await;
-    t.login("lost-phone@example.com", PASSWORD).await;
+    let cookie = t.login("lost-phone@example.com", PASSWORD).await;
     let out = cloakroom(&t, &["user", "reset-factors", "nobody@example.com"], None);
     assert!(!out.status.success());
+
+    // Both show in the audit, newest first, and in the user's own list.
+    let out = cloakroom(
+        &t,
+        &["audit", "--user", "lost-phone@example.com", "--json"],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let kinds: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let event: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(event["email"], "lost-phone@example.com");
+            event["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["factors_reset", "factor_added"]);
+    assert!(!stdout(&out).contains(PASSWORD));
+    let other = t.user("audit-other@example.com").await;
+    let res = t.post("/auth/factors/recovery-codes", &other, None).await;
+    assert_eq!(res.status(), 200);
+    let everyone = stdout(&cloakroom(&t, &["audit"], None));
+    assert!(
+        everyone.contains("lost-phone@example.com")
+            && everyone.contains("audit-other@example.com")
+            && everyone.contains("recovery_codes_made"),
+        "{everyone}"
+    );
+    let just_now = stdout(&cloakroom(
+        &t,
+        &[
+            "audit",
+            "--user",
+            "audit-other@example.com",
+            "--since",
+            "1h",
+        ],
+        None,
+    ));
+    assert_eq!(just_now.lines().count(), 2, "{just_now}");
+    for bad in ["7y", "d", "-1d"] {
+        let out = cloakroom(&t, &["audit", "--since", bad], None);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+    let out = cloakroom(&t, &["audit", "--user", "nobody@example.com"], None);
+    assert_eq!(out.status.code(), Some(1));
+
+    // The user sees their own, and only theirs.
+    let res = t.get("/auth/events", &cookie).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"].to_str().unwrap(), "no-store");
+    let mine: serde_json::Value = res.json().await.unwrap();
+    let kinds: Vec<&str> = mine["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["factors_reset", "factor_added"]);
+    assert_eq!(
+        mine["events"][0]["description"],
+        "Second factors reset by an administrator"
+    );
+    let one: serde_json::Value = t
+        .get("/auth/events?limit=1", &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["events"].as_array().unwrap().len(), 1);
+    for bad in ["limit=0", "limit=201", "limit=x"] {
+        let res = t.get(&format!("/auth/events?{bad}"), &cookie).await;
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    assert_eq!(t.get("/auth/events", "nonsense").await.status(), 401);
 }

@@ -265,6 +265,38 @@ impl Auth {
         Ok(self.store.events(who.user.id, limit).await?)
     }
 
+    /// Security events at or after `since`, of the user with this address or of everyone,
+    /// newest first, at most `limit`, each with its account's address when the account still
+    /// exists (`cloakroom audit`).
+    pub async fn audit(
+        &self,
+        email: Option<&str>,
+        since: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<(SecurityEvent, Option<crate::Email>)>, AuthError> {
+        let user = match email {
+            Some(email) => Some(self.find_user(email).await?),
+            None => None,
+        };
+        let events = self
+            .store
+            .events_since(user.as_ref().map(|u| u.id), since, limit)
+            .await?;
+        let users = match user {
+            Some(user) => vec![user],
+            None => self.list_users().await?,
+        };
+        let emails: std::collections::HashMap<crate::UserId, crate::Email> =
+            users.into_iter().map(|u| (u.id, u.email)).collect();
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                let email = emails.get(&e.user_id).cloned();
+                (e, email)
+            })
+            .collect())
+    }
+
     /// The caller's factors.
     pub async fn factors(&self, who: &Authenticated) -> Result<Vec<Factor>, AuthError> {
         self.factors.list(who.user.id).await

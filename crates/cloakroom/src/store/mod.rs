@@ -318,6 +318,13 @@ pub trait EventStore: Send + Sync + 'static {
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
     /// The user's newest events, newest first, at most `limit`.
     async fn events(&self, user: UserId, limit: usize) -> Result<Vec<SecurityEvent>, StoreError>;
+    /// Events at or after `since`, of one user or of everyone, newest first, at most `limit`.
+    async fn events_since(
+        &self,
+        user: Option<UserId>,
+        since: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, StoreError>;
 }
 
 /// The ordered log of [`Change`]s, read by every process that caches sessions or users.

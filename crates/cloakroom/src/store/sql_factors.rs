@@ -379,6 +379,22 @@ macro_rules! sql_factor_store {
 /// [`EventStore`](super::EventStore) in SQL, for both SQL backends.
 macro_rules! sql_event_store {
     ($store:ty) => {
+        fn event_row<R: super::rows::RowExt>(
+            r: &R,
+        ) -> Result<crate::events::SecurityEvent, super::StoreError> {
+            let corrupt = |e: String| super::StoreError::Corrupt(e);
+            Ok(crate::events::SecurityEvent {
+                user_id: r
+                    .text("user_id")?
+                    .parse()
+                    .map_err(|_| corrupt("user id".into()))?,
+                kind: r.text("kind")?.parse().map_err(corrupt)?,
+                at: super::rows::from_ts(r.int("at")?)?,
+                ip: r.opt_text("ip")?,
+                detail: r.opt_text("detail")?,
+            })
+        }
+
         #[async_trait::async_trait]
         impl super::EventStore for $store {
             async fn record_event(
@@ -405,28 +421,36 @@ macro_rules! sql_event_store {
                 user: crate::user::UserId,
                 limit: usize,
             ) -> Result<Vec<crate::events::SecurityEvent>, super::StoreError> {
-                use super::rows::RowExt;
-                let corrupt = |e: String| super::StoreError::Corrupt(e);
-                sqlx::query(
-                    "SELECT kind, at, ip, detail FROM security_events WHERE user_id = $1 \
-                     ORDER BY seq DESC LIMIT $2",
+                let rows = sqlx::query(
+                    "SELECT user_id, kind, at, ip, detail FROM security_events \
+                     WHERE user_id = $1 ORDER BY seq DESC LIMIT $2",
                 )
                 .bind(user.to_string())
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(&self.pool)
                 .await
-                .map_err(super::sql::map_err)?
-                .iter()
-                .map(|r| {
-                    Ok(crate::events::SecurityEvent {
-                        user_id: user,
-                        kind: r.text("kind")?.parse().map_err(corrupt)?,
-                        at: super::rows::from_ts(r.int("at")?)?,
-                        ip: r.opt_text("ip")?,
-                        detail: r.opt_text("detail")?,
-                    })
-                })
-                .collect()
+                .map_err(super::sql::map_err)?;
+                rows.iter().map(event_row).collect()
+            }
+
+            async fn events_since(
+                &self,
+                user: Option<crate::user::UserId>,
+                since: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<crate::events::SecurityEvent>, super::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT user_id, kind, at, ip, detail FROM security_events \
+                     WHERE ($1 IS NULL OR user_id = $1) AND at >= $2 \
+                     ORDER BY seq DESC LIMIT $3",
+                )
+                .bind(user.map(|u| u.to_string()))
+                .bind(since.unix_timestamp())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(super::sql::map_err)?;
+                rows.iter().map(event_row).collect()
             }
         }
     };

@@ -941,7 +941,58 @@ async fn one_assertion_raced_counts_once(store: Arc<dyn Store>) {
     assert_eq!(wins, 1);
 }
 
+async fn events_are_listed_since_a_time_for_one_user_or_all(store: &dyn Store) {
+    use cloakroom::events::{EventKind, SecurityEvent};
+    let a = user("audit-a@example.com");
+    let b = user("audit-b@example.com");
+    store.insert_user(&a, "h").await.unwrap();
+    store.insert_user(&b, "h").await.unwrap();
+    for (who, minutes, kind) in [
+        (a.id, 0, EventKind::FactorAdded),
+        (b.id, 10, EventKind::RecoveryCodesMade),
+        (a.id, 20, EventKind::FactorRemoved),
+    ] {
+        store
+            .record_event(&SecurityEvent {
+                user_id: who,
+                kind,
+                at: t0() + Duration::minutes(minutes),
+                ip: None,
+                detail: None,
+            })
+            .await
+            .unwrap();
+    }
+    let kinds = |events: Vec<SecurityEvent>| -> Vec<(UserId, EventKind)> {
+        events.into_iter().map(|e| (e.user_id, e.kind)).collect()
+    };
+    let all = store.events_since(None, t0(), 10).await.unwrap();
+    assert_eq!(
+        kinds(all),
+        [
+            (a.id, EventKind::FactorRemoved),
+            (b.id, EventKind::RecoveryCodesMade),
+            (a.id, EventKind::FactorAdded)
+        ]
+    );
+    let recent = store
+        .events_since(None, t0() + Duration::minutes(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2);
+    let of_a = store.events_since(Some(a.id), t0(), 10).await.unwrap();
+    assert_eq!(
+        kinds(of_a),
+        [
+            (a.id, EventKind::FactorRemoved),
+            (a.id, EventKind::FactorAdded)
+        ]
+    );
+    assert_eq!(store.events_since(None, t0(), 1).await.unwrap().len(), 1);
+}
+
 contract!(
+    events_are_listed_since_a_time_for_one_user_or_all,
     a_passkey_counts_each_challenge_once_and_only_later_ones,
     security_events_are_kept_per_user_newest_first,
     factors_round_trip_and_steps_are_accepted_once,

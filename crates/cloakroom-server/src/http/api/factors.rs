@@ -95,7 +95,7 @@ fn factor_id(raw: &str) -> Result<FactorId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
 
-fn no_store(mut res: Response) -> Response {
+pub(crate) fn no_store(mut res: Response) -> Response {
     res.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

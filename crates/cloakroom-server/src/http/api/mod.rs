@@ -1,6 +1,7 @@
 //! The JSON API, one module per group of routes, each exporting `router()`.
 
 pub mod auth;
+pub mod events;
 pub mod factors;
 pub mod forward;
 pub mod health;

@@ -395,6 +395,14 @@ impl EventStore for RedisStore {
     async fn events(&self, user: UserId, limit: usize) -> Result<Vec<SecurityEvent>, StoreError> {
         self.sql.events(user, limit).await
     }
+    async fn events_since(
+        &self,
+        user: Option<UserId>,
+        since: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
+        self.sql.events_since(user, since, limit).await
+    }
 }
 
 /// User changes come from the SQL store's log; session revocations are in Redis and pushed
