@@ -43,6 +43,7 @@ pub fn sample(now: OffsetDateTime) -> Result<Sample, String> {
         auth_time: Some(now.unix_timestamp()),
         acr: Some("aal1".into()),
         amr: vec!["pwd".into()],
+        email_verified: Some(false),
     };
     let payload = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
     let token = jwt::sign(&key, "at+jwt", &payload).map_err(|e| e.to_string())?;

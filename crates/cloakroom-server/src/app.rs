@@ -41,6 +41,9 @@ pub enum StartError {
     /// The engine could not start.
     #[error("cannot start: {0}")]
     Auth(#[from] cloakroom::AuthError),
+    /// Mail cannot be sent as configured.
+    #[error("mail: {0}")]
+    Mail(String),
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
@@ -234,6 +237,8 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = watch::channel(false);
+        let worker = auth.mail_worker(mailer(settings)?, Arc::clone(&metrics.mail));
+        tokio::spawn(worker.run(stopped.clone()));
         let metrics_addr = match settings.metrics_listen {
             None => None,
             Some(at) => {
@@ -296,6 +301,26 @@ impl Server {
         tracing::info!("shutting down");
         self.shutdown().await;
     }
+}
+
+/// What delivers mail: the SMTP relay of `--smtp-url`, or the log.
+fn mailer(settings: &Settings) -> Result<Arc<dyn cloakroom::mail::Mailer>, StartError> {
+    let Some(url) = &settings.smtp_url else {
+        return Ok(Arc::new(cloakroom::mail::LogMailer));
+    };
+    let password = match &settings.smtp_password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::Mail(format!("{}: {e}", path.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    let smtp =
+        cloakroom::mail::SmtpMailer::new(url.expose(), password.as_deref(), &settings.mail_from())
+            .map_err(|e| StartError::Mail(e.to_string()))?;
+    Ok(Arc::new(smtp))
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -178,6 +178,27 @@ pub struct RawSettings {
     /// Log filter, e.g. `info` or `cloakroom=debug` [default: info]
     #[arg(long, global = true, env = "CLOAKROOM_LOG")]
     pub log: Option<String>,
+    /// SMTP relay for mail: `smtp://user@host:587` (STARTTLS), `smtps://user@host:465`
+    /// (implicit TLS), `smtp://127.0.0.1:25?tls=none` (a relay on this machine) [default: none:
+    /// mail is written to the log]
+    #[arg(long, global = true, env = "CLOAKROOM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// A file holding the SMTP password (instead of the one in the URL)
+    #[arg(long, global = true, env = "CLOAKROOM_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+    /// The sender of mail [default: cloakroom at the public URL's host]
+    #[arg(long, global = true, env = "CLOAKROOM_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// A directory of mail templates that replace the built-in ones (NAME.subject, NAME.txt,
+    /// NAME.html for verify_email, reset_password, password_changed)
+    #[arg(long, global = true, env = "CLOAKROOM_MAIL_TEMPLATES")]
+    pub mail_templates: Option<PathBuf>,
+    /// Seconds a link that confirms an address works [default: 86400]
+    #[arg(long, global = true, env = "CLOAKROOM_VERIFY_EMAIL_TTL_SECS")]
+    pub verify_email_ttl_secs: Option<i64>,
+    /// Seconds a password reset link works [default: 1800]
+    #[arg(long, global = true, env = "CLOAKROOM_RESET_PASSWORD_TTL_SECS")]
+    pub reset_password_ttl_secs: Option<i64>,
 }
 
 impl RawSettings {
@@ -284,6 +305,12 @@ pub struct Settings {
     pub secrets: SecretsSource,
     /// Log filter.
     pub log: String,
+    /// The SMTP relay, if any (else mail goes to the log).
+    pub smtp_url: Option<Secret<String>>,
+    /// The file holding the SMTP password, if any.
+    pub smtp_password_file: Option<PathBuf>,
+    /// The sender of mail, if configured.
+    pub mail_from: Option<String>,
 }
 
 fn secs(name: &str, v: Option<i64>, default: Duration) -> Result<Duration, SettingsError> {
@@ -524,6 +551,17 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
             mfa_required_for_everyone: raw.require_mfa.unwrap_or(false),
+            mail_templates: raw.mail_templates,
+            verify_email_ttl: secs(
+                "verify_email_ttl_secs",
+                raw.verify_email_ttl_secs,
+                defaults.verify_email_ttl,
+            )?,
+            reset_password_ttl: secs(
+                "reset_password_ttl_secs",
+                raw.reset_password_ttl_secs,
+                defaults.reset_password_ttl,
+            )?,
             ..defaults
         };
         let secrets = match (raw.secrets_key, raw.secrets_key_file) {
@@ -562,6 +600,9 @@ impl Settings {
             metrics_listen: raw.metrics_listen,
             secrets,
             log: raw.log.unwrap_or_else(|| "info".into()),
+            smtp_url: raw.smtp_url.map(Secret::new),
+            smtp_password_file: raw.smtp_password_file,
+            mail_from: raw.mail_from,
         })
     }
 
@@ -587,12 +628,29 @@ impl Settings {
             Some(u) => u.host_str().unwrap_or("localhost").to_string(),
             None => "localhost".into(),
         };
+        // Links in mail lead to the public URL.
+        auth.public_url = match &self.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => self.public_origin(port),
+        };
         // What authenticator apps show beside the code: the host people sign in on.
         auth.totp_issuer = match &self.public_url {
             Some(u) => u.host_str().unwrap_or("cloakroom").to_string(),
             None => "cloakroom (localhost)".into(),
         };
         auth
+    }
+
+    /// The sender of mail: the configured one, or `cloakroom@` the public URL's host.
+    pub fn mail_from(&self) -> String {
+        self.mail_from.clone().unwrap_or_else(|| {
+            let host = self
+                .public_url
+                .as_ref()
+                .and_then(|u| u.host_str().map(String::from))
+                .unwrap_or_else(|| "localhost".into());
+            format!("cloakroom <cloakroom@{host}>")
+        })
     }
 
     /// The cookie policy: `__Host-` and `Secure` unless the public URL is plain http;
@@ -686,6 +744,12 @@ impl Settings {
             metrics_listen: self.metrics_listen,
             header_timeout_secs: Some(self.header_timeout.as_secs()),
             log: Some(self.log.clone()),
+            smtp_url: self.smtp_url.as_ref().map(|u| redact_url(u.expose())),
+            smtp_password_file: self.smtp_password_file.clone(),
+            mail_from: Some(self.mail_from()),
+            mail_templates: a.mail_templates.clone(),
+            verify_email_ttl_secs: Some(a.verify_email_ttl.whole_seconds()),
+            reset_password_ttl_secs: Some(a.reset_password_ttl.whole_seconds()),
         }
     }
 }

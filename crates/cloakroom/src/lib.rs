@@ -39,6 +39,7 @@ pub mod feed;
 pub mod jwt;
 #[cfg(feature = "engine")]
 mod live;
+pub mod mail;
 #[cfg(feature = "engine")]
 pub mod maintenance;
 #[cfg(feature = "engine")]

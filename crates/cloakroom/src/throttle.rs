@@ -40,6 +40,14 @@ impl ThrottlePolicy {
         max_delay: Duration::minutes(15),
         window: Duration::hours(1),
     };
+    /// Per client IP, for tokens of links sent by mail: a person mistypes a link rarely, and a
+    /// guesser is what this is for.
+    pub const LINKS: Self = Self {
+        free_failures: 5,
+        base_delay: Duration::seconds(5),
+        max_delay: Duration::minutes(15),
+        window: Duration::hours(1),
+    };
 
     /// How long a caller with `failures` failures, the last at `last`, must still wait at `at`.
     pub fn wait(

@@ -223,6 +223,8 @@ pub struct User {
     /// When the account was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Whether the owner of the address confirmed it (by the link mailed to it).
+    pub email_verified: bool,
     /// Counts the password's changes. A session proven against an older count is void, on every
     /// instance, whatever store holds it: a login that checked the old password while the
     /// password changed cannot leave a session behind.

@@ -182,6 +182,10 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "mfa_required", msg)
             }
             AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code", msg),
+            AuthError::InvalidLink => Self::new(StatusCode::BAD_REQUEST, "invalid_token", msg),
+            AuthError::EmailAlreadyVerified => {
+                Self::new(StatusCode::CONFLICT, "email_already_verified", msg)
+            }
             AuthError::PasskeyRefused => {
                 Self::new(StatusCode::UNAUTHORIZED, "passkey_refused", msg)
             }

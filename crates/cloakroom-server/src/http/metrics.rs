@@ -23,6 +23,8 @@ pub struct Metrics {
     propagation_sum_micros: AtomicU64,
     /// When a request last failed because the store could not take it (ms since the epoch).
     store_failed_ms: std::sync::atomic::AtomicI64,
+    /// The outbox worker's deliveries.
+    pub mail: std::sync::Arc<cloakroom::mail::MailMetrics>,
 }
 
 /// How long after a request failed for want of the store `/readyz` still says "not ready":
@@ -142,6 +144,21 @@ pub async fn render(State(state): State<AppState>) -> Response {
         out,
         "cloakroom_refresh_reuse_total {}",
         am.refresh_reuse.load(Relaxed)
+    );
+    let mail = &state.metrics.mail;
+    let _ = writeln!(out, "# HELP cloakroom_mail_delivered_total Messages the mail relay took (or the log, without one).");
+    let _ = writeln!(out, "# TYPE cloakroom_mail_delivered_total counter");
+    let _ = writeln!(
+        out,
+        "cloakroom_mail_delivered_total {}",
+        mail.delivered.load(Relaxed)
+    );
+    let _ = writeln!(out, "# HELP cloakroom_mail_failed_total Delivery attempts that failed (each is tried again later).");
+    let _ = writeln!(out, "# TYPE cloakroom_mail_failed_total counter");
+    let _ = writeln!(
+        out,
+        "cloakroom_mail_failed_total {}",
+        mail.failed.load(Relaxed)
     );
     let _ = writeln!(
         out,

@@ -72,6 +72,7 @@ pub fn router(state: AppState, metrics_apart: bool) -> guard::Guarded {
         .merge(api::sessions::router())
         .merge(api::factors::router())
         .merge(api::events::router())
+        .merge(api::account::router())
         .merge(api::passkeys::router())
         .merge(api::health::router())
         .merge(api::token::router())

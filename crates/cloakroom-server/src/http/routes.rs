@@ -8,6 +8,24 @@ pub const SIGNUP: &str = "/auth/signup";
 pub const LOGIN: &str = "/auth/login";
 /// `POST`: the second step of a login that answered 202.
 pub const LOGIN_MFA: &str = "/auth/login/mfa";
+/// `POST`: mails the caller a link that confirms their address.
+pub const EMAIL_VERIFY_REQUEST: &str = "/auth/email/verify/request";
+/// `POST`: confirms an address with the token of its link.
+pub const EMAIL_VERIFY: &str = "/auth/email/verify";
+/// `POST`: mails a password reset link, if the address is an account's.
+pub const PASSWORD_FORGOT: &str = "/auth/password/forgot";
+/// `POST`: sets a new password with the token of a reset link.
+pub const PASSWORD_RESET: &str = "/auth/password/reset";
+/// `GET` a button that confirms an address (the link in the mail), `POST` it.
+pub const VERIFY_EMAIL_PAGE: &str = "/verify-email";
+/// `GET` the form that asks for a reset link, `POST` it.
+pub const FORGOT_PASSWORD_PAGE: &str = "/forgot-password";
+/// `GET` the form that sets a new password with a reset link, `POST` it.
+pub const RESET_PASSWORD_PAGE: &str = "/reset-password";
+/// `DELETE`: deletes the caller's account (with the password or a second factor).
+pub const ACCOUNT: &str = "/auth/account";
+/// `GET`: the caller's own data as JSON.
+pub const ACCOUNT_EXPORT: &str = "/auth/account/export";
 /// `GET`: the caller's recent security events.
 pub const EVENTS: &str = "/auth/events";
 /// `GET`: the caller's second factors.
@@ -135,6 +153,12 @@ pub const ROUTES: &[Route] = &[
     api(PASSKEY_LOGIN_OPTIONS, &["POST"]),
     api(PASSKEY_LOGIN, &["POST"]),
     api(EVENTS, &["GET"]),
+    api(EMAIL_VERIFY_REQUEST, &["POST"]),
+    api(EMAIL_VERIFY, &["POST"]),
+    api(PASSWORD_FORGOT, &["POST"]),
+    api(PASSWORD_RESET, &["POST"]),
+    api(ACCOUNT, &["DELETE"]),
+    api(ACCOUNT_EXPORT, &["GET"]),
     api(FACTORS, &["GET"]),
     api(TOTP_FACTORS, &["POST"]),
     api(TOTP_CONFIRM, &["POST"]),
@@ -175,6 +199,9 @@ pub const ROUTES: &[Route] = &[
     page(PASSWORD_PAGE, &["POST"]),
     page(STYLESHEET, &["GET"]),
     page(SCRIPT, &["GET"]),
+    page(VERIFY_EMAIL_PAGE, &["GET", "POST"]),
+    page(FORGOT_PASSWORD_PAGE, &["GET", "POST"]),
+    page(RESET_PASSWORD_PAGE, &["GET", "POST"]),
 ];
 
 /// What a session that owes a second factor (`Auth::second_factor_due`) may still reach: what

@@ -713,3 +713,85 @@ browser_test!(
         other.close().await.unwrap();
     }
 );
+
+/// The line of a message's text that holds the link to `path`.
+fn link_in(text: &str, path: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(path))
+        .map(|l| l.trim().to_string())
+        .expect("a link in the message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_mail_confirm_the_address_and_reset_the_password_in_a_browser() {
+    let Some(driver) = Driver::start("links_in_mail").await else {
+        return;
+    };
+    let Some(smtp) = crate::mail::MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let base = site(&t);
+    let email = "browser-mail@example.com";
+    let b = driver.browser("mail").await;
+    b.goto(&format!("{base}/signup")).await.unwrap();
+    fill(&b, "#email", email).await;
+    fill(&b, "#password", PASSWORD).await;
+    click(&b, "form.card button[type=submit]").await;
+    wait_path(&b, "/login?done=signed_up").await;
+
+    // The link from the mailbox: opening it changes nothing; the button confirms.
+    let mail = smtp.wait_for(email, 1).await.remove(0);
+    let link = link_in(&mail.text, "/verify-email?token=");
+    b.goto(&link).await.unwrap();
+    shoot(&b, "verify-email").await;
+    let elsewhere = t.login(email, PASSWORD).await;
+    let who: serde_json::Value = t
+        .get("/auth/whoami", &elsewhere)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        who["user"]["email_verified"], false,
+        "a GET confirms nothing"
+    );
+    click(&b, "form.card button[type=submit]").await;
+    wait_path(&b, "/verify-email").await;
+    assert!(
+        text(&b).await.contains("Your email address is confirmed."),
+        "{}",
+        text(&b).await
+    );
+    let who: serde_json::Value = t
+        .get("/auth/whoami", &elsewhere)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["user"]["email_verified"], true);
+
+    // A forgotten password, through the pages; the other session ends.
+    b.goto(&format!("{base}/login")).await.unwrap();
+    click(&b, "a[href='/forgot-password']").await;
+    wait_path(&b, "/forgot-password").await;
+    fill(&b, "#email", email).await;
+    click(&b, "form.card button[type=submit]").await;
+    wait_path(&b, "/forgot-password").await;
+    assert!(text(&b).await.contains("Check your mail"));
+    let mail = smtp.wait_for(email, 2).await.remove(1);
+    b.goto(&link_in(&mail.text, "/reset-password?token="))
+        .await
+        .unwrap();
+    shoot(&b, "reset-password").await;
+    let new_password = "a new password set in a browser";
+    fill(&b, "#new_password", new_password).await;
+    click(&b, "form.card button[type=submit]").await;
+    wait_path(&b, "/login?done=reset").await;
+    assert!(text(&b).await.contains("Your password is set"));
+    assert_eq!(t.get("/auth/whoami", &elsewhere).await.status(), 401);
+    fill(&b, "#email", email).await;
+    fill(&b, "#password", new_password).await;
+    click(&b, "form.card button[type=submit]").await;
+    wait_path(&b, "/dashboard").await;
+}

@@ -13,6 +13,7 @@ mod full_disk;
 mod hardening;
 mod interop;
 mod lifecycle;
+mod mail;
 mod mfa;
 mod mfa_instances;
 mod multihost;

@@ -195,6 +195,7 @@ impl AccessTokens {
             auth_time: Some(session.authenticated_at.unix_timestamp()),
             acr: Some(session.amr.acr().as_str().into()),
             amr: session.amr.names().into_iter().map(String::from).collect(),
+            email_verified: Some(user.email_verified),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
         let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::from)?;

@@ -90,6 +90,7 @@ impl Accounts {
             roles,
             disabled: false,
             created_at: self.clock.now_secs(),
+            email_verified: false,
             credentials_gen: 0,
         };
         match self.store.insert_user(&user, &hash).await {
@@ -211,14 +212,26 @@ impl Accounts {
             .await
     }
 
+    /// Checks a new password against the policy (`email`, the account's, when known).
+    pub(crate) fn check_new_password(&self, new: &str, email: &str) -> Result<(), AuthError> {
+        Ok(self
+            .policy
+            .check_new(&PasswordPolicy::normalize(new), email)?)
+    }
+
     /// Sets a new password for `user` (the policy first) and returns the user's new
     /// credentials generation: every session proven with an older password is void from now.
-    pub(crate) async fn set_password(&self, user: &User, new: &str) -> Result<i64, AuthError> {
+    pub(crate) async fn set_password(
+        &self,
+        user: &User,
+        new: &str,
+        notice: Option<&crate::mail::OutgoingMail>,
+    ) -> Result<i64, AuthError> {
         let normalized = PasswordPolicy::normalize(new);
         self.policy.check_new(&normalized, user.email.as_str())?;
         let hash = self.hasher.hash(normalized).await?;
         self.store
-            .set_password(user.id, &hash)
+            .set_password(user.id, &hash, notice)
             .await?
             .ok_or(AuthError::Unauthenticated)
     }

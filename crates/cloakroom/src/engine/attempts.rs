@@ -114,7 +114,9 @@ impl Attempts {
         let result = work.await;
         match &result {
             Ok(_) => self.give_back(&taken, true).await,
-            Err(AuthError::InvalidCredentials | AuthError::InvalidCode) => {}
+            Err(
+                AuthError::InvalidCredentials | AuthError::InvalidCode | AuthError::InvalidLink,
+            ) => {}
             Err(_) => self.give_back(&taken, false).await,
         }
         result

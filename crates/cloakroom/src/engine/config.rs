@@ -67,6 +67,17 @@ pub struct AuthConfig {
     pub passkey_rp_id: String,
     /// The origin passkey ceremonies must come from (the public URL's).
     pub passkey_origin: String,
+    /// The public URL links in mail lead to (`{public_url}/verify-email?token=…`).
+    pub public_url: String,
+    /// A directory of mail templates replacing the built-in ones (see [`crate::mail::Templates`]).
+    pub mail_templates: Option<std::path::PathBuf>,
+    /// How long a link that confirms an address works.
+    pub verify_email_ttl: Duration,
+    /// How long a password reset link works.
+    pub reset_password_ttl: Duration,
+    /// Failed link tokens (a guess, a spent or expired one) one client address may present
+    /// before it must wait.
+    pub link_throttle: ThrottlePolicy,
 }
 
 impl Default for AuthConfig {
@@ -95,6 +106,11 @@ impl Default for AuthConfig {
             mfa_required_for_everyone: false,
             passkey_rp_id: "localhost".into(),
             passkey_origin: "http://localhost".into(),
+            public_url: "http://localhost".into(),
+            mail_templates: None,
+            verify_email_ttl: Duration::hours(24),
+            reset_password_ttl: Duration::minutes(30),
+            link_throttle: ThrottlePolicy::LINKS,
         }
     }
 }

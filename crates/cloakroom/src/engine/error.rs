@@ -57,6 +57,13 @@ pub enum AuthError {
         "the credential is not a WebAuthn credential as PublicKeyCredential.toJSON() gives it"
     )]
     MalformedCredential,
+    /// A link's token sent by mail that is unknown, expired, already used, for something else,
+    /// or void since the account changed.
+    #[error("this link is not valid (any more); ask for a new one")]
+    InvalidLink,
+    /// The address is confirmed already.
+    #[error("the email address is confirmed already")]
+    EmailAlreadyVerified,
     /// An `mfa_token` that is unknown, expired, already used or worn out.
     #[error("this sign-in attempt has expired; log in again")]
     InvalidMfaToken,

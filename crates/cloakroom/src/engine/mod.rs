@@ -21,6 +21,7 @@ mod attempts;
 mod config;
 mod error;
 mod factors;
+mod lifecycle;
 mod mfa;
 mod passkeys;
 mod request;
@@ -62,6 +63,7 @@ pub struct Auth {
     factors: Factors,
     sessions: Arc<Sessions>,
     tokens: AccessTokens,
+    mails: lifecycle::Mails,
     /// Event counters.
     pub metrics: Arc<AuthMetrics>,
 }
@@ -172,6 +174,12 @@ impl Auth {
             Arc::clone(&config),
             Arc::clone(&clock),
         );
+        let mails = lifecycle::Mails::new(
+            Arc::clone(&config),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&attempts),
+        )?;
         let factors = Factors::new(
             Arc::clone(&store),
             attempts,
@@ -187,6 +195,7 @@ impl Auth {
             factors,
             sessions,
             tokens,
+            mails,
             metrics,
         };
         if serving {
@@ -237,7 +246,29 @@ impl Auth {
         password: &str,
         client: &ClientInfo,
     ) -> Result<User, AuthError> {
-        self.accounts.signup(email, password, client).await
+        let user = self.accounts.signup(email, password, client).await?;
+        // The account exists either way: a verification mail that could not be queued is
+        // asked for again with `request_email_verification`.
+        if let Err(e) = self.send_verification(&user).await {
+            tracing::warn!(user = %user.id, error = %e, "no verification mail was queued");
+        }
+        Ok(user)
+    }
+
+    /// The outbox's worker for this engine's store, sending with `mailer` and woken whenever
+    /// this engine queues a message.
+    pub fn mail_worker(
+        &self,
+        mailer: Arc<dyn crate::mail::Mailer>,
+        metrics: Arc<crate::mail::MailMetrics>,
+    ) -> crate::mail::MailWorker {
+        crate::mail::MailWorker::new(
+            Arc::clone(&self.store),
+            mailer,
+            Arc::clone(&self.clock),
+            metrics,
+            self.mails.waker(),
+        )
     }
 
     /// Creates an account with the given roles (the CLI's `user add`); no throttling.
@@ -463,7 +494,14 @@ impl Auth {
         new: &str,
     ) -> Result<LoginOutcome, AuthError> {
         self.accounts.check_password(&who.user, current).await?;
-        let generation = self.accounts.set_password(&who.user, new).await?;
+        let notice = self
+            .mails
+            .password_changed(&who.user.email, "by you, signed in")?;
+        let generation = self
+            .accounts
+            .set_password(&who.user, new, Some(&notice))
+            .await?;
+        self.mails.queued();
         self.sessions.forget_user(who.user.id);
         let old = &who.session;
         let (session, token) = self.sessions.new_session(NewSession {

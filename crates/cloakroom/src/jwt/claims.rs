@@ -97,6 +97,9 @@ pub struct AccessClaims {
     /// How they proved it (RFC 8176 names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// Whether the owner of the address confirmed it (OpenID Connect's claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 /// What an access token must satisfy beyond its signature.

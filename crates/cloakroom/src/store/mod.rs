@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::events::SecurityEvent;
 use crate::factor::{Factor, FactorId, MfaChallenge, PasskeyUse};
 use crate::jwt::StoredKey;
+use crate::mail::{LinkPurpose, LinkToken, OutgoingMail, QueuedMail};
 use crate::session::{Session, SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
@@ -23,6 +24,8 @@ mod rows;
 mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_factors;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_mail;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "postgres")]
@@ -99,12 +102,14 @@ pub trait UserStore: Send + Sync + 'static {
     /// The user's password hash.
     async fn password_hash(&self, id: UserId) -> Result<Option<String>, StoreError>;
     /// Replaces the password (a new password: a change or a reset) and moves the user's
-    /// `credentials_gen` on by one, in one atomic step; returns the new count, or `None` if
-    /// there is no such user. Publishes `UserChanged`.
+    /// `credentials_gen` on by one, in one atomic step, queueing `notice` (mail that tells the
+    /// user) in the same one; returns the new count, or `None` if there is no such user.
+    /// Publishes `UserChanged`.
     async fn set_password(
         &self,
         id: UserId,
         password_hash: &str,
+        notice: Option<&OutgoingMail>,
     ) -> Result<Option<i64>, StoreError>;
     /// Replaces the hash of the same password (stronger parameters) if the stored hash is still
     /// `old`: a compare-and-set, so it never undoes a password change that landed meanwhile.
@@ -116,6 +121,11 @@ pub trait UserStore: Send + Sync + 'static {
     async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError>;
     /// Every user, oldest first.
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Deletes the user and everything of theirs the store holds (sessions in SQL, factors,
+    /// links, security events, mail still waiting for their address), keeping only the id and
+    /// the time in `deleted_accounts`; publishes `UserChanged`. False if there is no such user.
+    /// Sessions another backend holds (Redis) are the caller's to end first.
+    async fn delete_user(&self, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError>;
 }
 
 /// Sessions.
@@ -311,6 +321,50 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn use_passkey(&self, used: &PasskeyUse) -> Result<bool, StoreError>;
 }
 
+/// The outbox of mail and the tokens of links sent by mail.
+#[async_trait]
+pub trait MailStore: Send + Sync + 'static {
+    /// Queues a message.
+    async fn enqueue_mail(&self, mail: &OutgoingMail) -> Result<(), StoreError>;
+    /// Stores a link's token and queues the message that carries it, in one transaction.
+    async fn issue_link(&self, link: &LinkToken, mail: &OutgoingMail) -> Result<(), StoreError>;
+    /// Takes a link's token (deleting it: single use) if it exists for `purpose` and is not past
+    /// its deadline at `now`.
+    async fn take_link(
+        &self,
+        hash: &TokenHash,
+        purpose: LinkPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<LinkToken>, StoreError>;
+    /// Marks the user's address confirmed if it is still `email`, recording the change for
+    /// other processes; false otherwise.
+    async fn mark_email_verified(
+        &self,
+        user: UserId,
+        email: &Email,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Leases up to `limit` messages due at `now` and not leased by anyone (or whose lease ran
+    /// out) until `until`, counting an attempt on each: two callers never lease one message.
+    async fn claim_mail(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError>;
+    /// A message the relay took: it leaves the outbox.
+    async fn mail_delivered(&self, id: &str) -> Result<(), StoreError>;
+    /// A message the relay did not take: leased by nobody, due again at `retry_at`.
+    async fn mail_failed(
+        &self,
+        id: &str,
+        retry_at: OffsetDateTime,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// How many messages wait.
+    async fn mail_backlog(&self) -> Result<u64, StoreError>;
+}
+
 /// Security events, per user.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
@@ -346,7 +400,7 @@ pub trait ChangeFeed: Send + Sync + 'static {
 /// Everything the engine needs from storage.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + ChangeFeed + KeyStore + FactorStore + EventStore
+    UserStore + SessionStore + ChangeFeed + KeyStore + FactorStore + EventStore + MailStore
 {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

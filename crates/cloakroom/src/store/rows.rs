@@ -102,6 +102,7 @@ pub(super) fn user(row: &impl RowExt) -> Result<User, StoreError> {
             .collect::<Result<_, _>>()?,
         disabled: row.flag("disabled")?,
         created_at: from_ts(row.int("created_at")?)?,
+        email_verified: row.opt_int("email_verified_at")?.is_some(),
         credentials_gen: row.int("credentials_gen")?,
     })
 }

@@ -257,6 +257,7 @@ macro_rules! sql_store {
                 &self,
                 id: UserId,
                 hash: &str,
+                notice: Option<&crate::mail::OutgoingMail>,
             ) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let generation: Option<i64> = sqlx::query_scalar(
@@ -271,6 +272,9 @@ macro_rules! sql_store {
                 .map_err(map_err)?;
                 if generation.is_some() {
                     record_user_change(&mut tx, id, self.now()).await?;
+                    if let Some(mail) = notice {
+                        enqueue_on(&mut tx, mail).await?;
+                    }
                 }
                 tx.commit().await.map_err(map_err)?;
                 Ok(generation)
@@ -300,6 +304,33 @@ macro_rules! sql_store {
 
             async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError> {
                 self.update_user(id, UserUpdate::Roles(roles_json(roles)?)).await
+            }
+
+            async fn delete_user(&self, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let email: Option<String> =
+                    sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                let Some(email) = email else {
+                    return Ok(false);
+                };
+                sqlx::query("DELETE FROM outbox WHERE recipient = $1")
+                    .bind(&email)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("INSERT INTO deleted_accounts (user_id, deleted_at) VALUES ($1, $2)")
+                    .bind(id.to_string())
+                    .bind(ts(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                record_user_change(&mut tx, id, self.now()).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
             }
 
             async fn list_users(&self) -> Result<Vec<User>, StoreError> {

@@ -158,6 +158,7 @@ super::sql::sql_store!(
 
 super::sql_factors::sql_factor_store!(SqliteStore);
 super::sql_factors::sql_event_store!(SqliteStore);
+super::sql_mail::sql_mail_store!(SqliteStore, sqlx::SqliteConnection);
 
 #[async_trait]
 impl super::Store for SqliteStore {
@@ -198,6 +199,7 @@ mod tests {
                 roles: vec![Role::default_role()],
                 disabled: false,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
+                email_verified: false,
                 credentials_gen: 0,
             };
             store.insert_user(&user, "$argon2id$x").await?;
@@ -231,10 +233,11 @@ mod tests {
             roles: vec![Role::default_role()],
             disabled: false,
             created_at: at,
+            email_verified: false,
             credentials_gen: 0,
         };
         store.insert_user(&user, "$argon2id$x").await?;
-        store.set_password(user.id, "$argon2id$y").await?;
+        store.set_password(user.id, "$argon2id$y", None).await?;
         let updated: i64 = sqlx::query_scalar("SELECT updated_at FROM users")
             .fetch_one(&store.pool)
             .await

@@ -47,6 +47,7 @@ async fn new_user(store: &dyn Store, email: &str) -> User {
         roles: vec![Role::default_role(), Role::parse("admin").unwrap()],
         disabled: false,
         created_at: time::OffsetDateTime::UNIX_EPOCH,
+        email_verified: false,
         credentials_gen: 0,
     };
     store.insert_user(&user, "$argon2id$unused").await.unwrap();
@@ -237,7 +238,7 @@ async fn crash_after_the_password_was_stored(store: Arc<dyn Store>, extra: Optio
     }
     // What `Auth::change_password` writes first, and then nothing more.
     assert!(store
-        .set_password(user.id, "$argon2id$new")
+        .set_password(user.id, "$argon2id$new", None)
         .await
         .unwrap()
         .is_some());

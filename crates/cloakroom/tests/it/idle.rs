@@ -37,6 +37,7 @@ async fn active_elsewhere(store: Arc<dyn Store>) {
         roles: vec![Role::default_role()],
         disabled: false,
         created_at: a.now(),
+        email_verified: false,
         credentials_gen: 0,
     };
     store.insert_user(&user, "$argon2id$unused").await.unwrap();

@@ -320,6 +320,7 @@ async fn users_stay_in_sql(prefix: RedisPrefix) {
         roles: vec![Role::default_role()],
         disabled: false,
         created_at: now(),
+        email_verified: false,
         credentials_gen: 0,
     };
     store.insert_user(&u, "h").await.unwrap();

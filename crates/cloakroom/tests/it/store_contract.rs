@@ -20,6 +20,7 @@ fn user(email: &str) -> User {
         roles: vec![Role::default_role()],
         disabled: false,
         created_at: t0(),
+        email_verified: false,
         credentials_gen: 0,
     }
 }
@@ -73,9 +74,15 @@ async fn users_round_trip_and_unique_email(store: &dyn Store) {
         .await
         .unwrap());
     assert!(store.set_disabled(u.id, true).await.unwrap());
-    assert_eq!(store.set_password(u.id, "$new").await.unwrap(), Some(1));
     assert_eq!(
-        store.set_password(UserId::random(), "$x").await.unwrap(),
+        store.set_password(u.id, "$new", None).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .set_password(UserId::random(), "$x", None)
+            .await
+            .unwrap(),
         None
     );
     // A rehash is a compare-and-set on the hash, and leaves the count alone.
@@ -991,7 +998,228 @@ async fn events_are_listed_since_a_time_for_one_user_or_all(store: &dyn Store) {
     assert_eq!(store.events_since(None, t0(), 1).await.unwrap().len(), 1);
 }
 
+fn mail(to: &str, at: OffsetDateTime) -> cloakroom::mail::OutgoingMail {
+    cloakroom::mail::OutgoingMail {
+        id: uuid::Uuid::new_v4().to_string(),
+        to: to.into(),
+        subject: "Subject".into(),
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+        queued_at: at,
+    }
+}
+
+async fn mail_is_leased_retried_later_and_gone_once_delivered(store: &dyn Store) {
+    let a = mail("a@example.com", t0());
+    let b = mail("b@example.com", t0() + Duration::seconds(5));
+    store.enqueue_mail(&a).await.unwrap();
+    store.enqueue_mail(&b).await.unwrap();
+    assert_eq!(store.mail_backlog().await.unwrap(), 2);
+    // Only what is due; leased, it is nobody else's until the lease ends.
+    let lease = t0() + Duration::minutes(1);
+    let got = store.claim_mail(t0(), lease, 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail, a);
+    assert_eq!(got[0].attempts, 1);
+    let later = t0() + Duration::seconds(10);
+    let got = store
+        .claim_mail(later, later + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|q| q.mail.id.as_str()).collect::<Vec<_>>(),
+        [b.id.as_str()]
+    );
+    // A failure puts it back for later; a lease that ran out (a worker that died) too.
+    store
+        .mail_failed(&b.id, later + Duration::minutes(2), "connection refused")
+        .await
+        .unwrap();
+    let at_lease_end = lease;
+    let got = store
+        .claim_mail(at_lease_end, at_lease_end + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|q| q.mail.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
+    );
+    assert_eq!(got[0].attempts, 2);
+    store.mail_delivered(&a.id).await.unwrap();
+    let retry = later + Duration::minutes(2);
+    let got = store
+        .claim_mail(retry, retry + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|q| q.mail.id.as_str()).collect::<Vec<_>>(),
+        [b.id.as_str()]
+    );
+    store.mail_delivered(&b.id).await.unwrap();
+    assert_eq!(store.mail_backlog().await.unwrap(), 0);
+}
+
+async fn two_workers_never_lease_one_message(store: Arc<dyn Store>) {
+    for i in 0..40 {
+        store
+            .enqueue_mail(&mail(&format!("m{i}@example.com"), t0()))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_mail(t0(), t0() + Duration::minutes(1), 3)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|q| q.mail.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: std::collections::BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), 40, "each leased once");
+    assert_eq!(unique.len(), 40);
+}
+
+async fn links_are_single_use_for_their_purpose_and_queued_with_their_mail(store: &dyn Store) {
+    use cloakroom::mail::{LinkPurpose, LinkToken};
+    let u = user("links@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let link = |n: u8, purpose| LinkToken {
+        hash: code_hash(n),
+        user_id: u.id,
+        purpose,
+        bound: u.email.to_string(),
+        expires_at: t0() + Duration::hours(1),
+    };
+    let carrying = mail("links@example.com", t0());
+    store
+        .issue_link(&link(1, LinkPurpose::VerifyEmail), &carrying)
+        .await
+        .unwrap();
+    assert_eq!(store.mail_backlog().await.unwrap(), 1);
+    // Another purpose: refused, and spent.
+    assert_eq!(
+        store
+            .take_link(&code_hash(1), LinkPurpose::ResetPassword, t0())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_link(&code_hash(1), LinkPurpose::VerifyEmail, t0())
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .issue_link(
+            &link(2, LinkPurpose::VerifyEmail),
+            &mail("links@example.com", t0()),
+        )
+        .await
+        .unwrap();
+    // Past its deadline: refused.
+    assert_eq!(
+        store
+            .take_link(
+                &code_hash(2),
+                LinkPurpose::VerifyEmail,
+                t0() + Duration::hours(1)
+            )
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .issue_link(
+            &link(3, LinkPurpose::VerifyEmail),
+            &mail("links@example.com", t0()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_link(&code_hash(3), LinkPurpose::VerifyEmail, t0())
+            .await
+            .unwrap(),
+        Some(link(3, LinkPurpose::VerifyEmail))
+    );
+    assert_eq!(
+        store
+            .take_link(&code_hash(3), LinkPurpose::VerifyEmail, t0())
+            .await
+            .unwrap(),
+        None,
+        "single use"
+    );
+    // An address is confirmed only while it is the account's.
+    let other = Email::parse("other@example.com").unwrap();
+    assert!(!store.mark_email_verified(u.id, &other, t0()).await.unwrap());
+    assert!(!store.find_user(u.id).await.unwrap().unwrap().email_verified);
+    assert!(store
+        .mark_email_verified(u.id, &u.email, t0())
+        .await
+        .unwrap());
+    assert!(store.find_user(u.id).await.unwrap().unwrap().email_verified);
+    // A password change queues its notice in the same step.
+    let notice = mail("links@example.com", t0());
+    store
+        .set_password(u.id, "$new", Some(&notice))
+        .await
+        .unwrap();
+    assert_eq!(store.mail_backlog().await.unwrap(), 4);
+}
+
+async fn a_deleted_user_leaves_only_its_id_and_frees_its_address(store: &dyn Store) {
+    let u = user("deleted@example.com");
+    let other = user("kept@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    store.insert_user(&other, "h").await.unwrap();
+    let (s, _) = session(u.id, t0());
+    store.insert_session(&s).await.unwrap();
+    store
+        .enqueue_mail(&mail("deleted@example.com", t0()))
+        .await
+        .unwrap();
+    store
+        .enqueue_mail(&mail("kept@example.com", t0()))
+        .await
+        .unwrap();
+    assert!(store.delete_user(u.id, t0()).await.unwrap());
+    assert!(!store.delete_user(u.id, t0()).await.unwrap());
+    assert_eq!(store.find_user(u.id).await.unwrap(), None);
+    assert_eq!(store.find_user_by_email(&u.email).await.unwrap(), None);
+    assert!(store.list_factors(u.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.mail_backlog().await.unwrap(),
+        1,
+        "only the other user's mail"
+    );
+    assert!(store.find_user(other.id).await.unwrap().is_some());
+    // The address is free again.
+    store
+        .insert_user(&user("deleted@example.com"), "h")
+        .await
+        .unwrap();
+}
+
 contract!(
+    a_deleted_user_leaves_only_its_id_and_frees_its_address,
+    mail_is_leased_retried_later_and_gone_once_delivered,
+    links_are_single_use_for_their_purpose_and_queued_with_their_mail,
     events_are_listed_since_a_time_for_one_user_or_all,
     a_passkey_counts_each_challenge_once_and_only_later_ones,
     security_events_are_kept_per_user_newest_first,
@@ -1010,4 +1238,5 @@ contract!(
     concurrent_rotations_mint_one_successor,
     concurrent_revoke_all_ends_each_session_once,
     concurrent_uses_of_one_code_or_step_have_one_winner,
-    one_assertion_raced_counts_once);
+    one_assertion_raced_counts_once,
+    two_workers_never_lease_one_message);

@@ -28,7 +28,7 @@ pub(crate) struct EventsQuery {
 
 /// An event as the API shows it.
 #[derive(Debug, Serialize)]
-pub(crate) struct EventView {
+pub struct EventView {
     kind: &'static str,
     description: &'static str,
     #[serde(with = "time::serde::rfc3339")]

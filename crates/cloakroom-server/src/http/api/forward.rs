@@ -95,6 +95,7 @@ fn original_url(headers: &HeaderMap, from_trusted_proxy: bool) -> Option<String>
 
 const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
 const X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
+const X_AUTH_EMAIL_VERIFIED: HeaderName = HeaderName::from_static("x-auth-email-verified");
 const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
 
@@ -185,6 +186,14 @@ pub(crate) async fn verify(
         identity_header(who.user.id.0.as_hyphenated().encode_lower(&mut uuid))?,
     );
     h.insert(X_AUTH_EMAIL, identity_header(who.user.email.as_str())?);
+    h.insert(
+        X_AUTH_EMAIL_VERIFIED,
+        HeaderValue::from_static(if who.user.email_verified {
+            "true"
+        } else {
+            "false"
+        }),
+    );
     h.insert(X_AUTH_ROLES, identity_header(&roles)?);
     h.insert(
         X_AUTH_SESSION_ID,

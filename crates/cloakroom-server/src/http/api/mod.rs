@@ -1,5 +1,6 @@
 //! The JSON API, one module per group of routes, each exporting `router()`.
 
+pub mod account;
 pub mod auth;
 pub mod events;
 pub mod factors;

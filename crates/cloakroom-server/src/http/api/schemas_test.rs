@@ -5,6 +5,7 @@ use schemars::{schema_for, JsonSchema};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
+use super::account::{ForgotBody, ResetBody, TokenBody};
 use super::auth::{
     LoginBody, LoginMfaBody, PasswordBody, ReauthBody, ReauthenticateBody, SignupBody,
 };
@@ -79,6 +80,9 @@ fn every_request_body_is_documented_as_the_code_reads_it() {
         ("Reauth", coded::<ReauthBody>()),
         ("PasswordChange", coded::<PasswordBody>()),
         ("TokenRequest", coded::<TokenRequest>()),
+        ("LinkToken", coded::<TokenBody>()),
+        ("PasswordForgot", coded::<ForgotBody>()),
+        ("PasswordReset", coded::<ResetBody>()),
     ];
     for (name, (props, req)) in cases {
         let (doc_props, doc_req) = documented(name);

@@ -69,16 +69,7 @@ async fn list(
         .into_iter()
         .skip(start)
         .take(limit)
-        .map(|(s, seen)| SessionListEntry {
-            id: s.id.to_string(),
-            transport: s.transport.as_str(),
-            created_at: s.created_at,
-            last_seen_at: seen,
-            expires_at: s.expires_at(seen),
-            current: s.id == who.session.id,
-            ip: s.ip,
-            user_agent: s.user_agent,
-        })
+        .map(|(s, seen)| SessionListEntry::of(s, seen, who.session.id))
         .collect();
     let mut body = json!({ "sessions": sessions, "total": total });
     if start + limit < total {

@@ -13,6 +13,8 @@ pub struct UserView {
     pub email: String,
     /// Roles.
     pub roles: Vec<String>,
+    /// Whether the owner of the address confirmed it.
+    pub email_verified: bool,
 }
 
 impl From<&User> for UserView {
@@ -21,6 +23,7 @@ impl From<&User> for UserView {
             id: u.id.to_string(),
             email: u.email.to_string(),
             roles: u.roles.iter().map(Role::to_string).collect(),
+            email_verified: u.email_verified,
         }
     }
 }
@@ -98,7 +101,11 @@ impl WhoAmI {
             // Role names are a-z, 0-9 and `_-:.` (`Role::parse`): nothing to escape.
             push_quoted(&mut out, role.as_str());
         }
-        out.extend_from_slice(b"]},\"session\":{\"id\":");
+        out.extend_from_slice(if a.user.email_verified {
+            b"],\"email_verified\":true},\"session\":{\"id\":"
+        } else {
+            b"],\"email_verified\":false},\"session\":{\"id\":"
+        });
         push_uuid(&mut out, &a.session.id.0);
         out.extend_from_slice(b",\"transport\":");
         push_quoted(&mut out, a.session.transport.as_str());
@@ -214,6 +221,22 @@ pub struct SessionListEntry {
     pub current: bool,
 }
 
+impl SessionListEntry {
+    /// `s`, last seen at `seen`, as listed to the session `current`.
+    pub fn of(s: cloakroom::Session, seen: OffsetDateTime, current: cloakroom::SessionId) -> Self {
+        Self {
+            id: s.id.to_string(),
+            transport: s.transport.as_str(),
+            created_at: s.created_at,
+            last_seen_at: seen,
+            expires_at: s.expires_at(seen),
+            current: s.id == current,
+            ip: s.ip,
+            user_agent: s.user_agent,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +254,7 @@ mod tests {
                 .collect(),
             disabled: false,
             created_at: created,
+            email_verified: false,
             credentials_gen: 0,
         };
         let session = Session {

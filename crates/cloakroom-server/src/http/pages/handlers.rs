@@ -78,6 +78,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "password" => "Your password has been changed. Your other devices have been logged out.",
         "ended" => "That device has been logged out.",
         "expired" => "That sign-in attempt has expired. Log in again.",
+        "reset" => "Your password is set, and every device was logged out. Log in with it.",
         _ => return None,
     })
 }
@@ -156,7 +157,7 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Authenticate
 }
 
 /// The pre-session CSRF token of a request, or a new one with the cookie that sets it.
-fn pre_session(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
+pub(super) fn pre_session(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     let secure = state.rules.cookie().is_secure();
     match pre_session_token(headers, secure) {
         Some(t) => (t, None),
@@ -167,7 +168,7 @@ fn pre_session(state: &AppState, headers: &HeaderMap) -> (String, Option<String>
     }
 }
 
-fn pre_session_ok(state: &AppState, headers: &HeaderMap, form: &FormFields) -> bool {
+pub(super) fn pre_session_ok(state: &AppState, headers: &HeaderMap, form: &FormFields) -> bool {
     pre_session_token(headers, state.rules.cookie().is_secure())
         .is_some_and(|t| same_token(&t, form.get("csrf")))
 }

@@ -6,6 +6,7 @@
 
 mod access;
 mod handlers;
+mod links;
 mod security;
 mod step_up;
 mod templates;
@@ -69,6 +70,18 @@ pub fn router() -> Router<AppState> {
         )
         .route(routes::SECURITY_CODES_PAGE, post(security::new_codes))
         .route(routes::SECURITY_REMOVE_PAGE, post(security::remove))
+        .route(
+            routes::VERIFY_EMAIL_PAGE,
+            get(links::verify_page).post(links::verify),
+        )
+        .route(
+            routes::FORGOT_PASSWORD_PAGE,
+            get(links::forgot_page).post(links::forgot),
+        )
+        .route(
+            routes::RESET_PASSWORD_PAGE,
+            get(links::reset_page).post(links::reset),
+        )
         .route(routes::STYLESHEET, get(stylesheet))
         .route(routes::SCRIPT, get(script))
 }

@@ -329,6 +329,7 @@ pub fn login(f: &LoginForm<'_>) -> Markup {
                 button type="submit" { "Log in" }
                 button.secondary #passkey-login type="button" hidden { "Sign in with a passkey" }
             }
+            p { a href="/forgot-password" { "Forgot your password?" } }
             p { "No account yet? " a href="/signup" { "Sign up" } }
         },
     )

@@ -37,6 +37,7 @@ use super::{
 use crate::events::SecurityEvent;
 use crate::factor::{Factor, FactorId, MfaChallenge, PasskeyUse};
 use crate::jwt::StoredKey;
+use crate::mail::{LinkPurpose, LinkToken, OutgoingMail, QueuedMail};
 use crate::session::{SessionId, TokenHash};
 use crate::user::{Email, Role, User, UserId};
 
@@ -243,8 +244,12 @@ impl UserStore for RedisStore {
         &self,
         id: UserId,
         password_hash: &str,
+        notice: Option<&OutgoingMail>,
     ) -> Result<Option<i64>, StoreError> {
-        self.sql.set_password(id, password_hash).await
+        self.sql.set_password(id, password_hash, notice).await
+    }
+    async fn delete_user(&self, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.sql.delete_user(id, at).await
     }
     async fn rehash_password(&self, id: UserId, old: &str, new: &str) -> Result<bool, StoreError> {
         self.sql.rehash_password(id, old, new).await
@@ -383,6 +388,55 @@ impl FactorStore for RedisStore {
     }
     async fn use_passkey(&self, used: &PasskeyUse) -> Result<bool, StoreError> {
         self.sql.use_passkey(used).await
+    }
+}
+
+/// The outbox and link tokens live in the SQL store.
+#[async_trait]
+impl super::MailStore for RedisStore {
+    async fn enqueue_mail(&self, mail: &OutgoingMail) -> Result<(), StoreError> {
+        self.sql.enqueue_mail(mail).await
+    }
+    async fn issue_link(&self, link: &LinkToken, mail: &OutgoingMail) -> Result<(), StoreError> {
+        self.sql.issue_link(link, mail).await
+    }
+    async fn take_link(
+        &self,
+        hash: &TokenHash,
+        purpose: LinkPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<LinkToken>, StoreError> {
+        self.sql.take_link(hash, purpose, now).await
+    }
+    async fn mark_email_verified(
+        &self,
+        user: UserId,
+        email: &Email,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.sql.mark_email_verified(user, email, at).await
+    }
+    async fn claim_mail(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError> {
+        self.sql.claim_mail(now, until, limit).await
+    }
+    async fn mail_delivered(&self, id: &str) -> Result<(), StoreError> {
+        self.sql.mail_delivered(id).await
+    }
+    async fn mail_failed(
+        &self,
+        id: &str,
+        retry_at: OffsetDateTime,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.sql.mail_failed(id, retry_at, error).await
+    }
+    async fn mail_backlog(&self) -> Result<u64, StoreError> {
+        self.sql.mail_backlog().await
     }
 }
 

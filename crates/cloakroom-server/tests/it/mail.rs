@@ -1,0 +1,651 @@
+//! Mail through a real SMTP server (Python's aiosmtpd, storing into a Maildir): the links that
+//! confirm an address and reset a password, read from the mailbox and followed; the outbox
+//! surviving a kill between the commit and the delivery; reset tokens guessed in parallel.
+
+use crate::support::*;
+use reqwest::Response;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// An SMTP server on localhost that stores what it receives in a Maildir.
+pub(crate) struct MailServer {
+    child: Child,
+    pub(crate) port: u16,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// A message as the mailbox holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) to: String,
+    pub(crate) subject: String,
+    pub(crate) message_id: String,
+    pub(crate) text: String,
+    pub(crate) html: String,
+}
+
+impl Received {
+    /// The token of the link in the message.
+    pub(crate) fn token(&self) -> String {
+        let at = self.text.find("token=").expect("a link with a token");
+        self.text[at + 6..]
+            .split(|c: char| c.is_whitespace())
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl MailServer {
+    /// A server on a free port; `None` (after saying why) where aiosmtpd is missing and not
+    /// required.
+    pub(crate) async fn start() -> Option<Self> {
+        Self::start_on(free_port()).await
+    }
+
+    pub(crate) async fn start_on(port: u16) -> Option<Self> {
+        let present = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let why = "the mail tests need Python's aiosmtpd (pip install aiosmtpd)";
+            assert!(!cloakroom::testing::services_required(), "{why}");
+            cloakroom::testing::skip(why);
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("maildir");
+        let server = Self {
+            child: Command::new("python3")
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+            dir,
+            _tmp: tmp,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("aiosmtpd did not start");
+    }
+
+    /// `--smtp-url` for this server (plain SMTP on localhost).
+    pub(crate) fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    /// Every message received so far.
+    pub(crate) fn received(&self) -> Vec<Received> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("new")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(std::time::SystemTime, Received)> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let modified = e.metadata().unwrap().modified().unwrap();
+                (modified, parse(&e.path()))
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The messages to `to`.
+    pub(crate) fn to(&self, to: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|m| m.to == to).collect()
+    }
+
+    /// Waits (up to 15 s) until `to` has `n` messages, and returns them.
+    pub(crate) async fn wait_for(&self, to: &str, n: usize) -> Vec<Received> {
+        for _ in 0..300 {
+            let got = self.to(to);
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{to} did not get {n} message(s): {:?}", self.to(to));
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse(path: &Path) -> Received {
+    let raw = std::fs::read(path).unwrap();
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    let header = |name: &str| {
+        mailparse::MailHeaderMap::get_first_value(&mail.headers[..], name).unwrap_or_default()
+    };
+    let part = |mime: &str| {
+        mail.subparts
+            .iter()
+            .find(|p| p.ctype.mimetype == mime)
+            .map(|p| p.get_body().unwrap())
+            .unwrap_or_default()
+    };
+    Received {
+        to: header("X-RcptTo"),
+        subject: header("Subject"),
+        message_id: header("Message-ID"),
+        text: part("text/plain"),
+        html: part("text/html"),
+    }
+}
+
+async fn post(t: &TestServer, path: &str, body: Value) -> Response {
+    t.req(reqwest::Method::POST, path)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn error_code(res: Response) -> String {
+    let body: Value = res.json().await.unwrap();
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_signup_gets_a_link_that_confirms_the_address_once() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let cookie = t.user("verify@example.com").await;
+    let who: Value = t.get("/auth/whoami", &cookie).await.json().await.unwrap();
+    assert_eq!(who["user"]["email_verified"], false);
+
+    let mail = smtp.wait_for("verify@example.com", 1).await.remove(0);
+    assert_eq!(mail.subject, "Confirm your email address");
+    assert!(mail.message_id.starts_with('<') && mail.message_id.contains('@'));
+    assert!(mail
+        .text
+        .contains(&format!("{}/verify-email?token=", t.origin)));
+    assert!(mail.html.contains("verify-email?token="));
+    let token = mail.token();
+    assert_eq!(token.len(), 43, "256 bits");
+
+    let res = post(&t, "/auth/email/verify", json!({"token": token})).await;
+    assert_eq!(res.status(), 204);
+    let who: Value = t.get("/auth/whoami", &cookie).await.json().await.unwrap();
+    assert_eq!(who["user"]["email_verified"], true);
+    // Forward-auth passes it on, and access tokens carry it.
+    let res = t.get("/auth/verify", &cookie).await;
+    assert_eq!(res.headers()["x-auth-email-verified"], "true");
+    let grant: Value = post(
+        &t,
+        "/auth/token",
+        json!({"grant_type": "password", "username": "verify@example.com", "password": PASSWORD}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let payload = grant["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    assert_eq!(claims["email_verified"], true);
+
+    // Once only; a confirmed address asks for no more links.
+    let res = post(&t, "/auth/email/verify", json!({"token": token})).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_code(res).await, "invalid_token");
+    let res = t.post("/auth/email/verify/request", &cookie, None).await;
+    assert_eq!(res.status(), 409);
+    // Malformed bodies and tokens: clear 400s.
+    for body in [
+        json!({}),
+        json!({"token": 5}),
+        json!({"token": "x", "more": 1}),
+    ] {
+        let res = post(&t, "/auth/email/verify", body.clone()).await;
+        assert_eq!(res.status(), 400, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_verification_link_dies_when_it_is_used_late_or_for_something_else() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let cookie = t.user("late@example.com").await;
+    let first = smtp.wait_for("late@example.com", 1).await.remove(0).token();
+    // A second link, asked for; the first still works until its deadline.
+    assert_eq!(
+        t.post("/auth/email/verify/request", &cookie, None)
+            .await
+            .status(),
+        202
+    );
+    let second = smtp.wait_for("late@example.com", 2).await.remove(1).token();
+    // Used as a reset link: refused (and spent).
+    let res = post(
+        &t,
+        "/auth/password/reset",
+        json!({"token": first, "new_password": "another long password"}),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    // Past its deadline.
+    t.clock.advance(time::Duration::hours(25));
+    let res = post(&t, "/auth/email/verify", json!({"token": second})).await;
+    assert_eq!(res.status(), 400);
+    let who: Value = t
+        .get("/auth/whoami", &t.login("late@example.com", PASSWORD).await)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["user"]["email_verified"], false);
+}
+
+#[tokio::test]
+async fn forgot_password_answers_alike_and_its_link_resets_once_everywhere() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let other_browser = t.user("forgot@example.com").await;
+    let this_browser = t.login("forgot@example.com", PASSWORD).await;
+    smtp.wait_for("forgot@example.com", 1).await;
+
+    let known = post(
+        &t,
+        "/auth/password/forgot",
+        json!({"email": "forgot@example.com"}),
+    )
+    .await;
+    let unknown = post(
+        &t,
+        "/auth/password/forgot",
+        json!({"email": "nobody@example.com"}),
+    )
+    .await;
+    assert_eq!(known.status(), 202);
+    assert_eq!(unknown.status(), known.status());
+    assert_eq!(
+        known.bytes().await.unwrap(),
+        unknown.bytes().await.unwrap(),
+        "the same answer"
+    );
+    let mail = smtp.wait_for("forgot@example.com", 2).await.remove(1);
+    assert_eq!(mail.subject, "Reset your password");
+    assert!(mail.text.contains("/reset-password?token="));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(smtp.to("nobody@example.com").is_empty());
+
+    // A password the policy refuses does not spend the link.
+    let token = mail.token();
+    let res = post(
+        &t,
+        "/auth/password/reset",
+        json!({"token": token, "new_password": "short"}),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_code(res).await, "weak_password");
+    let new_password = "a brand new password of some length";
+    let res = post(
+        &t,
+        "/auth/password/reset",
+        json!({"token": token, "new_password": new_password}),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    // Every session ended; the old password is dead, the new one works; the user was told.
+    for cookie in [&other_browser, &this_browser] {
+        assert_eq!(t.get("/auth/whoami", cookie).await.status(), 401);
+    }
+    assert_eq!(
+        t.login_raw(json!({"email": "forgot@example.com", "password": PASSWORD}))
+            .await
+            .status(),
+        401
+    );
+    t.login("forgot@example.com", new_password).await;
+    let notice = smtp.wait_for("forgot@example.com", 3).await.remove(2);
+    assert_eq!(notice.subject, "Your password was changed");
+    // The link again: refused.
+    let res = post(
+        &t,
+        "/auth/password/reset",
+        json!({"token": token, "new_password": "yet another long password"}),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_code(res).await, "invalid_token");
+}
+
+#[tokio::test]
+async fn a_reset_link_dies_when_the_password_changes_by_any_path() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let cookie = t.user("changed@example.com").await;
+    smtp.wait_for("changed@example.com", 1).await;
+    post(
+        &t,
+        "/auth/password/forgot",
+        json!({"email": "changed@example.com"}),
+    )
+    .await;
+    let token = smtp
+        .wait_for("changed@example.com", 2)
+        .await
+        .remove(1)
+        .token();
+    // The user changes the password while signed in: the link made before is void.
+    let res = t
+        .post(
+            "/auth/password",
+            &cookie,
+            Some(json!({"current_password": PASSWORD, "new_password": "changed while signed in"})),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    let res = post(
+        &t,
+        "/auth/password/reset",
+        json!({"token": token, "new_password": "the attacker's password"}),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    t.login("changed@example.com", "changed while signed in")
+        .await;
+}
+
+#[tokio::test]
+async fn a_reset_does_not_skip_the_second_factor() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let mut cookie = t.user("reset-mfa@example.com").await;
+    crate::mfa::enroll(&t, &mut cookie).await;
+    post(
+        &t,
+        "/auth/password/forgot",
+        json!({"email": "reset-mfa@example.com"}),
+    )
+    .await;
+    let token = smtp
+        .wait_for("reset-mfa@example.com", 2)
+        .await
+        .into_iter()
+        .find(|m| m.subject == "Reset your password")
+        .unwrap()
+        .token();
+    let new_password = "reset but still two factors";
+    let res = post(
+        &t,
+        "/auth/password/reset",
+        json!({"token": token, "new_password": new_password}),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let res = post(
+        &t,
+        "/auth/login",
+        json!({"email": "reset-mfa@example.com", "password": new_password}),
+    )
+    .await;
+    assert_eq!(res.status(), 202, "the second factor is still asked for");
+    assert!(session_token(res.headers()).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_wrong_reset_tokens_evaluate_a_handful() {
+    let t = TestServer::start().await;
+    let guesses = (0..50).map(|i| {
+        let token = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([i as u8; 32])
+        };
+        post(
+            &t,
+            "/auth/password/reset",
+            json!({"token": token, "new_password": "a guesser's long password"}),
+        )
+    });
+    let statuses: Vec<u16> = futures::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let evaluated = statuses.iter().filter(|s| **s == 400).count();
+    assert!(evaluated <= 9, "{evaluated} evaluated: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 400 | 429 | 503)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn queued_mail_survives_a_kill_and_is_delivered_after_the_restart() {
+    // The relay is down when the message is queued; the server is killed (SIGKILL) before it
+    // could deliver; after a restart, with the relay up, the message arrives.
+    let smtp_port = free_port();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_url = format!("smtp://127.0.0.1:{smtp_port}?tls=none");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--smtp-url", &smtp_url])
+            .env("CLOAKROOM_DATA_DIR", dir.path())
+            .env("CLOAKROOM_ARGON2_MEMORY_KIB", "64")
+            .env("CLOAKROOM_ARGON2_ITERATIONS", "1")
+            .env("CLOAKROOM_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = || async {
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server did not start");
+    };
+    let mut child = spawn();
+    ready().await;
+    let res = http
+        .post(format!("{base}/auth/signup"))
+        .header("origin", format!("http://localhost:{port}"))
+        .json(&json!({"email": "durable@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // Let the worker fail once against the missing relay, then kill the server outright.
+    let metrics = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if metrics().await.contains("cloakroom_mail_failed_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics().await.contains("cloakroom_mail_failed_total 1"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let Some(smtp) = MailServer::start_on(smtp_port).await else {
+        return;
+    };
+    let mut child = spawn();
+    ready().await;
+    let got = smtp.wait_for("durable@example.com", 1).await;
+    assert_eq!(got[0].subject, "Confirm your email address");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.to("durable@example.com").len(), 1, "delivered once");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Deletion on `a`, with a session on `b` too: gone on both, and the address is free again.
+async fn deletion_holds_across(a: &TestServer, b: &TestServer) {
+    let on_a = a.user("leaving@example.com").await;
+    let on_b = b.login("leaving@example.com", PASSWORD).await;
+    let staying = a.user("staying@example.com").await;
+    assert_eq!(
+        a.post("/auth/factors/recovery-codes", &on_a, None)
+            .await
+            .status(),
+        200
+    );
+
+    // The export holds exactly the user's own data.
+    let res = a.get("/auth/account/export", &on_a).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    let export: Value = res.json().await.unwrap();
+    assert_eq!(export["user"]["email"], "leaving@example.com");
+    assert!(export["user"]["created_at"].is_string());
+    assert_eq!(export["sessions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        export["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["current"] == true)
+            .count(),
+        1
+    );
+    assert_eq!(export["factors"][0]["kind"], "recovery_codes");
+    assert_eq!(export["events"][0]["kind"], "recovery_codes_made");
+    let text = export.to_string();
+    assert!(!text.contains("staying@example.com"));
+    assert!(!text.contains("secret") && !text.contains(PASSWORD));
+
+    // A recent login is not enough; a wrong password is refused; the right one deletes.
+    let res = a
+        .req(reqwest::Method::DELETE, "/auth/account")
+        .header("cookie", format!("cloakroom_session={on_a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, "reauth_required");
+    let delete = |password: &str| {
+        a.req(reqwest::Method::DELETE, "/auth/account")
+            .header("cookie", format!("cloakroom_session={on_a}"))
+            .json(&json!({"current_password": password}))
+            .send()
+    };
+    assert_eq!(delete("not the password").await.unwrap().status(), 401);
+    assert_eq!(delete(PASSWORD).await.unwrap().status(), 204);
+
+    for (t, cookie) in [(a, &on_a), (b, &on_b)] {
+        assert_eq!(t.get("/auth/whoami", cookie).await.status(), 401);
+        let res = t
+            .login_raw(json!({"email": "leaving@example.com", "password": PASSWORD}))
+            .await;
+        assert_eq!(res.status(), 401);
+    }
+    assert_eq!(a.get("/auth/whoami", &staying).await.status(), 200);
+    // The address can sign up again, as a new account with nothing of the old one.
+    assert_eq!(
+        b.signup("leaving@example.com", PASSWORD).await.status(),
+        201
+    );
+    let again = b.login("leaving@example.com", PASSWORD).await;
+    let export: Value = b
+        .get("/auth/account/export", &again)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(export["factors"].as_array().unwrap().is_empty());
+    assert!(export["events"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_account_is_gone_with_its_sessions_and_its_address_is_free() {
+    let t = TestServer::start().await;
+    deletion_holds_across(&t, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_is_gone_on_every_instance_on_postgresql() {
+    let Some(schema) =
+        cloakroom::testing::PgSchema::create("a_deleted_account_is_gone_on_every_instance").await
+    else {
+        return;
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let (a, b) = crate::postgres::pair(&schema.url, None).await;
+        deletion_holds_across(&a, &b).await;
+    }))
+    .await;
+    schema.drop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_is_gone_on_every_instance_on_postgresql_and_redis() {
+    crate::with_redis::with_backends(
+        "a_deleted_account_is_gone_on_every_instance_with_redis",
+        |url, redis| async move {
+            let (a, b) = crate::postgres::pair(&url, Some(&redis)).await;
+            deletion_holds_across(&a, &b).await;
+        },
+    )
+    .await;
+}
