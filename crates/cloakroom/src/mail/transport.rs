@@ -119,6 +119,10 @@ impl SmtpMailer {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(parsed.as_str())
             .map_err(|e| SendError(format!("--smtp-url: {e}")))?
             .timeout(Some(std::time::Duration::from_secs(30)))
+            .pool_config(
+                lettre::transport::smtp::PoolConfig::new()
+                    .max_size(u32::try_from(super::worker::PARALLEL).unwrap_or(32)),
+            )
             .build();
         let from: Mailbox = from
             .parse()

@@ -17,8 +17,10 @@ use crate::store::{Store, StoreError};
 const LEASE: Duration = Duration::minutes(1);
 /// Messages leased at a time.
 const BATCH: usize = 32;
-/// Messages handed to the relay at once (over its pool of connections).
-const PARALLEL: usize = 8;
+/// Messages handed to the relay at once, each on a connection of its own from the mailer's
+/// pool: a send waits on the relay's answers (and lettre's writes on TCP acknowledgements), so
+/// throughput comes from sends in flight, not from a busy worker.
+pub const PARALLEL: usize = 32;
 /// How often the worker looks when nobody wakes it.
 const POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
