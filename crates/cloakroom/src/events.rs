@@ -1,6 +1,7 @@
-//! Security events: what happened to an account that its owner should be able to see (second
-//! factors added or removed, a recovery code used, factors reset by an administrator). Kept per
-//! user, newest first; they never hold a secret, a code or a token.
+//! Security events: what happened to an account that its owner should be able to see (logins
+//! and failed ones, logouts, sessions ended, password changes, the address confirmed, second
+//! factors added or removed, a recovery code used, an administrator's changes). Kept per user,
+//! newest first; they never hold a password, a secret, a code or a token.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,14 +22,41 @@ pub enum EventKind {
     RecoveryCodeUsed,
     /// An administrator removed every second factor.
     FactorsReset,
+    /// A login (the detail names how it was proven, RFC 8176 names).
+    Login,
+    /// A wrong password for this account.
+    LoginFailed,
+    /// The user logged out.
+    Logout,
+    /// Sessions ended by the user or an administrator (the detail says which).
+    SessionsEnded,
+    /// The password changed (the detail says how).
+    PasswordChanged,
+    /// The address was confirmed.
+    EmailVerified,
+    /// An administrator disabled the account.
+    AccountDisabled,
+    /// An administrator enabled the account again.
+    AccountEnabled,
+    /// An administrator changed the roles (the detail lists them).
+    RolesChanged,
 }
 
-const KINDS: [(EventKind, &str); 5] = [
+const KINDS: [(EventKind, &str); 14] = [
     (EventKind::FactorAdded, "factor_added"),
     (EventKind::FactorRemoved, "factor_removed"),
     (EventKind::RecoveryCodesMade, "recovery_codes_made"),
     (EventKind::RecoveryCodeUsed, "recovery_code_used"),
     (EventKind::FactorsReset, "factors_reset"),
+    (EventKind::Login, "login"),
+    (EventKind::LoginFailed, "login_failed"),
+    (EventKind::Logout, "logout"),
+    (EventKind::SessionsEnded, "sessions_ended"),
+    (EventKind::PasswordChanged, "password_changed"),
+    (EventKind::EmailVerified, "email_verified"),
+    (EventKind::AccountDisabled, "account_disabled"),
+    (EventKind::AccountEnabled, "account_enabled"),
+    (EventKind::RolesChanged, "roles_changed"),
 ];
 
 impl EventKind {
@@ -48,6 +76,15 @@ impl EventKind {
             Self::RecoveryCodesMade => "New recovery codes made",
             Self::RecoveryCodeUsed => "Recovery code used",
             Self::FactorsReset => "Second factors reset by an administrator",
+            Self::Login => "Signed in",
+            Self::LoginFailed => "Wrong password",
+            Self::Logout => "Logged out",
+            Self::SessionsEnded => "Sessions ended",
+            Self::PasswordChanged => "Password changed",
+            Self::EmailVerified => "Email address confirmed",
+            Self::AccountDisabled => "Account disabled by an administrator",
+            Self::AccountEnabled => "Account enabled by an administrator",
+            Self::RolesChanged => "Roles changed by an administrator",
         }
     }
 }
@@ -80,6 +117,8 @@ pub struct SecurityEvent {
     pub at: OffsetDateTime,
     /// From where (the client address), when known.
     pub ip: Option<String>,
+    /// The client's `User-Agent`, when known.
+    pub user_agent: Option<String>,
     /// More, in a word or two (the factor's kind or name); never a secret.
     pub detail: Option<String>,
 }

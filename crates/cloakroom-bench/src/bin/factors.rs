@@ -116,6 +116,7 @@ async fn main() -> Result<(), String> {
                     kind: EventKind::FactorAdded,
                     at: auth.now(),
                     ip: None,
+                    user_agent: None,
                     detail: None,
                 })
                 .await

@@ -69,6 +69,7 @@ pub(super) async fn run(args: AuditArgs, auth: &Auth) -> Result<(), CliError> {
                 "email": email,
                 "kind": e.kind.as_str(),
                 "ip": e.ip,
+                "user_agent": e.user_agent,
                 "detail": e.detail,
             });
             println!("{line}");

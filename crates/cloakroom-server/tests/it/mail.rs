@@ -611,7 +611,13 @@ async fn deletion_holds_across(a: &TestServer, b: &TestServer) {
         .await
         .unwrap();
     assert!(export["factors"].as_array().unwrap().is_empty());
-    assert!(export["events"].as_array().unwrap().is_empty());
+    let kinds: Vec<&str> = export["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["login"], "only the new account's own login");
 }
 
 #[tokio::test]
@@ -648,4 +654,78 @@ async fn a_deleted_account_is_gone_on_every_instance_on_postgresql_and_redis() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn security_events_say_who_did_what_from_where_and_never_a_secret() {
+    let t = TestServer::start().await;
+    assert_eq!(t.signup("events@example.com", PASSWORD).await.status(), 201);
+    let login = |password: &'static str, email: &'static str| {
+        t.req(reqwest::Method::POST, "/auth/login")
+            .header("user-agent", "EventsTest/1.0")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+    };
+    assert_eq!(
+        login("a wrong password", "events@example.com")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        login(PASSWORD, "nobody-events@example.com")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let res = login(PASSWORD, "events@example.com").await.unwrap();
+    let first = session_token(res.headers()).unwrap();
+    assert_eq!(t.post("/auth/logout", &first, None).await.status(), 204);
+    let cookie = t.login("events@example.com", PASSWORD).await;
+    let new_password = "a changed password for the events";
+    let res = t
+        .post(
+            "/auth/password",
+            &cookie,
+            Some(json!({"current_password": PASSWORD, "new_password": new_password})),
+        )
+        .await;
+    let cookie = session_token(res.headers()).unwrap_or(cookie);
+
+    // The failed login is recorded after its answer: wait for it.
+    let mut events = Value::Null;
+    for _ in 0..100 {
+        events = t.get("/auth/events", &cookie).await.json().await.unwrap();
+        if events.to_string().contains("login_failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let list = events["events"].as_array().unwrap();
+    let kinds: Vec<&str> = list.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["login", "login_failed", "logout", "password_changed"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let failed = list.iter().find(|e| e["kind"] == "login_failed").unwrap();
+    assert_eq!(failed["user_agent"], "EventsTest/1.0");
+    assert!(failed["ip"].is_string());
+    let signed_in = list
+        .iter()
+        .find(|e| e["kind"] == "login" && e["user_agent"] == "EventsTest/1.0")
+        .unwrap();
+    assert_eq!(signed_in["detail"], "pwd");
+    let text = events.to_string();
+    for secret in [
+        PASSWORD,
+        new_password,
+        "a wrong password",
+        first.as_str(),
+        cookie.as_str(),
+    ] {
+        assert!(!text.contains(secret), "an event holds {secret:?}");
+    }
+    // An unknown address is nobody's event.
+    assert_eq!(kinds.iter().filter(|k| **k == "login_failed").count(), 1);
 }

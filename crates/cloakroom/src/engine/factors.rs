@@ -300,6 +300,7 @@ impl Factors {
                                 kind: crate::events::EventKind::RecoveryCodeUsed,
                                 at: self.clock.now_secs(),
                                 ip: ip.map(|ip| ip.to_string()),
+                                user_agent: None,
                                 detail: None,
                             })
                             .await?;

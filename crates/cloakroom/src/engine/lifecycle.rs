@@ -241,6 +241,13 @@ impl Auth {
             return Err(AuthError::InvalidLink);
         }
         self.sessions.forget_user(user.id);
+        self.record(
+            user.id,
+            crate::events::EventKind::EmailVerified,
+            client.ip.map(|ip| ip.to_string()),
+            None,
+        )
+        .await?;
         tracing::info!(user = %user.id, "email address confirmed");
         Ok(User {
             email_verified: true,
@@ -323,6 +330,13 @@ impl Auth {
         self.mails.queued();
         self.sessions.forget_user(user.id);
         self.sessions.end_all(user.id, None).await?;
+        self.record(
+            user.id,
+            crate::events::EventKind::PasswordChanged,
+            client.ip.map(|ip| ip.to_string()),
+            Some("with a reset link"),
+        )
+        .await?;
         tracing::info!(user = %user.id, "password reset");
         Ok(())
     }

@@ -236,11 +236,23 @@ impl Auth {
         covered && who.session.amr.acr() < crate::Acr::Aal2
     }
 
-    async fn record(
+    pub(super) async fn record(
         &self,
         user: crate::UserId,
         kind: EventKind,
         ip: Option<String>,
+        detail: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.record_seen(user, kind, ip, None, detail).await
+    }
+
+    /// Records a security event with the client's address and `User-Agent`.
+    pub(super) async fn record_seen(
+        &self,
+        user: crate::UserId,
+        kind: EventKind,
+        ip: Option<String>,
+        user_agent: Option<String>,
         detail: Option<&str>,
     ) -> Result<(), AuthError> {
         self.store
@@ -249,6 +261,7 @@ impl Auth {
                 kind,
                 at: self.now(),
                 ip,
+                user_agent,
                 detail: detail.map(String::from),
             })
             .await?;

@@ -37,6 +37,7 @@ pub use request::{AuthMetrics, Authenticated, ClientInfo, LoginOutcome, LoginReq
 pub use sessions::Revocation;
 pub use signing_keys::KeyInfo;
 
+use crate::events::{EventKind, SecurityEvent};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -298,6 +299,12 @@ impl Auth {
         if disabled {
             self.sessions.end_all(user.id, None).await?;
         }
+        let kind = if disabled {
+            EventKind::AccountDisabled
+        } else {
+            EventKind::AccountEnabled
+        };
+        self.record(user.id, kind, None, None).await?;
         Ok(user)
     }
 
@@ -305,6 +312,14 @@ impl Auth {
     pub async fn set_roles(&self, email: &str, roles: &[String]) -> Result<User, AuthError> {
         let user = self.accounts.set_roles(email, roles).await?;
         self.sessions.forget_user(user.id);
+        let names: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+        self.record(
+            user.id,
+            EventKind::RolesChanged,
+            None,
+            Some(&names.join(" ")),
+        )
+        .await?;
         Ok(user)
     }
 
@@ -329,7 +344,14 @@ impl Auth {
     }
 
     async fn login_inner(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
-        let user = self.accounts.verify_login(&req).await?;
+        let user = match self.accounts.verify_login(&req).await {
+            Ok(user) => user,
+            Err(AuthError::InvalidCredentials) => {
+                self.record_failed_login(&req);
+                return Err(AuthError::InvalidCredentials);
+            }
+            Err(e) => return Err(e),
+        };
         let methods = self.factors.methods(user.id).await?;
         if !methods.is_empty() {
             let mfa_token = self
@@ -340,6 +362,39 @@ impl Auth {
             return Err(AuthError::MfaRequired { mfa_token, methods });
         }
         self.start_session(user, &req, crate::Amr::PWD).await
+    }
+
+    /// Records a wrong password against the account it names, if any, after the answer: a
+    /// lookup and a write on the request's path would tell known addresses from unknown ones.
+    fn record_failed_login(&self, req: &LoginRequest) {
+        let Ok(email) = crate::Email::parse(&req.email) else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        // Its user is filled in once found.
+        let event = SecurityEvent {
+            user_id: crate::UserId(uuid::Uuid::nil()),
+            kind: EventKind::LoginFailed,
+            at: self.now(),
+            ip: req.client.ip.map(|ip| ip.to_string()),
+            user_agent: req.client.user_agent.clone(),
+            detail: None,
+        };
+        tokio::spawn(async move {
+            match store.find_user_by_email(&email).await {
+                Ok(Some((user, _))) => {
+                    let event = SecurityEvent {
+                        user_id: user.id,
+                        ..event
+                    };
+                    if let Err(e) = store.record_event(&event).await {
+                        tracing::warn!(error = %e, "a failed login was not recorded");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "a failed login was not recorded"),
+            }
+        });
     }
 
     /// Starts the session of a login whose proof is complete (`amr`), ending the session the
@@ -377,6 +432,14 @@ impl Auth {
         self.sessions
             .end_sessions_beyond_cap(user.id, session.id)
             .await?;
+        self.record_seen(
+            user.id,
+            EventKind::Login,
+            req.client.ip.map(|ip| ip.to_string()),
+            req.client.user_agent.clone(),
+            Some(&amr.names().join(" ")),
+        )
+        .await?;
         tracing::info!(user = %user.id, session = %session.id, "login");
         Ok(LoginOutcome {
             user,
@@ -416,6 +479,8 @@ impl Auth {
     /// Ends the caller's own session.
     pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
         self.sessions.end_session_record(who.session.id).await?;
+        self.record(who.user.id, EventKind::Logout, who.session.ip.clone(), None)
+            .await?;
         Ok(())
     }
 
@@ -453,6 +518,13 @@ impl Auth {
                     self.require_fresh(who, reauth).await?;
                 }
                 self.sessions.end_session_record(id).await?;
+                self.record(
+                    who.user.id,
+                    EventKind::SessionsEnded,
+                    who.session.ip.clone(),
+                    Some("one, by the user"),
+                )
+                .await?;
                 Ok(())
             }
             _ => Err(AuthError::NotFound),
@@ -516,6 +588,13 @@ impl Auth {
         self.sessions.open(&session).await?;
         self.sessions.end_all(who.user.id, Some(session.id)).await?;
         let user = (*self.sessions.user(who.user.id).await?).clone();
+        self.record(
+            user.id,
+            EventKind::PasswordChanged,
+            who.session.ip.clone(),
+            Some("by the user"),
+        )
+        .await?;
         tracing::info!(user = %user.id, session = %session.id, "password changed");
         Ok(LoginOutcome {
             user,
@@ -613,17 +692,33 @@ impl Auth {
 
     /// Ends a session by id, whoever's it is.
     pub async fn admin_revoke(&self, id: SessionId) -> Result<(), AuthError> {
-        if self.sessions.end_session_record(id).await? {
-            Ok(())
-        } else {
-            Err(AuthError::NotFound)
+        let owner = self.store.find_session(id).await?.map(|s| s.user_id);
+        match owner {
+            Some(user) if self.sessions.end_session_record(id).await? => {
+                self.record(
+                    user,
+                    EventKind::SessionsEnded,
+                    None,
+                    Some("one, by an administrator"),
+                )
+                .await
+            }
+            _ => Err(AuthError::NotFound),
         }
     }
 
     /// Ends every session of a user (by email).
     pub async fn admin_revoke_all(&self, email: &str) -> Result<Vec<SessionId>, AuthError> {
         let user = self.find_user(email).await?;
-        self.sessions.end_all(user.id, None).await
+        let ended = self.sessions.end_all(user.id, None).await?;
+        self.record(
+            user.id,
+            EventKind::SessionsEnded,
+            None,
+            Some("all, by an administrator"),
+        )
+        .await?;
+        Ok(ended)
     }
 
     // ----- keeping memory and store in step -----------------------------------------------

@@ -174,8 +174,9 @@ impl Mailer for SmtpMailer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn relay_urls_are_starttls_unless_said_otherwise_and_bad_ones_are_refused() {
+    // The relay's connection pool starts a task: a runtime is needed.
+    #[tokio::test]
+    async fn relay_urls_are_starttls_unless_said_otherwise_and_bad_ones_are_refused() {
         for good in [
             "smtp://relay.example.test:587",
             "smtp://user:pw@relay.example.test",

@@ -391,6 +391,7 @@ macro_rules! sql_event_store {
                 kind: r.text("kind")?.parse().map_err(corrupt)?,
                 at: super::rows::from_ts(r.int("at")?)?,
                 ip: r.opt_text("ip")?,
+                user_agent: r.opt_text("user_agent")?,
                 detail: r.opt_text("detail")?,
             })
         }
@@ -402,14 +403,15 @@ macro_rules! sql_event_store {
                 e: &crate::events::SecurityEvent,
             ) -> Result<(), super::StoreError> {
                 sqlx::query(
-                    "INSERT INTO security_events (user_id, kind, at, ip, detail) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO security_events (user_id, kind, at, ip, detail, user_agent) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(e.user_id.to_string())
                 .bind(e.kind.as_str())
                 .bind(e.at.unix_timestamp())
                 .bind(&e.ip)
                 .bind(&e.detail)
+                .bind(&e.user_agent)
                 .execute(&self.pool)
                 .await
                 .map_err(super::sql::map_err)?;
@@ -422,7 +424,7 @@ macro_rules! sql_event_store {
                 limit: usize,
             ) -> Result<Vec<crate::events::SecurityEvent>, super::StoreError> {
                 let rows = sqlx::query(
-                    "SELECT user_id, kind, at, ip, detail FROM security_events \
+                    "SELECT user_id, kind, at, ip, detail, user_agent FROM security_events \
                      WHERE user_id = $1 ORDER BY seq DESC LIMIT $2",
                 )
                 .bind(user.to_string())
@@ -440,7 +442,7 @@ macro_rules! sql_event_store {
                 limit: usize,
             ) -> Result<Vec<crate::events::SecurityEvent>, super::StoreError> {
                 let rows = sqlx::query(
-                    "SELECT user_id, kind, at, ip, detail FROM security_events \
+                    "SELECT user_id, kind, at, ip, detail, user_agent FROM security_events \
                      WHERE ($1 IS NULL OR user_id = $1) AND at >= $2 \
                      ORDER BY seq DESC LIMIT $3",
                 )

@@ -857,6 +857,7 @@ async fn security_events_are_kept_per_user_newest_first(store: &dyn Store) {
                 kind,
                 at: t0() + Duration::seconds(i as i64),
                 ip: Some("192.0.2.1".into()),
+                user_agent: None,
                 detail: Some("passkey".into()),
             })
             .await
@@ -965,6 +966,7 @@ async fn events_are_listed_since_a_time_for_one_user_or_all(store: &dyn Store) {
                 kind,
                 at: t0() + Duration::minutes(minutes),
                 ip: None,
+                user_agent: None,
                 detail: None,
             })
             .await

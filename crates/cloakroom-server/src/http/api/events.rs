@@ -34,6 +34,7 @@ pub struct EventView {
     #[serde(with = "time::serde::rfc3339")]
     at: OffsetDateTime,
     ip: Option<String>,
+    user_agent: Option<String>,
     detail: Option<String>,
 }
 
@@ -44,6 +45,7 @@ impl From<&SecurityEvent> for EventView {
             description: e.kind.describe(),
             at: e.at,
             ip: e.ip.clone(),
+            user_agent: e.user_agent.clone(),
             detail: e.detail.clone(),
         }
     }
