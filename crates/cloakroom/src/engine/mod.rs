@@ -432,14 +432,20 @@ impl Auth {
         self.sessions
             .end_sessions_beyond_cap(user.id, session.id)
             .await?;
-        self.record_seen(
-            user.id,
-            EventKind::Login,
-            req.client.ip.map(|ip| ip.to_string()),
-            req.client.user_agent.clone(),
-            Some(&amr.names().join(" ")),
-        )
-        .await?;
+        // The session is stored: a login whose event cannot be written (a full disk) still
+        // answers with it, rather than leave a session its client never learns of.
+        if let Err(e) = self
+            .record_seen(
+                user.id,
+                EventKind::Login,
+                req.client.ip.map(|ip| ip.to_string()),
+                req.client.user_agent.clone(),
+                Some(&amr.names().join(" ")),
+            )
+            .await
+        {
+            tracing::warn!(user = %user.id, error = %e, "a login was not recorded as an event");
+        }
         tracing::info!(user = %user.id, session = %session.id, "login");
         Ok(LoginOutcome {
             user,
