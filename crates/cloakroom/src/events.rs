@@ -122,3 +122,17 @@ pub struct SecurityEvent {
     /// More, in a word or two (the factor's kind or name); never a secret.
     pub detail: Option<String>,
 }
+
+/// Records `event` after the change it tells of is done. The change is answered as done either
+/// way: an event that cannot be written (a full disk) is logged, never turned into a failure of
+/// what already happened, which the client would take for a change that did not.
+pub(crate) async fn record_after(store: &dyn crate::store::Store, event: &SecurityEvent) {
+    if let Err(e) = store.record_event(event).await {
+        tracing::warn!(
+            user = %event.user_id,
+            event = event.kind.as_str(),
+            error = %e,
+            "a security event was not recorded"
+        );
+    }
+}

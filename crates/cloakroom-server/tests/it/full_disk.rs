@@ -241,6 +241,72 @@ async fn a_full_disk_loses_no_acknowledged_write_and_recovers() {
     drop(fs);
 }
 
+/// A change is answered by what was done: when its security event cannot be written after it
+/// (here the events table refuses every insert, as a full disk would), a login still answers
+/// with its session, a logout as done and a password change with the new session, never a 503
+/// for a change the client would then believe did not happen.
+#[tokio::test]
+async fn a_security_event_that_cannot_be_written_undoes_no_answer() {
+    use sqlx::Connection;
+    let t = TestServer::start().await;
+    let before = t.user("unrecorded@example.com").await;
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", t.db_path().display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON security_events \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let kept = t.login("unrecorded@example.com", PASSWORD).await;
+    let ended = t.login("unrecorded@example.com", PASSWORD).await;
+    assert_eq!(t.post("/auth/logout", &ended, None).await.status(), 204);
+    assert_eq!(t.whoami_status(&ended).await, 401);
+    let res = t
+        .post(
+            "/auth/password",
+            &kept,
+            Some(json!({"current_password": PASSWORD, "new_password": "another long password"})),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    let kept = session_token(res.headers()).unwrap();
+    // A wrong password's event is written after the answer: it fails with nothing to undo.
+    let res = t
+        .login_raw(json!({"email": "unrecorded@example.com", "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 401);
+    assert!(t.auth().flush_activity().await.is_err());
+    // Room again: the failed login kept in memory is written; the others were logged as lost.
+    sqlx::query("DROP TRIGGER refuse_events")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    t.auth().flush_activity().await.unwrap();
+
+    let t = t.restart().await;
+    assert_eq!(
+        t.whoami_status(&kept).await,
+        200,
+        "the new session was lost"
+    );
+    assert_eq!(t.whoami_status(&ended).await, 401, "the logout was lost");
+    assert_eq!(
+        t.whoami_status(&before).await,
+        401,
+        "the password change was lost"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM security_events")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    // The signup's login, and the failed login written once it could be.
+    assert_eq!(count, 2);
+}
+
 /// A restart on a directory the server cannot write says so plainly.
 #[tokio::test]
 async fn a_read_only_data_directory_is_named_at_start() {

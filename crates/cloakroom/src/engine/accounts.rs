@@ -12,6 +12,9 @@ use crate::password::{PasswordHasher, PasswordPolicy};
 use crate::store::{Store, StoreError};
 use crate::user::{Email, Role, User, UserId};
 
+/// Failed logins' events held in memory at most, between two writes.
+const MAX_PENDING_FAILED_LOGINS: usize = 10_000;
+
 /// Users and passwords.
 pub(crate) struct Accounts {
     store: Arc<dyn Store>,
@@ -20,6 +23,7 @@ pub(crate) struct Accounts {
     attempts: Arc<Attempts>,
     config: Arc<AuthConfig>,
     clock: Arc<dyn Clock>,
+    failed_logins: std::sync::Mutex<Vec<crate::events::SecurityEvent>>,
 }
 
 impl Accounts {
@@ -37,6 +41,7 @@ impl Accounts {
             attempts,
             config,
             clock,
+            failed_logins: std::sync::Mutex::default(),
         }
     }
 
@@ -180,13 +185,67 @@ impl Accounts {
                         }
                         Ok(user)
                     }
-                    _ => {
+                    (found, _) => {
                         tracing::info!("login failed");
+                        if let Some((user, _)) = found {
+                            self.record_failed_login(user.id, &req.client);
+                        }
                         Err(AuthError::InvalidCredentials)
                     }
                 }
             })
             .await
+    }
+
+    /// Keeps a refused login's event, against the account its address named when it was
+    /// checked, for the next [`Accounts::flush_failed_logins`]: a write on or right after the
+    /// request would tell known addresses from unknown ones by its cost.
+    fn record_failed_login(&self, user_id: UserId, client: &ClientInfo) {
+        let event = crate::events::SecurityEvent {
+            user_id,
+            kind: crate::events::EventKind::LoginFailed,
+            at: self.clock.now(),
+            ip: client.ip.map(|ip| ip.to_string()),
+            user_agent: client.user_agent.clone(),
+            detail: None,
+        };
+        let mut pending = self
+            .failed_logins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pending.len() >= MAX_PENDING_FAILED_LOGINS {
+            // A flood of wrong passwords while the store is down: keep the newest.
+            pending.remove(0);
+        }
+        pending.push(event);
+    }
+
+    /// Writes the failed logins' events kept since the last call; those the store refuses are
+    /// kept for the next.
+    pub(crate) async fn flush_failed_logins(&self) -> Result<usize, AuthError> {
+        let pending = std::mem::take(
+            &mut *self
+                .failed_logins
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let mut written = 0;
+        let mut events = pending.into_iter();
+        for event in events.by_ref() {
+            if let Err(e) = self.store.record_event(&event).await {
+                let mut kept = self
+                    .failed_logins
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let newer = std::mem::take(&mut *kept);
+                kept.extend(std::iter::once(event).chain(events).chain(newer));
+                let excess = kept.len().saturating_sub(MAX_PENDING_FAILED_LOGINS);
+                kept.drain(..excess);
+                return Err(e.into());
+            }
+            written += 1;
+        }
+        Ok(written)
     }
 
     /// Verifies the password of a signed-in user, as one throttled attempt on their account.

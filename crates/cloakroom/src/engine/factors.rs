@@ -294,16 +294,18 @@ impl Factors {
                         .await?
                     {
                         tracing::warn!(user = %user.id, "recovery code used");
-                        self.store
-                            .record_event(&crate::events::SecurityEvent {
+                        crate::events::record_after(
+                            &*self.store,
+                            &crate::events::SecurityEvent {
                                 user_id: user.id,
                                 kind: crate::events::EventKind::RecoveryCodeUsed,
                                 at: self.clock.now_secs(),
                                 ip: ip.map(|ip| ip.to_string()),
                                 user_agent: None,
                                 detail: None,
-                            })
-                            .await?;
+                            },
+                        )
+                        .await;
                         Ok(crate::Amr::OTP)
                     } else {
                         Err(AuthError::InvalidCode)

@@ -247,7 +247,7 @@ impl Auth {
             client.ip.map(|ip| ip.to_string()),
             None,
         )
-        .await?;
+        .await;
         tracing::info!(user = %user.id, "email address confirmed");
         Ok(User {
             email_verified: true,
@@ -336,7 +336,7 @@ impl Auth {
             client.ip.map(|ip| ip.to_string()),
             Some("with a reset link"),
         )
-        .await?;
+        .await;
         tracing::info!(user = %user.id, "password reset");
         Ok(())
     }

@@ -165,7 +165,7 @@ impl Auth {
             who.session.ip.clone(),
             Some("passkey"),
         )
-        .await?;
+        .await;
         Ok(factor)
     }
 
@@ -236,17 +236,18 @@ impl Auth {
         covered && who.session.amr.acr() < crate::Acr::Aal2
     }
 
+    /// Records a security event after its change (see [`crate::events::record_after`]).
     pub(super) async fn record(
         &self,
         user: crate::UserId,
         kind: EventKind,
         ip: Option<String>,
         detail: Option<&str>,
-    ) -> Result<(), AuthError> {
+    ) {
         self.record_seen(user, kind, ip, None, detail).await
     }
 
-    /// Records a security event with the client's address and `User-Agent`.
+    /// Records a security event with the client's address and `User-Agent`, after its change.
     pub(super) async fn record_seen(
         &self,
         user: crate::UserId,
@@ -254,18 +255,16 @@ impl Auth {
         ip: Option<String>,
         user_agent: Option<String>,
         detail: Option<&str>,
-    ) -> Result<(), AuthError> {
-        self.store
-            .record_event(&SecurityEvent {
-                user_id: user,
-                kind,
-                at: self.now(),
-                ip,
-                user_agent,
-                detail: detail.map(String::from),
-            })
-            .await?;
-        Ok(())
+    ) {
+        let event = SecurityEvent {
+            user_id: user,
+            kind,
+            at: self.now(),
+            ip,
+            user_agent,
+            detail: detail.map(String::from),
+        };
+        crate::events::record_after(&*self.store, &event).await
     }
 
     /// The caller's newest security events (factors added or removed, recovery codes made or
@@ -348,7 +347,7 @@ impl Auth {
             client.ip.map(|ip| ip.to_string()),
             Some("authenticator app"),
         )
-        .await?;
+        .await;
         self.continue_session(who, who.session.amr.with(Amr::OTP).with(Amr::MFA))
             .await
     }
@@ -369,7 +368,7 @@ impl Auth {
             who.session.ip.clone(),
             None,
         )
-        .await?;
+        .await;
         Ok(codes)
     }
 
@@ -402,7 +401,7 @@ impl Auth {
             who.session.ip.clone(),
             Some(detail),
         )
-        .await?;
+        .await;
         Ok(())
     }
 
@@ -419,7 +418,7 @@ impl Auth {
         let removed = self.factors.reset(user.id).await?;
         self.sessions.end_all(user.id, None).await?;
         self.record(user.id, EventKind::FactorsReset, None, None)
-            .await?;
+            .await;
         tracing::warn!(user = %user.id, removed, "second factors reset by an administrator");
         Ok(removed)
     }

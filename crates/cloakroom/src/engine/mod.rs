@@ -37,7 +37,7 @@ pub use request::{AuthMetrics, Authenticated, ClientInfo, LoginOutcome, LoginReq
 pub use sessions::Revocation;
 pub use signing_keys::KeyInfo;
 
-use crate::events::{EventKind, SecurityEvent};
+use crate::events::EventKind;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -304,7 +304,7 @@ impl Auth {
         } else {
             EventKind::AccountEnabled
         };
-        self.record(user.id, kind, None, None).await?;
+        self.record(user.id, kind, None, None).await;
         Ok(user)
     }
 
@@ -319,7 +319,7 @@ impl Auth {
             None,
             Some(&names.join(" ")),
         )
-        .await?;
+        .await;
         Ok(user)
     }
 
@@ -344,14 +344,7 @@ impl Auth {
     }
 
     async fn login_inner(&self, req: LoginRequest) -> Result<LoginOutcome, AuthError> {
-        let user = match self.accounts.verify_login(&req).await {
-            Ok(user) => user,
-            Err(AuthError::InvalidCredentials) => {
-                self.record_failed_login(&req);
-                return Err(AuthError::InvalidCredentials);
-            }
-            Err(e) => return Err(e),
-        };
+        let user = self.accounts.verify_login(&req).await?;
         let methods = self.factors.methods(user.id).await?;
         if !methods.is_empty() {
             let mfa_token = self
@@ -362,39 +355,6 @@ impl Auth {
             return Err(AuthError::MfaRequired { mfa_token, methods });
         }
         self.start_session(user, &req, crate::Amr::PWD).await
-    }
-
-    /// Records a wrong password against the account it names, if any, after the answer: a
-    /// lookup and a write on the request's path would tell known addresses from unknown ones.
-    fn record_failed_login(&self, req: &LoginRequest) {
-        let Ok(email) = crate::Email::parse(&req.email) else {
-            return;
-        };
-        let store = Arc::clone(&self.store);
-        // Its user is filled in once found.
-        let event = SecurityEvent {
-            user_id: crate::UserId(uuid::Uuid::nil()),
-            kind: EventKind::LoginFailed,
-            at: self.now(),
-            ip: req.client.ip.map(|ip| ip.to_string()),
-            user_agent: req.client.user_agent.clone(),
-            detail: None,
-        };
-        tokio::spawn(async move {
-            match store.find_user_by_email(&email).await {
-                Ok(Some((user, _))) => {
-                    let event = SecurityEvent {
-                        user_id: user.id,
-                        ..event
-                    };
-                    if let Err(e) = store.record_event(&event).await {
-                        tracing::warn!(error = %e, "a failed login was not recorded");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "a failed login was not recorded"),
-            }
-        });
     }
 
     /// Starts the session of a login whose proof is complete (`amr`), ending the session the
@@ -432,20 +392,14 @@ impl Auth {
         self.sessions
             .end_sessions_beyond_cap(user.id, session.id)
             .await?;
-        // The session is stored: a login whose event cannot be written (a full disk) still
-        // answers with it, rather than leave a session its client never learns of.
-        if let Err(e) = self
-            .record_seen(
-                user.id,
-                EventKind::Login,
-                req.client.ip.map(|ip| ip.to_string()),
-                req.client.user_agent.clone(),
-                Some(&amr.names().join(" ")),
-            )
-            .await
-        {
-            tracing::warn!(user = %user.id, error = %e, "a login was not recorded as an event");
-        }
+        self.record_seen(
+            user.id,
+            EventKind::Login,
+            req.client.ip.map(|ip| ip.to_string()),
+            req.client.user_agent.clone(),
+            Some(&amr.names().join(" ")),
+        )
+        .await;
         tracing::info!(user = %user.id, session = %session.id, "login");
         Ok(LoginOutcome {
             user,
@@ -486,7 +440,7 @@ impl Auth {
     pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
         self.sessions.end_session_record(who.session.id).await?;
         self.record(who.user.id, EventKind::Logout, who.session.ip.clone(), None)
-            .await?;
+            .await;
         Ok(())
     }
 
@@ -530,7 +484,7 @@ impl Auth {
                     who.session.ip.clone(),
                     Some("one, by the user"),
                 )
-                .await?;
+                .await;
                 Ok(())
             }
             _ => Err(AuthError::NotFound),
@@ -600,7 +554,7 @@ impl Auth {
             who.session.ip.clone(),
             Some("by the user"),
         )
-        .await?;
+        .await;
         tracing::info!(user = %user.id, session = %session.id, "password changed");
         Ok(LoginOutcome {
             user,
@@ -707,7 +661,8 @@ impl Auth {
                     None,
                     Some("one, by an administrator"),
                 )
-                .await
+                .await;
+                Ok(())
             }
             _ => Err(AuthError::NotFound),
         }
@@ -723,7 +678,7 @@ impl Auth {
             None,
             Some("all, by an administrator"),
         )
-        .await?;
+        .await;
         Ok(ended)
     }
 
@@ -772,9 +727,12 @@ impl Auth {
         self.sessions.apply_revocation(event);
     }
 
-    /// Writes last-seen times gathered in memory to the store, in one batch.
+    /// Writes what is gathered in memory to the store: last-seen times, in one batch, and
+    /// the events of failed logins.
     pub async fn flush_activity(&self) -> Result<usize, AuthError> {
-        self.sessions.flush_activity().await
+        let seen = self.sessions.flush_activity().await;
+        let failed = self.accounts.flush_failed_logins().await;
+        Ok(seen? + failed?)
     }
 
     /// Forgets expired sessions and tokens in memory and deletes them from the store, with
