@@ -40,9 +40,15 @@ pub enum EventKind {
     AccountEnabled,
     /// An administrator changed the roles (the detail lists them).
     RolesChanged,
+    /// A move to another address was asked for (the old address was told).
+    EmailChangeRequested,
+    /// The account moved to the address that confirmed it.
+    EmailChanged,
+    /// The old address cancelled a change (the detail says whether it had happened).
+    EmailChangeCancelled,
 }
 
-const KINDS: [(EventKind, &str); 14] = [
+const KINDS: [(EventKind, &str); 17] = [
     (EventKind::FactorAdded, "factor_added"),
     (EventKind::FactorRemoved, "factor_removed"),
     (EventKind::RecoveryCodesMade, "recovery_codes_made"),
@@ -57,6 +63,9 @@ const KINDS: [(EventKind, &str); 14] = [
     (EventKind::AccountDisabled, "account_disabled"),
     (EventKind::AccountEnabled, "account_enabled"),
     (EventKind::RolesChanged, "roles_changed"),
+    (EventKind::EmailChangeRequested, "email_change_requested"),
+    (EventKind::EmailChanged, "email_changed"),
+    (EventKind::EmailChangeCancelled, "email_change_cancelled"),
 ];
 
 impl EventKind {
@@ -85,6 +94,9 @@ impl EventKind {
             Self::AccountDisabled => "Account disabled by an administrator",
             Self::AccountEnabled => "Account enabled by an administrator",
             Self::RolesChanged => "Roles changed by an administrator",
+            Self::EmailChangeRequested => "Change of email address asked for",
+            Self::EmailChanged => "Email address changed",
+            Self::EmailChangeCancelled => "Change of email address cancelled",
         }
     }
 }

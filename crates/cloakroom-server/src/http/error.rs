@@ -183,6 +183,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code", msg),
             AuthError::InvalidLink => Self::new(StatusCode::BAD_REQUEST, "invalid_token", msg),
+            AuthError::SameEmail => Self::bad_request("same_email", msg),
             AuthError::EmailAlreadyVerified => {
                 Self::new(StatusCode::CONFLICT, "email_already_verified", msg)
             }

@@ -12,12 +12,22 @@ pub const LOGIN_MFA: &str = "/auth/login/mfa";
 pub const EMAIL_VERIFY_REQUEST: &str = "/auth/email/verify/request";
 /// `POST`: confirms an address with the token of its link.
 pub const EMAIL_VERIFY: &str = "/auth/email/verify";
+/// `POST`: starts moving the caller's account to another address.
+pub const EMAIL_CHANGE: &str = "/auth/email/change";
+/// `POST`: completes the move with the token of the link sent to the new address.
+pub const EMAIL_CHANGE_CONFIRM: &str = "/auth/email/change/confirm";
+/// `POST`: undoes it with the token of the link sent to the old address.
+pub const EMAIL_CHANGE_CANCEL: &str = "/auth/email/change/cancel";
 /// `POST`: mails a password reset link, if the address is an account's.
 pub const PASSWORD_FORGOT: &str = "/auth/password/forgot";
 /// `POST`: sets a new password with the token of a reset link.
 pub const PASSWORD_RESET: &str = "/auth/password/reset";
 /// `GET` a button that confirms an address (the link in the mail), `POST` it.
 pub const VERIFY_EMAIL_PAGE: &str = "/verify-email";
+/// `GET` a button that confirms a change of address (the link sent to the new one), `POST` it.
+pub const CONFIRM_EMAIL_CHANGE_PAGE: &str = "/confirm-email-change";
+/// `GET` a button that cancels it (the link sent to the old address), `POST` it.
+pub const CANCEL_EMAIL_CHANGE_PAGE: &str = "/cancel-email-change";
 /// `GET` the form that asks for a reset link, `POST` it.
 pub const FORGOT_PASSWORD_PAGE: &str = "/forgot-password";
 /// `GET` the form that sets a new password with a reset link, `POST` it.
@@ -155,6 +165,9 @@ pub const ROUTES: &[Route] = &[
     api(EVENTS, &["GET"]),
     api(EMAIL_VERIFY_REQUEST, &["POST"]),
     api(EMAIL_VERIFY, &["POST"]),
+    api(EMAIL_CHANGE, &["POST"]),
+    api(EMAIL_CHANGE_CONFIRM, &["POST"]),
+    api(EMAIL_CHANGE_CANCEL, &["POST"]),
     api(PASSWORD_FORGOT, &["POST"]),
     api(PASSWORD_RESET, &["POST"]),
     api(ACCOUNT, &["DELETE"]),
@@ -200,6 +213,8 @@ pub const ROUTES: &[Route] = &[
     page(STYLESHEET, &["GET"]),
     page(SCRIPT, &["GET"]),
     page(VERIFY_EMAIL_PAGE, &["GET", "POST"]),
+    page(CONFIRM_EMAIL_CHANGE_PAGE, &["GET", "POST"]),
+    page(CANCEL_EMAIL_CHANGE_PAGE, &["GET", "POST"]),
     page(FORGOT_PASSWORD_PAGE, &["GET", "POST"]),
     page(RESET_PASSWORD_PAGE, &["GET", "POST"]),
 ];

@@ -723,3 +723,298 @@ async fn security_events_say_who_did_what_from_where_and_never_a_secret() {
     // An unknown address is nobody's event.
     assert_eq!(kinds.iter().filter(|k| **k == "login_failed").count(), 1);
 }
+
+/// `post`, from client address 198.51.100.`n` (through a trusted proxy): the link tokens'
+/// throttle counts per client, and these are many clients.
+async fn post_from(t: &TestServer, n: u8, path: &str, body: Value) -> Response {
+    t.req(reqwest::Method::POST, path)
+        .header("x-forwarded-for", format!("198.51.100.{n}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `n`th message (from 1) to `to` whose subject is `subject`, waiting for it.
+async fn nth(smtp: &MailServer, to: &str, subject: &str, n: usize) -> Received {
+    for _ in 0..300 {
+        let mut found: Vec<Received> = smtp
+            .to(to)
+            .into_iter()
+            .filter(|m| m.subject == subject)
+            .collect();
+        if found.len() >= n {
+            return found.swap_remove(n - 1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {n} {subject:?} to {to}: {:?}", smtp.to(to));
+}
+
+/// A change of address through `a` and `b` (one server or two instances of one store): asked
+/// for with a fresh login, confirmed by the new address once however many race to, undone by
+/// the old address after it happened and before.
+async fn email_change_holds_across(a: &TestServer, b: &TestServer, smtp: &MailServer) {
+    let on_a = a.user("mover@example.com").await;
+    let on_b = b.login("mover@example.com", PASSWORD).await;
+    a.signup("taken@example.com", PASSWORD).await;
+    let signup_link = nth(smtp, "mover@example.com", "Confirm your email address", 1).await;
+    let change = |new_email: &str| {
+        a.req(reqwest::Method::POST, "/auth/email/change")
+            .header("cookie", format!("cloakroom_session={on_a}"))
+            .json(&json!({"new_email": new_email}))
+            .send()
+    };
+    for (new_email, status, code) in [
+        ("mover@example.com", 400, "same_email"),
+        ("Taken@Example.com", 409, "email_taken"),
+        ("not an address", 400, "invalid_email"),
+    ] {
+        let res = change(new_email).await.unwrap();
+        assert_eq!(res.status(), status, "{new_email}");
+        assert_eq!(error_code(res).await, code);
+    }
+    // An old login needs a proof.
+    a.clock.advance(time::Duration::minutes(11));
+    let res = change("moved@example.com").await.unwrap();
+    assert_eq!(error_code(res).await, "reauth_required");
+    let res = a
+        .req(reqwest::Method::POST, "/auth/email/change")
+        .header("cookie", format!("cloakroom_session={on_a}"))
+        .json(&json!({"new_email": "moved@example.com", "current_password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+
+    // The old address is told, with a link that undoes it; the new one confirms.
+    let notice = nth(
+        smtp,
+        "mover@example.com",
+        "Your email address is being changed",
+        1,
+    )
+    .await;
+    assert!(notice.text.contains("moved@example.com"));
+    assert!(notice.text.contains("/cancel-email-change?token="));
+    let confirm = nth(
+        smtp,
+        "moved@example.com",
+        "Confirm your new email address",
+        1,
+    )
+    .await;
+    assert!(confirm.text.contains("/confirm-email-change?token="));
+    assert_eq!(
+        a.whoami_status(&on_a).await,
+        200,
+        "nothing changes before the new address confirms"
+    );
+
+    // Sixteen confirmations of one link race through both instances: one moves the account.
+    let token = confirm.token();
+    let mut racing = Vec::new();
+    for i in 0..16 {
+        let t = if i % 2 == 0 { a } else { b };
+        racing.push(post_from(
+            t,
+            100 + i,
+            "/auth/email/change/confirm",
+            json!({"token": token}),
+        ));
+    }
+    let statuses: Vec<u16> = futures::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 204).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 204 || *s == 400),
+        "{statuses:?}"
+    );
+    for (t, cookie) in [(a, &on_a), (b, &on_b)] {
+        let who: Value = t.get("/auth/whoami", cookie).await.json().await.unwrap();
+        assert_eq!(who["user"]["email"], "moved@example.com");
+        assert_eq!(who["user"]["email_verified"], true);
+    }
+    let res = b
+        .login_raw(json!({"email": "mover@example.com", "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 401, "the old address logs in no more");
+    b.login("moved@example.com", PASSWORD).await;
+    // The old address's verification link died with it.
+    let res = post_from(
+        b,
+        12,
+        "/auth/email/verify",
+        json!({"token": signup_link.token()}),
+    )
+    .await;
+    assert_eq!(error_code(res).await, "invalid_token");
+
+    // The old address undoes it: back to the old address, every session ended everywhere.
+    let cancel = notice.token();
+    assert_eq!(
+        post_from(b, 1, "/auth/email/change/cancel", json!({"token": cancel}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(a.whoami_status(&on_a).await, 401);
+    assert_eq!(b.whoami_status(&on_b).await, 401);
+    let res = post_from(a, 2, "/auth/email/change/cancel", json!({"token": cancel})).await;
+    assert_eq!(error_code(res).await, "invalid_token", "once only");
+    let res = a
+        .login_raw(json!({"email": "moved@example.com", "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 401);
+    let again = a.login("mover@example.com", PASSWORD).await;
+    let who: Value = b.get("/auth/whoami", &again).await.json().await.unwrap();
+    assert_eq!(who["user"]["email"], "mover@example.com");
+    assert_eq!(
+        who["user"]["email_verified"], true,
+        "the old address proved itself"
+    );
+
+    // Cancelled before it happens, the new address's link is void.
+    let res = a
+        .req(reqwest::Method::POST, "/auth/email/change")
+        .header("cookie", format!("cloakroom_session={again}"))
+        .json(&json!({"new_email": "elsewhere@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let notice = nth(
+        smtp,
+        "mover@example.com",
+        "Your email address is being changed",
+        2,
+    )
+    .await;
+    let confirm = nth(
+        smtp,
+        "elsewhere@example.com",
+        "Confirm your new email address",
+        1,
+    )
+    .await;
+    let res = post_from(
+        b,
+        13,
+        "/auth/email/change/cancel",
+        json!({"token": notice.token()}),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let res = post_from(
+        a,
+        14,
+        "/auth/email/change/confirm",
+        json!({"token": confirm.token()}),
+    )
+    .await;
+    assert_eq!(error_code(res).await, "invalid_token");
+    assert_eq!(b.whoami_status(&again).await, 401);
+    let last = a.login("mover@example.com", PASSWORD).await;
+    let events: Value = a.get("/auth/events", &last).await.json().await.unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "email_change_requested",
+        "email_changed",
+        "email_change_cancelled",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_address_change_is_confirmed_by_the_new_address_and_undone_by_the_old() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| {
+        raw.smtp_url = Some(smtp.url());
+        raw.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]);
+    })
+    .await;
+    email_change_holds_across(&t, &t, &smtp).await;
+    // The pages of the links: a button, so that following the link changes nothing.
+    let page = t
+        .http
+        .get(t.url("/confirm-email-change?token=abc"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("action=\"/confirm-email-change\""));
+    assert!(page.contains("Move my account here"));
+    let page = t
+        .http
+        .get(t.url("/cancel-email-change?token=abc"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("action=\"/cancel-email-change\""));
+}
+
+async fn email_change_on_two_instances(url: &str, redis: Option<&cloakroom::testing::RedisPrefix>) {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let stores = crate::postgres::backends(url, redis);
+    let raw = |r: &mut cloakroom_server::settings::RawSettings| {
+        stores(r);
+        r.smtp_url = Some(smtp.url());
+        r.public_url = Some("http://localhost:7443".into());
+        r.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]);
+    };
+    let a = TestServer::start_with(raw).await;
+    let b = TestServer::start_with(raw).await;
+    // One clock for both, as one wall clock would be.
+    b.clock.set(cloakroom::Clock::now(&*a.clock));
+    email_change_holds_across(&a, &b, &smtp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_change_holds_on_every_instance_on_postgresql() {
+    let Some(schema) =
+        cloakroom::testing::PgSchema::create("an_address_change_holds_on_every_instance").await
+    else {
+        return;
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        email_change_on_two_instances(&schema.url, None),
+    ))
+    .await;
+    schema.drop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_change_holds_on_every_instance_on_postgresql_and_redis() {
+    crate::with_redis::with_backends(
+        "an_address_change_holds_on_every_instance_with_redis",
+        |url, redis| async move {
+            email_change_on_two_instances(&url, Some(&redis)).await;
+        },
+    )
+    .await;
+}

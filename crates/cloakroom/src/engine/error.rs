@@ -64,6 +64,9 @@ pub enum AuthError {
     /// The address is confirmed already.
     #[error("the email address is confirmed already")]
     EmailAlreadyVerified,
+    /// A change of address to the address the account has.
+    #[error("that is the account's address already")]
+    SameEmail,
     /// An `mfa_token` that is unknown, expired, already used or worn out.
     #[error("this sign-in attempt has expired; log in again")]
     InvalidMfaToken,

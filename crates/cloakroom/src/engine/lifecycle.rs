@@ -20,6 +20,7 @@ use super::error::AuthError;
 use super::request::{Authenticated, ClientInfo};
 use super::Auth;
 use crate::clock::Clock;
+use crate::events::EventKind;
 use crate::mail::{LinkPurpose, LinkToken, OutgoingMail, Templates};
 use crate::session::TokenHash;
 use crate::store::Store;
@@ -28,6 +29,19 @@ use crate::user::{Email, User};
 /// Requests for a reset link one address may make in an hour, and one client address.
 const FORGOT_PER_ADDRESS: u32 = 5;
 const FORGOT_PER_CLIENT: u32 = 20;
+
+/// How long the old address can undo a change of address, before or after it happens.
+const CANCEL_EMAIL_CHANGE_FOR: Duration = Duration::days(7);
+
+/// What the links of an address change are bound to: the old address and the new.
+fn change_bound(old: &Email, new: &Email) -> String {
+    format!("{old} {new}")
+}
+
+fn parse_change_bound(bound: &str) -> Option<(Email, Email)> {
+    let (old, new) = bound.split_once(' ')?;
+    Some((Email::parse(old).ok()?, Email::parse(new).ok()?))
+}
 
 /// A new link token and its hash.
 fn new_link_token() -> (String, TokenHash) {
@@ -123,12 +137,15 @@ impl Mails {
         }
     }
 
-    /// Stores a link for `user` and queues the message that carries it.
+    /// Stores a link for `user` and queues the message that carries it to `to`, with `context`
+    /// for its template besides the link.
     async fn send_link(
         &self,
         user: &User,
+        to: &Email,
         purpose: LinkPurpose,
         bound: String,
+        context: serde_json::Value,
     ) -> Result<(), AuthError> {
         let (kind, path, ttl) = match purpose {
             LinkPurpose::VerifyEmail => (
@@ -141,13 +158,22 @@ impl Mails {
                 "/reset-password",
                 self.config.reset_password_ttl,
             ),
+            LinkPurpose::ChangeEmail => (
+                "change_email",
+                "/confirm-email-change",
+                self.config.verify_email_ttl,
+            ),
+            LinkPurpose::CancelEmailChange => (
+                "email_change_requested",
+                "/cancel-email-change",
+                CANCEL_EMAIL_CHANGE_FOR,
+            ),
         };
         let (token, hash) = new_link_token();
-        let mail = self.message(
-            kind,
-            &user.email,
-            json!({"link": self.link(path, Some(&token)), "valid_for": in_words(ttl)}),
-        )?;
+        let mut context = context;
+        context["link"] = json!(self.link(path, Some(&token)));
+        context["valid_for"] = json!(in_words(ttl));
+        let mail = self.message(kind, to, context)?;
         let link = LinkToken {
             hash,
             user_id: user.id,
@@ -210,8 +236,10 @@ impl Auth {
         self.mails
             .send_link(
                 &who.user,
+                &who.user.email,
                 LinkPurpose::VerifyEmail,
                 who.user.email.to_string(),
+                json!({}),
             )
             .await
     }
@@ -219,7 +247,13 @@ impl Auth {
     /// Mails a new account the link that confirms its address.
     pub(crate) async fn send_verification(&self, user: &User) -> Result<(), AuthError> {
         self.mails
-            .send_link(user, LinkPurpose::VerifyEmail, user.email.to_string())
+            .send_link(
+                user,
+                &user.email,
+                LinkPurpose::VerifyEmail,
+                user.email.to_string(),
+                json!({}),
+            )
             .await
     }
 
@@ -293,7 +327,13 @@ impl Auth {
             let bound = user.credentials_gen.to_string();
             if let Err(e) = this
                 .mails
-                .send_link(&user, LinkPurpose::ResetPassword, bound)
+                .send_link(
+                    &user,
+                    &user.email,
+                    LinkPurpose::ResetPassword,
+                    bound,
+                    json!({}),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "no reset link could be sent");
@@ -363,6 +403,145 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Starts moving the caller's account to `new_email` (fresh authentication needed). The new
+    /// address gets a link that confirms the move; the old one a notice with a link that
+    /// cancels it, before or after it happens. Nothing changes until the new address confirms.
+    pub async fn request_email_change(
+        &self,
+        who: &Authenticated,
+        new_email: &str,
+        reauth: super::Reauth,
+    ) -> Result<(), AuthError> {
+        let new = Email::parse(new_email)?;
+        if new == who.user.email {
+            return Err(AuthError::SameEmail);
+        }
+        self.require_fresh(who, reauth).await?;
+        if self.store.find_user_by_email(&new).await?.is_some() {
+            return Err(AuthError::EmailTaken);
+        }
+        let bound = change_bound(&who.user.email, &new);
+        // The old address first: no move can be confirmed that its owner was not told of.
+        self.mails
+            .send_link(
+                &who.user,
+                &who.user.email,
+                LinkPurpose::CancelEmailChange,
+                bound.clone(),
+                json!({"new_email": new.as_str()}),
+            )
+            .await?;
+        self.mails
+            .send_link(
+                &who.user,
+                &new,
+                LinkPurpose::ChangeEmail,
+                bound,
+                json!({"old_email": who.user.email.as_str()}),
+            )
+            .await?;
+        self.record(
+            who.user.id,
+            EventKind::EmailChangeRequested,
+            who.session.ip.clone(),
+            None,
+        )
+        .await;
+        tracing::info!(user = %who.user.id, "address change asked for");
+        Ok(())
+    }
+
+    /// Moves the account to the address a change link was sent to, if it still has the address
+    /// the change was asked from; the new address counts as confirmed. Other links of the
+    /// account die with the old address, but for the old address's link that cancels the move.
+    pub async fn confirm_email_change(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<User, AuthError> {
+        let link = self
+            .mails
+            .take(token, LinkPurpose::ChangeEmail, client)
+            .await?;
+        let (old, new) = parse_change_bound(&link.bound).ok_or(AuthError::InvalidLink)?;
+        let user = match self.store.find_user(link.user_id).await? {
+            Some(user) if !user.disabled && user.email == old => user,
+            _ => return Err(AuthError::InvalidLink),
+        };
+        if !self.move_address(&user, &old, &new).await? {
+            return Err(AuthError::InvalidLink);
+        }
+        self.record(
+            user.id,
+            EventKind::EmailChanged,
+            client.ip.map(|ip| ip.to_string()),
+            None,
+        )
+        .await;
+        tracing::info!(user = %user.id, "address changed");
+        Ok(User {
+            email: new,
+            email_verified: true,
+            ..user
+        })
+    }
+
+    /// Undoes a change of address with the old address's link: a move still pending is voided,
+    /// one that happened is reverted. Either way every session of the account ends, since
+    /// whoever asked for the move may hold one.
+    pub async fn cancel_email_change(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let link = self
+            .mails
+            .take(token, LinkPurpose::CancelEmailChange, client)
+            .await?;
+        let (old, new) = parse_change_bound(&link.bound).ok_or(AuthError::InvalidLink)?;
+        let user = self
+            .store
+            .find_user(link.user_id)
+            .await?
+            .ok_or(AuthError::InvalidLink)?;
+        let detail = if user.email == new {
+            if !self.move_address(&user, &new, &old).await? {
+                return Err(AuthError::InvalidLink);
+            }
+            "after the change, which was reverted"
+        } else if user.email == old {
+            self.store
+                .void_links(user.id, LinkPurpose::ChangeEmail)
+                .await?;
+            "before the change"
+        } else {
+            return Err(AuthError::InvalidLink);
+        };
+        self.sessions.forget_user(user.id);
+        self.sessions.end_all(user.id, None).await?;
+        self.record(
+            user.id,
+            EventKind::EmailChangeCancelled,
+            client.ip.map(|ip| ip.to_string()),
+            Some(detail),
+        )
+        .await;
+        tracing::warn!(user = %user.id, detail, "address change cancelled");
+        Ok(())
+    }
+
+    /// Moves `user` from `from` to `to`, confirmed now; false if the address is not `from`.
+    async fn move_address(&self, user: &User, from: &Email, to: &Email) -> Result<bool, AuthError> {
+        let moved = match self.store.change_email(user.id, from, to, self.now()).await {
+            Err(crate::store::StoreError::Conflict) => return Err(AuthError::EmailTaken),
+            other => other?,
+        };
+        self.sessions.forget_user(user.id);
+        Ok(moved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +554,24 @@ mod tests {
         assert_ne!(new_link_token().0, token);
         for bad in ["", "short", &token[..42], &format!("{token}A"), "!!!"] {
             assert_eq!(link_hash(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_address_change_is_bound_to_both_addresses() {
+        let (old, new) = (
+            Email::parse("old@example.com").unwrap(),
+            Email::parse("new@example.com").unwrap(),
+        );
+        let bound = change_bound(&old, &new);
+        assert_eq!(parse_change_bound(&bound), Some((old, new)));
+        for bad in [
+            "",
+            "old@example.com",
+            "old@example.com nobody",
+            " new@example.com",
+        ] {
+            assert_eq!(parse_change_bound(bad), None, "{bad}");
         }
     }
 

@@ -70,6 +70,10 @@ pub enum LinkPurpose {
     VerifyEmail,
     /// Sets a new password.
     ResetPassword,
+    /// Moves the account to the address it was sent to (bound to the old and new addresses).
+    ChangeEmail,
+    /// Sent to the old address: undoes an address change, before or after it happened.
+    CancelEmailChange,
 }
 
 impl LinkPurpose {
@@ -78,6 +82,8 @@ impl LinkPurpose {
         match self {
             Self::VerifyEmail => "verify_email",
             Self::ResetPassword => "reset_password",
+            Self::ChangeEmail => "change_email",
+            Self::CancelEmailChange => "cancel_email_change",
         }
     }
 }

@@ -7,9 +7,15 @@ use std::path::Path;
 
 /// The kinds of message, each with its three templates (`NAME.subject`, `NAME.txt`,
 /// `NAME.html`).
-pub const KINDS: [&str; 3] = ["verify_email", "reset_password", "password_changed"];
+pub const KINDS: [&str; 5] = [
+    "verify_email",
+    "reset_password",
+    "password_changed",
+    "change_email",
+    "email_change_requested",
+];
 
-const BUILT_IN: [(&str, &str); 9] = [
+const BUILT_IN: [(&str, &str); 15] = [
     (
         "verify_email.subject",
         include_str!("templates/verify_email.subject"),
@@ -45,6 +51,30 @@ const BUILT_IN: [(&str, &str); 9] = [
     (
         "password_changed.html",
         include_str!("templates/password_changed.html"),
+    ),
+    (
+        "change_email.subject",
+        include_str!("templates/change_email.subject"),
+    ),
+    (
+        "change_email.txt",
+        include_str!("templates/change_email.txt"),
+    ),
+    (
+        "change_email.html",
+        include_str!("templates/change_email.html"),
+    ),
+    (
+        "email_change_requested.subject",
+        include_str!("templates/email_change_requested.subject"),
+    ),
+    (
+        "email_change_requested.txt",
+        include_str!("templates/email_change_requested.txt"),
+    ),
+    (
+        "email_change_requested.html",
+        include_str!("templates/email_change_requested.html"),
     ),
 ];
 

@@ -344,6 +344,19 @@ pub trait MailStore: Send + Sync + 'static {
         email: &Email,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Moves the user from address `from` to `to`, confirmed at `at`, if the user's address is
+    /// still `from` (false otherwise; [`StoreError::Conflict`] when `to` is another account's).
+    /// Every link of the user but those that cancel an address change dies with it, and the
+    /// change is recorded for other processes.
+    async fn change_email(
+        &self,
+        user: UserId,
+        from: &Email,
+        to: &Email,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Voids the user's links for `purpose`; how many there were.
+    async fn void_links(&self, user: UserId, purpose: LinkPurpose) -> Result<u64, StoreError>;
     /// Leases up to `limit` messages due at `now` and not leased by anyone (or whose lease ran
     /// out) until `until`, counting an attempt on each: two callers never lease one message.
     async fn claim_mail(

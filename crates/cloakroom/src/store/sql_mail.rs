@@ -131,6 +131,57 @@ macro_rules! sql_mail_store {
                 Ok(changed)
             }
 
+            async fn change_email(
+                &self,
+                user: crate::user::UserId,
+                from: &crate::user::Email,
+                to: &crate::user::Email,
+                at: time::OffsetDateTime,
+            ) -> Result<bool, super::StoreError> {
+                let mut tx = self.pool.begin().await.map_err(super::sql::map_err)?;
+                let changed = sqlx::query(
+                    "UPDATE users SET email = $1, email_verified_at = $2, updated_at = $3 \
+                     WHERE id = $4 AND email = $5",
+                )
+                .bind(to.as_str())
+                .bind(at.unix_timestamp())
+                .bind(self.now())
+                .bind(user.to_string())
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(super::sql::map_err)?
+                .rows_affected()
+                    == 1;
+                if changed {
+                    sqlx::query("DELETE FROM link_tokens WHERE user_id = $1 AND purpose <> $2")
+                        .bind(user.to_string())
+                        .bind(crate::mail::LinkPurpose::CancelEmailChange.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(super::sql::map_err)?;
+                    record_user_change(&mut tx, user, self.now()).await?;
+                }
+                tx.commit().await.map_err(super::sql::map_err)?;
+                Ok(changed)
+            }
+
+            async fn void_links(
+                &self,
+                user: crate::user::UserId,
+                purpose: crate::mail::LinkPurpose,
+            ) -> Result<u64, super::StoreError> {
+                Ok(
+                    sqlx::query("DELETE FROM link_tokens WHERE user_id = $1 AND purpose = $2")
+                        .bind(user.to_string())
+                        .bind(purpose.as_str())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(super::sql::map_err)?
+                        .rows_affected(),
+                )
+            }
+
             async fn claim_mail(
                 &self,
                 now: time::OffsetDateTime,

@@ -1,5 +1,6 @@
-//! An account's life over mail: confirming the address (`/auth/email/verify…`) and a forgotten
-//! password (`/auth/password/forgot`, `/auth/password/reset`). The links' tokens are checked by
+//! An account's life over mail: confirming the address (`/auth/email/verify…`), moving to
+//! another (`/auth/email/change…`) and a forgotten password (`/auth/password/forgot`,
+//! `/auth/password/reset`). The links' tokens are checked by
 //! the engine; nothing here says whether an address has an account.
 
 use axum::extract::State;
@@ -26,6 +27,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(routes::EMAIL_VERIFY_REQUEST, post(request_verification))
         .route(routes::EMAIL_VERIFY, post(verify))
+        .route(routes::EMAIL_CHANGE, post(change_email))
+        .route(routes::EMAIL_CHANGE_CONFIRM, post(confirm_change))
+        .route(routes::EMAIL_CHANGE_CANCEL, post(cancel_change))
         .route(routes::PASSWORD_FORGOT, post(forgot))
         .route(routes::PASSWORD_RESET, post(reset))
         .route(routes::ACCOUNT, delete(delete_account))
@@ -38,6 +42,23 @@ pub fn router() -> Router<AppState> {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct TokenBody {
     token: String,
+}
+
+/// `POST /auth/email/change`: the new address, and the proof of a fresh login where the
+/// login is not recent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct EmailChangeBody {
+    new_email: String,
+    current_password: Option<String>,
+    code: Option<String>,
+    recovery_code: Option<String>,
+    #[cfg_attr(
+        test,
+        schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")
+    )]
+    credential: Option<serde_json::Value>,
 }
 
 /// `POST /auth/password/forgot`.
@@ -71,6 +92,45 @@ async fn verify(
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Response, ApiError> {
     state.auth.verify_email(&body.token, &client).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn change_email(
+    State(state): State<AppState>,
+    CurrentSession(who): CurrentSession,
+    ApiJson(body): ApiJson<EmailChangeBody>,
+) -> Result<Response, ApiError> {
+    let reauth = ReauthBody::into_reauth(Some(ReauthBody::new(
+        body.current_password,
+        body.code,
+        body.recovery_code,
+        body.credential,
+    )))?;
+    state
+        .auth
+        .request_email_change(&who, &body.new_email, reauth)
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn confirm_change(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Response, ApiError> {
+    state
+        .auth
+        .confirm_email_change(&body.token, &client)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn cancel_change(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Response, ApiError> {
+    state.auth.cancel_email_change(&body.token, &client).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -5,7 +5,7 @@ use schemars::{schema_for, JsonSchema};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-use super::account::{ForgotBody, ResetBody, TokenBody};
+use super::account::{EmailChangeBody, ForgotBody, ResetBody, TokenBody};
 use super::auth::{
     LoginBody, LoginMfaBody, PasswordBody, ReauthBody, ReauthenticateBody, SignupBody,
 };
@@ -81,6 +81,7 @@ fn every_request_body_is_documented_as_the_code_reads_it() {
         ("PasswordChange", coded::<PasswordBody>()),
         ("TokenRequest", coded::<TokenRequest>()),
         ("LinkToken", coded::<TokenBody>()),
+        ("EmailChange", coded::<EmailChangeBody>()),
         ("PasswordForgot", coded::<ForgotBody>()),
         ("PasswordReset", coded::<ResetBody>()),
     ];

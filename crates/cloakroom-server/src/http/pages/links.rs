@@ -1,6 +1,6 @@
-//! The pages that links in mail lead to: `/verify-email?token=…` (a button that confirms the
-//! address: a mail scanner following the link changes nothing), `/forgot-password` and
-//! `/reset-password?token=…`. Their forms carry the pre-session CSRF token like the login form.
+//! The pages that links in mail lead to: `/verify-email?token=…`, `/confirm-email-change?token=…`
+//! and `/cancel-email-change?token=…` (a button each: a mail scanner following the link changes
+//! nothing), `/forgot-password` and `/reset-password?token=…`. Their forms carry the pre-session CSRF token like the login form.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,26 +11,116 @@ use std::collections::HashMap;
 use super::handlers::{explain, pre_session, pre_session_ok, with_headers, FormFields};
 use super::templates::{alert, layout, sentence, Nav, Page};
 use crate::http::extract::Client;
-use crate::http::AppState;
+use crate::http::{routes, AppState};
 
 const EXPIRED: &str = "This form has expired. Open the link from the message again.";
 
-fn verify_form(token: &str, csrf: &str, error: Option<&str>) -> Markup {
+/// A link whose page is one button that POSTs its token back: a mail scanner following the
+/// link changes nothing.
+pub(super) struct ButtonLink {
+    path: &'static str,
+    title: &'static str,
+    prompt: &'static str,
+    button: &'static str,
+    done: (&'static str, &'static str),
+    done_link: (&'static str, &'static str),
+    new_link: (&'static str, &'static str),
+}
+
+/// `/verify-email?token=…`: confirms the address.
+pub(super) const VERIFY: ButtonLink = ButtonLink {
+    path: routes::VERIFY_EMAIL_PAGE,
+    title: "Confirm your email address",
+    prompt: "Press the button to confirm that this address is yours.",
+    button: "Confirm",
+    done: ("Address confirmed", "Your email address is confirmed."),
+    done_link: ("/dashboard", "Continue"),
+    new_link: ("/settings", "Ask for a new link in your settings"),
+};
+
+/// `/confirm-email-change?token=…`: moves the account to this address.
+pub(super) const CONFIRM_CHANGE: ButtonLink = ButtonLink {
+    path: routes::CONFIRM_EMAIL_CHANGE_PAGE,
+    title: "Confirm your new email address",
+    prompt: "Press the button to move your account to this address.",
+    button: "Move my account here",
+    done: (
+        "Address changed",
+        "Your account uses this address from now on.",
+    ),
+    done_link: ("/dashboard", "Continue"),
+    new_link: ("/settings", "Ask for the change again in your settings"),
+};
+
+/// `/cancel-email-change?token=…`: undoes a move, before or after it happened.
+pub(super) const CANCEL_CHANGE: ButtonLink = ButtonLink {
+    path: routes::CANCEL_EMAIL_CHANGE_PAGE,
+    title: "Cancel the change of address",
+    prompt: "Press the button to keep this address for your account. Every session of the \
+             account ends; change your password afterwards.",
+    button: "Cancel the change",
+    done: (
+        "Change cancelled",
+        "Your account keeps this address, and every session of it has ended. Log in and \
+         change your password.",
+    ),
+    done_link: ("/forgot-password", "Set a new password"),
+    new_link: ("/login", "Log in"),
+};
+
+fn button_form(link: &ButtonLink, token: &str, csrf: &str, error: Option<&str>) -> Markup {
     layout(
-        "Confirm your email address",
+        link.title,
         Nav::None,
         None,
         html! {
-            h1 { "Confirm your email address" }
+            h1 { (link.title) }
             (alert(error, None))
-            form.card method="post" action="/verify-email" {
+            form.card method="post" action=(link.path) {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="token" value=(token);
-                p { "Press the button to confirm that this address is yours." }
-                button type="submit" { "Confirm" }
+                p { (link.prompt) }
+                button type="submit" { (link.button) }
             }
         },
     )
+}
+
+/// `GET` of a button link's page.
+pub(super) async fn button_page(
+    link: &ButtonLink,
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Response {
+    let token = q.get("token").map(String::as_str).unwrap_or_default();
+    page(state, headers, StatusCode::OK, |csrf| {
+        button_form(link, token, csrf, None)
+    })
+}
+
+/// `POST` of a button link's page: `press` runs with the token once the form is the page's own.
+pub(super) async fn press_button<F, Fut>(
+    link: &ButtonLink,
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &FormFields,
+    press: F,
+) -> Response
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), cloakroom::AuthError>>,
+{
+    let token = form.get("token").to_string();
+    if !pre_session_ok(state, headers, form) {
+        return page(state, headers, StatusCode::FORBIDDEN, |csrf| {
+            button_form(link, &token, csrf, Some(EXPIRED))
+        });
+    }
+    match press(token).await {
+        Ok(()) => Page::ok(message(link.done.0, link.done.1, link.done_link)).into_response(),
+        Err(e) => link_refused(e, link.new_link),
+    }
 }
 
 fn message(title: &str, text: &str, link: (&str, &str)) -> Markup {
@@ -121,10 +211,7 @@ pub(super) async fn verify_page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let token = q.get("token").cloned().unwrap_or_default();
-    page(&state, &headers, StatusCode::OK, |csrf| {
-        verify_form(&token, csrf, None)
-    })
+    button_page(&VERIFY, &state, &headers, &q).await
 }
 
 /// `POST /verify-email`.
@@ -134,21 +221,65 @@ pub(super) async fn verify(
     headers: HeaderMap,
     form: FormFields,
 ) -> Response {
-    let token = form.get("token").to_string();
-    if !pre_session_ok(&state, &headers, &form) {
-        return page(&state, &headers, StatusCode::FORBIDDEN, |csrf| {
-            verify_form(&token, csrf, Some(EXPIRED))
-        });
-    }
-    match state.auth.verify_email(&token, &client).await {
-        Ok(_) => Page::ok(message(
-            "Address confirmed",
-            "Your email address is confirmed.",
-            ("/dashboard", "Continue"),
-        ))
-        .into_response(),
-        Err(e) => link_refused(e, ("/settings", "Ask for a new link in your settings")),
-    }
+    let auth = std::sync::Arc::clone(&state.auth);
+    press_button(&VERIFY, &state, &headers, &form, |token| async move {
+        auth.verify_email(&token, &client).await.map(|_| ())
+    })
+    .await
+}
+
+/// `GET /confirm-email-change?token=…`.
+pub(super) async fn confirm_change_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    button_page(&CONFIRM_CHANGE, &state, &headers, &q).await
+}
+
+/// `POST /confirm-email-change`.
+pub(super) async fn confirm_change(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let auth = std::sync::Arc::clone(&state.auth);
+    press_button(
+        &CONFIRM_CHANGE,
+        &state,
+        &headers,
+        &form,
+        |token| async move { auth.confirm_email_change(&token, &client).await.map(|_| ()) },
+    )
+    .await
+}
+
+/// `GET /cancel-email-change?token=…`.
+pub(super) async fn cancel_change_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    button_page(&CANCEL_CHANGE, &state, &headers, &q).await
+}
+
+/// `POST /cancel-email-change`.
+pub(super) async fn cancel_change(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let auth = std::sync::Arc::clone(&state.auth);
+    press_button(
+        &CANCEL_CHANGE,
+        &state,
+        &headers,
+        &form,
+        |token| async move { auth.cancel_email_change(&token, &client).await },
+    )
+    .await
 }
 
 /// `GET /forgot-password`.

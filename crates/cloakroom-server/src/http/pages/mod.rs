@@ -75,6 +75,14 @@ pub fn router() -> Router<AppState> {
             get(links::verify_page).post(links::verify),
         )
         .route(
+            routes::CONFIRM_EMAIL_CHANGE_PAGE,
+            get(links::confirm_change_page).post(links::confirm_change),
+        )
+        .route(
+            routes::CANCEL_EMAIL_CHANGE_PAGE,
+            get(links::cancel_change_page).post(links::cancel_change),
+        )
+        .route(
             routes::FORGOT_PASSWORD_PAGE,
             get(links::forgot_page).post(links::forgot),
         )

@@ -416,6 +416,18 @@ impl super::MailStore for RedisStore {
     ) -> Result<bool, StoreError> {
         self.sql.mark_email_verified(user, email, at).await
     }
+    async fn change_email(
+        &self,
+        user: UserId,
+        from: &Email,
+        to: &Email,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.sql.change_email(user, from, to, at).await
+    }
+    async fn void_links(&self, user: UserId, purpose: LinkPurpose) -> Result<u64, StoreError> {
+        self.sql.void_links(user, purpose).await
+    }
     async fn claim_mail(
         &self,
         now: OffsetDateTime,
