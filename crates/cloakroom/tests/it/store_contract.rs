@@ -1218,7 +1218,92 @@ async fn a_deleted_user_leaves_only_its_id_and_frees_its_address(store: &dyn Sto
         .unwrap();
 }
 
+async fn an_address_moves_only_from_where_it_is_and_only_to_a_free_one(store: &dyn Store) {
+    use cloakroom::mail::{LinkPurpose, LinkToken};
+    let u = user("moving@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    store
+        .insert_user(&user("held@example.com"), "h")
+        .await
+        .unwrap();
+    let (new, held) = (
+        Email::parse("moved@example.com").unwrap(),
+        Email::parse("held@example.com").unwrap(),
+    );
+    let link = |n: u8, purpose| LinkToken {
+        hash: code_hash(n),
+        user_id: u.id,
+        purpose,
+        bound: u.email.to_string(),
+        expires_at: t0() + Duration::hours(1),
+    };
+    for (n, purpose) in [
+        (1, LinkPurpose::VerifyEmail),
+        (2, LinkPurpose::ResetPassword),
+        (3, LinkPurpose::CancelEmailChange),
+        (4, LinkPurpose::ChangeEmail),
+        (5, LinkPurpose::ChangeEmail),
+    ] {
+        store
+            .issue_link(&link(n, purpose), &mail("moving@example.com", t0()))
+            .await
+            .unwrap();
+    }
+    // Voiding one purpose leaves the others.
+    assert_eq!(
+        store
+            .void_links(u.id, LinkPurpose::ChangeEmail)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        store.change_email(u.id, &u.email, &held, t0()).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        !store
+            .change_email(u.id, &new, &u.email, t0())
+            .await
+            .unwrap(),
+        "not from there"
+    );
+    let before = store.changes_since(0).await.unwrap().len();
+    assert!(store
+        .change_email(u.id, &u.email, &new, t0())
+        .await
+        .unwrap());
+    let moved = store.find_user(u.id).await.unwrap().unwrap();
+    assert_eq!((moved.email, moved.email_verified), (new.clone(), true));
+    assert!(store.find_user_by_email(&u.email).await.unwrap().is_none());
+    assert!(
+        store.changes_since(0).await.unwrap().len() > before,
+        "other processes are told"
+    );
+    // Every link but the one that undoes the move died with the old address.
+    for (n, purpose) in [
+        (1, LinkPurpose::VerifyEmail),
+        (2, LinkPurpose::ResetPassword),
+    ] {
+        assert_eq!(
+            store.take_link(&code_hash(n), purpose, t0()).await.unwrap(),
+            None
+        );
+    }
+    assert!(store
+        .take_link(&code_hash(3), LinkPurpose::CancelEmailChange, t0())
+        .await
+        .unwrap()
+        .is_some());
+    // The old address is free.
+    store
+        .insert_user(&user("moving@example.com"), "h")
+        .await
+        .unwrap();
+}
+
 contract!(
+    an_address_moves_only_from_where_it_is_and_only_to_a_free_one,
     a_deleted_user_leaves_only_its_id_and_frees_its_address,
     mail_is_leased_retried_later_and_gone_once_delivered,
     links_are_single_use_for_their_purpose_and_queued_with_their_mail,
