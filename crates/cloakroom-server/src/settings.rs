@@ -199,6 +199,18 @@ pub struct RawSettings {
     /// Seconds a password reset link works [default: 1800]
     #[arg(long, global = true, env = "CLOAKROOM_RESET_PASSWORD_TTL_SECS")]
     pub reset_password_ttl_secs: Option<i64>,
+    /// An account whose address is not confirmed can log in only to confirm it
+    /// [default: false]
+    #[arg(long, global = true, env = "CLOAKROOM_REQUIRE_VERIFIED_EMAIL", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub require_verified_email: Option<bool>,
+    /// Days security events are kept; 0 keeps them as long as the account [default: 0]
+    #[arg(long, global = true, env = "CLOAKROOM_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u32>,
+    /// Mail the user when they sign in from a device not seen before [default: true]
+    #[arg(long, global = true, env = "CLOAKROOM_NOTIFY_NEW_DEVICE", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub notify_new_device: Option<bool>,
 }
 
 impl RawSettings {
@@ -562,6 +574,14 @@ impl Settings {
                 raw.reset_password_ttl_secs,
                 defaults.reset_password_ttl,
             )?,
+            require_verified_email: raw
+                .require_verified_email
+                .unwrap_or(defaults.require_verified_email),
+            event_retention: match raw.event_retention_days {
+                None | Some(0) => None,
+                Some(days) => Some(time::Duration::days(i64::from(days))),
+            },
+            notify_new_device: raw.notify_new_device.unwrap_or(defaults.notify_new_device),
             ..defaults
         };
         let secrets = match (raw.secrets_key, raw.secrets_key_file) {
@@ -750,6 +770,12 @@ impl Settings {
             mail_templates: a.mail_templates.clone(),
             verify_email_ttl_secs: Some(a.verify_email_ttl.whole_seconds()),
             reset_password_ttl_secs: Some(a.reset_password_ttl.whole_seconds()),
+            require_verified_email: Some(a.require_verified_email),
+            event_retention_days: Some(
+                a.event_retention
+                    .map_or(0, |d| u32::try_from(d.whole_days()).unwrap_or(u32::MAX)),
+            ),
+            notify_new_device: Some(a.notify_new_device),
         }
     }
 }

@@ -77,6 +77,18 @@ impl EventKind {
             .map_or("unknown", |(_, n)| n)
     }
 
+    /// What a mail tells the user when this happened, for the events they are told of by
+    /// mail as soon as they happen (others have messages of their own, or none).
+    pub fn notice(self) -> Option<&'static str> {
+        Some(match self {
+            Self::FactorAdded => "A second factor was added",
+            Self::FactorRemoved => "A second factor was removed",
+            Self::RecoveryCodeUsed => "A recovery code was used",
+            Self::FactorsReset => "An administrator removed your second factors",
+            _ => return None,
+        })
+    }
+
     /// In words, for the user.
     pub fn describe(self) -> &'static str {
         match self {

@@ -131,6 +131,9 @@ impl Verifier {
                 if auth.second_factor_due(&who) {
                     return Err(Rejection::SecondFactorRequired);
                 }
+                if auth.verification_due(&who) {
+                    return Err(Rejection::EmailUnverified);
+                }
                 let id = Identity {
                     user_id: who.user.id.to_string(),
                     session_id: who.session.id.to_string(),
@@ -250,6 +253,9 @@ pub enum Rejection {
     /// Signed in, but the deployment requires a second factor of this user and the session has
     /// not proven one: 403.
     SecondFactorRequired,
+    /// Signed in, but the deployment requires a confirmed address and this account's is not:
+    /// 403.
+    EmailUnverified,
     /// Signed in, but not strongly or recently enough: 401 with RFC 9470's challenge.
     InsufficientAuthentication(crate::Requirement),
     /// A cookie-authenticated unsafe request from another site: 403.
@@ -302,6 +308,11 @@ impl IntoResponse for Rejection {
                 StatusCode::FORBIDDEN,
                 "second_factor_required",
                 "this account must add a second factor first",
+            ),
+            Self::EmailUnverified => (
+                StatusCode::FORBIDDEN,
+                "email_unverified",
+                "this account must confirm its email address first",
             ),
             Self::InsufficientAuthentication(_) => (
                 StatusCode::UNAUTHORIZED,

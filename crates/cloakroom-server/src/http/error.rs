@@ -8,6 +8,8 @@ use cloakroom::{web, AuthError, StoreError};
 
 /// The code of [`ApiError::second_factor_required`].
 pub const SECOND_FACTOR_REQUIRED: &str = "second_factor_required";
+/// The code of [`ApiError::email_unverified`].
+pub const EMAIL_UNVERIFIED: &str = "email_unverified";
 
 /// An error answer of the JSON API.
 #[derive(Debug)]
@@ -78,6 +80,16 @@ impl ApiError {
             SECOND_FACTOR_REQUIRED,
             "this account must add a second factor first (/settings/security, or POST \
              /auth/factors/totp)",
+        )
+    }
+
+    /// 403 for a session whose account must confirm its address first.
+    pub fn email_unverified() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            EMAIL_UNVERIFIED,
+            "this account must confirm its email address first: open the link mailed to it, or \
+             ask for a new one (/settings, or POST /auth/email/verify/request)",
         )
     }
 

@@ -223,6 +223,12 @@ impl FromRequestParts<AppState> for CurrentSession {
         {
             return Err(ApiError::second_factor_required());
         }
+        if state.auth.verification_due(&caller.who)
+            && !crate::http::routes::VERIFICATION
+                .contains(&crate::http::routes::route_of(parts.uri.path()))
+        {
+            return Err(ApiError::email_unverified());
+        }
         Ok(CurrentSession(caller.who))
     }
 }

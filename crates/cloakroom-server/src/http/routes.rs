@@ -122,6 +122,12 @@ pub const END_SESSION_PAGE: &str = "/settings/sessions/{id}/end";
 pub const LOGOUT_EVERYWHERE_PAGE: &str = "/settings/logout-everywhere";
 /// Pages: change the password.
 pub const PASSWORD_PAGE: &str = "/settings/password";
+/// Pages: mail a new link that confirms the address.
+pub const EMAIL_VERIFY_REQUEST_PAGE: &str = "/settings/email/verify";
+/// Pages: move the account to another address.
+pub const EMAIL_CHANGE_PAGE: &str = "/settings/email";
+/// Pages: delete the account.
+pub const DELETE_ACCOUNT_PAGE: &str = "/settings/account/delete";
 /// The pages' stylesheet.
 pub const STYLESHEET: &str = "/static/style.css";
 
@@ -210,6 +216,9 @@ pub const ROUTES: &[Route] = &[
     page(END_SESSION_PAGE, &["POST"]),
     page(LOGOUT_EVERYWHERE_PAGE, &["POST"]),
     page(PASSWORD_PAGE, &["POST"]),
+    page(EMAIL_VERIFY_REQUEST_PAGE, &["POST"]),
+    page(EMAIL_CHANGE_PAGE, &["POST"]),
+    page(DELETE_ACCOUNT_PAGE, &["POST"]),
     page(STYLESHEET, &["GET"]),
     page(SCRIPT, &["GET"]),
     page(VERIFY_EMAIL_PAGE, &["GET", "POST"]),
@@ -217,6 +226,25 @@ pub const ROUTES: &[Route] = &[
     page(CANCEL_EMAIL_CHANGE_PAGE, &["GET", "POST"]),
     page(FORGOT_PASSWORD_PAGE, &["GET", "POST"]),
     page(RESET_PASSWORD_PAGE, &["GET", "POST"]),
+];
+
+/// What a session whose address must be confirmed first (`Auth::verification_due`) may still
+/// reach: asking for a new link, correcting the address, its own data, and leaving.
+pub const VERIFICATION: &[&str] = &[
+    WHOAMI,
+    EMAIL_VERIFY_REQUEST,
+    EMAIL_CHANGE,
+    LOGOUT,
+    EVENTS,
+    ACCOUNT,
+    ACCOUNT_EXPORT,
+    SETTINGS_PAGE,
+    EMAIL_VERIFY_REQUEST_PAGE,
+    EMAIL_CHANGE_PAGE,
+    DELETE_ACCOUNT_PAGE,
+    LOGOUT_PAGE,
+    STYLESHEET,
+    SCRIPT,
 ];
 
 /// What a session that owes a second factor (`Auth::second_factor_due`) may still reach: what

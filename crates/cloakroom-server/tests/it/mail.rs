@@ -408,12 +408,8 @@ async fn a_reset_does_not_skip_the_second_factor() {
         json!({"email": "reset-mfa@example.com"}),
     )
     .await;
-    let token = smtp
-        .wait_for("reset-mfa@example.com", 2)
+    let token = nth(&smtp, "reset-mfa@example.com", "Reset your password", 1)
         .await
-        .into_iter()
-        .find(|m| m.subject == "Reset your password")
-        .unwrap()
         .token();
     let new_password = "reset but still two factors";
     let res = post(
@@ -1017,4 +1013,229 @@ async fn an_address_change_holds_on_every_instance_on_postgresql_and_redis() {
         },
     )
     .await;
+}
+
+/// What `to` received under `subject` so far.
+fn subjects(smtp: &MailServer, to: &str, subject: &str) -> usize {
+    smtp.to(to).iter().filter(|m| m.subject == subject).count()
+}
+
+#[tokio::test]
+async fn notices_tell_of_second_factors_recovery_codes_and_new_devices() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let email = "noticed@example.com";
+    let mut cookie = t.user(email).await;
+    let login_with = |agent: &'static str| {
+        t.req(reqwest::Method::POST, "/auth/login")
+            .header("user-agent", agent)
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+    };
+    // A device none of the logins came from is news; the same device again is not.
+    assert_eq!(login_with("Laptop/1.0").await.unwrap().status(), 200);
+    let notice = nth(&smtp, email, "A sign-in from a new device", 1).await;
+    assert!(notice.text.contains("Laptop/1.0"), "{}", notice.text);
+    assert!(notice.text.contains("/forgot-password"));
+    assert_eq!(login_with("Laptop/1.0").await.unwrap().status(), 200);
+
+    // A second factor added, recovery codes made (no mail: they are shown at once), one used.
+    crate::mfa::enroll(&t, &mut cookie).await;
+    nth(&smtp, email, "A second factor was added", 1).await;
+    let res = t.post("/auth/factors/recovery-codes", &cookie, None).await;
+    let codes: Value = res.json().await.unwrap();
+    let code = codes["codes"][0].as_str().unwrap().to_string();
+    let res = login_with("Laptop/1.0").await.unwrap();
+    assert_eq!(res.status(), 202);
+    let mfa: Value = res.json().await.unwrap();
+    let res = post(
+        &t,
+        "/auth/login/mfa",
+        json!({"mfa_token": mfa["mfa_token"], "recovery_code": code}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    nth(&smtp, email, "A recovery code was used", 1).await;
+    // Everything queued is delivered: nothing else came.
+    t.auth().flush_activity().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(subjects(&smtp, email, "A sign-in from a new device"), 1);
+    assert_eq!(subjects(&smtp, email, "A second factor was added"), 1);
+    assert_eq!(subjects(&smtp, email, "A recovery code was used"), 1);
+}
+
+#[tokio::test]
+async fn new_device_notices_can_be_turned_off() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| {
+        raw.smtp_url = Some(smtp.url());
+        raw.notify_new_device = Some(false);
+    })
+    .await;
+    t.user("quiet@example.com").await;
+    let res = t
+        .req(reqwest::Method::POST, "/auth/login")
+        .header("user-agent", "Tablet/2.0")
+        .json(&json!({"email": "quiet@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    smtp.wait_for("quiet@example.com", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        subjects(&smtp, "quiet@example.com", "A sign-in from a new device"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_unconfirmed_address_may_only_confirm_it_when_that_is_required() {
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| {
+        raw.smtp_url = Some(smtp.url());
+        raw.require_verified_email = Some(true);
+    })
+    .await;
+    let email = "unconfirmed@example.com";
+    let cookie = t.user(email).await;
+    // Who one is, and what confirming takes, still answer; nothing else does.
+    assert_eq!(t.whoami_status(&cookie).await, 200);
+    for path in ["/auth/sessions", "/auth/factors", "/auth/verify"] {
+        let res = t.get(path, &cookie).await;
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(error_code(res).await, "email_unverified", "{path}");
+    }
+    let res = t
+        .http
+        .get(t.url("/dashboard"))
+        .header("cookie", format!("cloakroom_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/settings");
+    let res = t
+        .http
+        .get(t.url("/settings"))
+        .header("cookie", format!("cloakroom_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("Send a new confirmation link"));
+    let tokens = t.token_login(email, PASSWORD).await;
+    let res = t
+        .http
+        .get(t.url("/auth/sessions"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "bearer tokens too");
+
+    // New links: a few an hour.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            t.post("/auth/email/verify/request", &cookie, None)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    let link = nth(&smtp, email, "Confirm your email address", 6).await;
+    let res = post(&t, "/auth/email/verify", json!({"token": link.token()})).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(t.get("/auth/sessions", &cookie).await.status(), 200);
+    assert_eq!(t.get("/auth/verify", &cookie).await.status(), 200);
+}
+
+#[tokio::test]
+async fn security_events_past_their_retention_are_swept() {
+    let t = TestServer::start_with(|raw| raw.event_retention_days = Some(30)).await;
+    t.user("retained@example.com").await;
+    t.clock.advance(time::Duration::days(31));
+    let cookie = t.login("retained@example.com", PASSWORD).await;
+    t.auth().sweep().await.unwrap();
+    let events: Value = t.get("/auth/events", &cookie).await.json().await.unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["login"], "only the login within 30 days");
+}
+
+#[tokio::test]
+async fn the_settings_page_asks_for_links_moves_the_address_and_deletes_the_account() {
+    use crate::pages::{hidden, location, post_form};
+    let Some(smtp) = MailServer::start().await else {
+        return;
+    };
+    let t = TestServer::start_with(|raw| raw.smtp_url = Some(smtp.url())).await;
+    let email = "settings-page@example.com";
+    let session = format!("cloakroom_session={}", t.user(email).await);
+    let page = t
+        .http
+        .get(t.url("/settings"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("not confirmed"));
+    assert!(page.contains("href=\"/auth/account/export\""));
+    let csrf = hidden(&page, "csrf");
+
+    let res = post_form(&t, "/settings/email/verify", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(location(&res), "/settings?done=verify_sent");
+    nth(&smtp, email, "Confirm your email address", 2).await;
+
+    let res = post_form(
+        &t,
+        "/settings/email",
+        &session,
+        &[("csrf", &csrf), ("new_email", "settings-moved@example.com")],
+    )
+    .await;
+    assert_eq!(location(&res), "/settings?done=email_change_sent");
+    nth(
+        &smtp,
+        "settings-moved@example.com",
+        "Confirm your new email address",
+        1,
+    )
+    .await;
+
+    // Deleting asks for the password, even right after a login.
+    let res = post_form(&t, "/settings/account/delete", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("current password"));
+    let res = post_form(
+        &t,
+        "/settings/account/delete",
+        &session,
+        &[("csrf", &csrf), ("current_password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(location(&res), "/login?done=deleted");
+    let res = t
+        .login_raw(json!({"email": email, "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 401);
 }

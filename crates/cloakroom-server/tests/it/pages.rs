@@ -24,7 +24,7 @@ async fn form_token(t: &TestServer, path: &str) -> (String, String) {
 }
 
 /// The value of the hidden field `name` in a page.
-fn hidden(body: &str, name: &str) -> String {
+pub(crate) fn hidden(body: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = body
         .find(&marker)
@@ -33,7 +33,12 @@ fn hidden(body: &str, name: &str) -> String {
     body[start..].split('"').next().unwrap().to_string()
 }
 
-async fn post_form(t: &TestServer, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Response {
+pub(crate) async fn post_form(
+    t: &TestServer,
+    path: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> Response {
     t.http
         .post(t.url(path))
         .header("origin", &t.origin)
@@ -44,7 +49,7 @@ async fn post_form(t: &TestServer, path: &str, cookie: &str, fields: &[(&str, &s
         .unwrap()
 }
 
-fn location(res: &Response) -> String {
+pub(crate) fn location(res: &Response) -> String {
     res.headers()
         .get("location")
         .map(|v| v.to_str().unwrap().to_string())

@@ -78,6 +78,14 @@ pub struct AuthConfig {
     /// Failed link tokens (a guess, a spent or expired one) one client address may present
     /// before it must wait.
     pub link_throttle: ThrottlePolicy,
+    /// An account whose address is not confirmed may only confirm it (see
+    /// `Auth::verification_due`).
+    pub require_verified_email: bool,
+    /// Security events older than this are deleted (`None`: kept as long as the account).
+    pub event_retention: Option<Duration>,
+    /// Mail the user when they sign in from a device (a `User-Agent`) none of their sessions
+    /// or recorded logins has used.
+    pub notify_new_device: bool,
 }
 
 impl Default for AuthConfig {
@@ -111,6 +119,9 @@ impl Default for AuthConfig {
             verify_email_ttl: Duration::hours(24),
             reset_password_ttl: Duration::minutes(30),
             link_throttle: ThrottlePolicy::LINKS,
+            require_verified_email: false,
+            event_retention: None,
+            notify_new_device: true,
         }
     }
 }

@@ -69,6 +69,7 @@ pub(crate) struct Factors {
     attempts: Arc<Attempts>,
     config: Arc<AuthConfig>,
     clock: Arc<dyn Clock>,
+    mails: Arc<super::lifecycle::Mails>,
 }
 
 /// The sealing context of a TOTP secret: bound to its factor, so a sealed secret copied to
@@ -136,8 +137,10 @@ impl Factors {
         config: Arc<AuthConfig>,
         clock: Arc<dyn Clock>,
         challenge_key: &[u8],
+        mails: Arc<super::lifecycle::Mails>,
     ) -> Result<Self, AuthError> {
         Ok(Self {
+            mails,
             passkeys: Passkeys::new(
                 &config,
                 Arc::clone(&store),
@@ -294,18 +297,19 @@ impl Factors {
                         .await?
                     {
                         tracing::warn!(user = %user.id, "recovery code used");
-                        crate::events::record_after(
-                            &*self.store,
-                            &crate::events::SecurityEvent {
-                                user_id: user.id,
-                                kind: crate::events::EventKind::RecoveryCodeUsed,
-                                at: self.clock.now_secs(),
-                                ip: ip.map(|ip| ip.to_string()),
-                                user_agent: None,
-                                detail: None,
-                            },
-                        )
-                        .await;
+                        self.mails
+                            .record(
+                                user,
+                                &crate::events::SecurityEvent {
+                                    user_id: user.id,
+                                    kind: crate::events::EventKind::RecoveryCodeUsed,
+                                    at: self.clock.now_secs(),
+                                    ip: ip.map(|ip| ip.to_string()),
+                                    user_agent: None,
+                                    detail: None,
+                                },
+                            )
+                            .await;
                         Ok(crate::Amr::OTP)
                     } else {
                         Err(AuthError::InvalidCode)

@@ -20,7 +20,7 @@ use super::error::AuthError;
 use super::request::{Authenticated, ClientInfo};
 use super::Auth;
 use crate::clock::Clock;
-use crate::events::EventKind;
+use crate::events::{EventKind, SecurityEvent};
 use crate::mail::{LinkPurpose, LinkToken, OutgoingMail, Templates};
 use crate::session::TokenHash;
 use crate::store::Store;
@@ -29,6 +29,12 @@ use crate::user::{Email, User};
 /// Requests for a reset link one address may make in an hour, and one client address.
 const FORGOT_PER_ADDRESS: u32 = 5;
 const FORGOT_PER_CLIENT: u32 = 20;
+/// Links a signed-in user may have mailed in an hour (a new confirmation link, an address
+/// change): each goes to an inbox, and to someone else's if the address is not theirs.
+const LINKS_PER_USER: u32 = 5;
+
+/// The security events a new-device check reads: the user's newest.
+const NEW_DEVICE_LOOKBACK: usize = 200;
 
 /// How long the old address can undo a change of address, before or after it happens.
 const CANCEL_EMAIL_CHANGE_FOR: Duration = Duration::days(7);
@@ -200,9 +206,98 @@ impl Mails {
         )
     }
 
+    /// Tells `user` by mail that `what` happened (`event`), after it: a notice that cannot be
+    /// queued is logged, never a failure of what happened.
+    pub(crate) async fn notify(&self, user: &User, event: &SecurityEvent, what: &str) {
+        let at = event
+            .at
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
+        let context = json!({
+            "what": what,
+            "detail": event.detail,
+            "at": at,
+            "ip": event.ip,
+            "device": event.user_agent,
+            "link": self.link("/forgot-password", None),
+        });
+        let queued = match self.message("security_notice", &user.email, context) {
+            Ok(mail) => self
+                .store
+                .enqueue_mail(&mail)
+                .await
+                .map_err(AuthError::from),
+            Err(e) => Err(e),
+        };
+        match queued {
+            Ok(()) => self.wake.notify_one(),
+            Err(e) => tracing::warn!(user = %user.id, error = %e, "a notice was not queued"),
+        }
+    }
+
+    /// Records `event` after its change, and tells `user` by mail when it is one they hear of
+    /// at once ([`EventKind::notice`]).
+    pub(crate) async fn record(&self, user: &User, event: &SecurityEvent) {
+        crate::events::record_after(&*self.store, event).await;
+        if let Some(what) = event.kind.notice() {
+            self.notify(user, event, what).await;
+        }
+    }
+
+    /// After a login (its `event`, recorded): tells the user by mail when none of their
+    /// recent logins came from this device (`User-Agent`), unless it is their first login.
+    /// In the background: the login is answered without waiting.
+    pub(crate) fn watch_for_new_device(self: &Arc<Self>, user: &User, event: SecurityEvent) {
+        if !self.config.notify_new_device || event.user_agent.is_none() {
+            return;
+        }
+        let (mails, user) = (Arc::clone(self), user.clone());
+        tokio::spawn(async move {
+            let recent = match mails.store.events(user.id, NEW_DEVICE_LOOKBACK).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(user = %user.id, error = %e, "new device check failed");
+                    return;
+                }
+            };
+            let logins: Vec<&SecurityEvent> = recent
+                .iter()
+                .filter(|e| e.kind == EventKind::Login)
+                .collect();
+            let from_here = logins
+                .iter()
+                .filter(|e| e.user_agent == event.user_agent)
+                .count();
+            // This login's own event is among them.
+            if logins.len() > 1 && from_here <= 1 {
+                mails
+                    .notify(&user, &event, "A sign-in from a new device")
+                    .await;
+            }
+        });
+    }
+
     /// Wakes the worker after a message was queued.
     pub(crate) fn queued(&self) {
         self.wake.notify_one();
+    }
+
+    /// One of the few mails with a link `user` may ask for in an hour.
+    async fn may_send_to(&self, user: &User) -> Result<(), AuthError> {
+        let key = format!("mail-link:{}", user.id);
+        match self
+            .attempts
+            .hit(
+                &key,
+                LINKS_PER_USER,
+                Duration::hours(1),
+                self.clock.now_secs(),
+            )
+            .await?
+        {
+            Some(wait) => Err(AuthError::TooManyAttempts { retry_after: wait }),
+            None => Ok(()),
+        }
     }
 
     /// Takes a presented link token for `purpose`: one throttled attempt on the client address.
@@ -228,11 +323,19 @@ impl Mails {
 }
 
 impl Auth {
+    /// Whether the caller must confirm their address before anything else: the deployment
+    /// requires it (`require_verified_email`) and theirs is not. Such a session reaches only
+    /// what confirming (or correcting) the address takes, and leaving.
+    pub fn verification_due(&self, who: &Authenticated) -> bool {
+        self.config.require_verified_email && !who.user.email_verified
+    }
+
     /// Mails the caller a link that confirms their address.
     pub async fn request_email_verification(&self, who: &Authenticated) -> Result<(), AuthError> {
         if who.user.email_verified {
             return Err(AuthError::EmailAlreadyVerified);
         }
+        self.mails.may_send_to(&who.user).await?;
         self.mails
             .send_link(
                 &who.user,
@@ -421,6 +524,7 @@ impl Auth {
         if self.store.find_user_by_email(&new).await?.is_some() {
             return Err(AuthError::EmailTaken);
         }
+        self.mails.may_send_to(&who.user).await?;
         let bound = change_bound(&who.user.email, &new);
         // The old address first: no move can be confirmed that its owner was not told of.
         self.mails

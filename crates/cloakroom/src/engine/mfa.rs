@@ -236,7 +236,8 @@ impl Auth {
         covered && who.session.amr.acr() < crate::Acr::Aal2
     }
 
-    /// Records a security event after its change (see [`crate::events::record_after`]).
+    /// Records a security event after its change (see [`crate::events::record_after`]), and
+    /// tells the user by mail when it is one they hear of at once.
     pub(super) async fn record(
         &self,
         user: crate::UserId,
@@ -244,27 +245,24 @@ impl Auth {
         ip: Option<String>,
         detail: Option<&str>,
     ) {
-        self.record_seen(user, kind, ip, None, detail).await
-    }
-
-    /// Records a security event with the client's address and `User-Agent`, after its change.
-    pub(super) async fn record_seen(
-        &self,
-        user: crate::UserId,
-        kind: EventKind,
-        ip: Option<String>,
-        user_agent: Option<String>,
-        detail: Option<&str>,
-    ) {
         let event = SecurityEvent {
             user_id: user,
             kind,
             at: self.now(),
             ip,
-            user_agent,
+            user_agent: None,
             detail: detail.map(String::from),
         };
-        crate::events::record_after(&*self.store, &event).await
+        if kind.notice().is_none() {
+            return crate::events::record_after(&*self.store, &event).await;
+        }
+        match self.sessions.user(user).await {
+            Ok(user) => self.mails.record(&user, &event).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "no notice for an account that cannot be read");
+                crate::events::record_after(&*self.store, &event).await
+            }
+        }
     }
 
     /// The caller's newest security events (factors added or removed, recovery codes made or

@@ -37,7 +37,7 @@ pub use request::{AuthMetrics, Authenticated, ClientInfo, LoginOutcome, LoginReq
 pub use sessions::Revocation;
 pub use signing_keys::KeyInfo;
 
-use crate::events::EventKind;
+use crate::events::{EventKind, SecurityEvent};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -64,7 +64,7 @@ pub struct Auth {
     factors: Factors,
     sessions: Arc<Sessions>,
     tokens: AccessTokens,
-    mails: lifecycle::Mails,
+    mails: Arc<lifecycle::Mails>,
     /// Event counters.
     pub metrics: Arc<AuthMetrics>,
 }
@@ -175,18 +175,19 @@ impl Auth {
             Arc::clone(&config),
             Arc::clone(&clock),
         );
-        let mails = lifecycle::Mails::new(
+        let mails = Arc::new(lifecycle::Mails::new(
             Arc::clone(&config),
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&attempts),
-        )?;
+        )?);
         let factors = Factors::new(
             Arc::clone(&store),
             attempts,
             Arc::clone(&config),
             Arc::clone(&clock),
             &challenge_key,
+            Arc::clone(&mails),
         )?;
         let auth = Self {
             store,
@@ -392,14 +393,16 @@ impl Auth {
         self.sessions
             .end_sessions_beyond_cap(user.id, session.id)
             .await?;
-        self.record_seen(
-            user.id,
-            EventKind::Login,
-            req.client.ip.map(|ip| ip.to_string()),
-            req.client.user_agent.clone(),
-            Some(&amr.names().join(" ")),
-        )
-        .await;
+        let event = SecurityEvent {
+            user_id: user.id,
+            kind: EventKind::Login,
+            at: self.now(),
+            ip: req.client.ip.map(|ip| ip.to_string()),
+            user_agent: req.client.user_agent.clone(),
+            detail: Some(amr.names().join(" ")),
+        };
+        crate::events::record_after(&*self.store, &event).await;
+        self.mails.watch_for_new_device(&user, event);
         tracing::info!(user = %user.id, session = %session.id, "login");
         Ok(LoginOutcome {
             user,
@@ -736,7 +739,8 @@ impl Auth {
     }
 
     /// Forgets expired sessions and tokens in memory and deletes them from the store, with
-    /// the change log's old entries and keys retired long ago.
+    /// the change log's old entries, keys retired long ago, expired links in mail and security
+    /// events past their retention.
     pub async fn sweep(&self) -> Result<u64, AuthError> {
         let now = self.now();
         self.sessions.sweep(now);
@@ -750,6 +754,10 @@ impl Auth {
             .delete_keys_retired_before(now - self.config.jwt.key_horizon())
             .await?;
         self.factors.sweep().await?;
+        self.store.delete_expired_links(now).await?;
+        if let Some(retention) = self.config.event_retention {
+            self.store.delete_events_before(now - retention).await?;
+        }
         Ok(deleted)
     }
 }

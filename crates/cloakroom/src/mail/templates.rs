@@ -7,15 +7,16 @@ use std::path::Path;
 
 /// The kinds of message, each with its three templates (`NAME.subject`, `NAME.txt`,
 /// `NAME.html`).
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "verify_email",
     "reset_password",
     "password_changed",
     "change_email",
     "email_change_requested",
+    "security_notice",
 ];
 
-const BUILT_IN: [(&str, &str); 15] = [
+const BUILT_IN: [(&str, &str); 18] = [
     (
         "verify_email.subject",
         include_str!("templates/verify_email.subject"),
@@ -75,6 +76,18 @@ const BUILT_IN: [(&str, &str); 15] = [
     (
         "email_change_requested.html",
         include_str!("templates/email_change_requested.html"),
+    ),
+    (
+        "security_notice.subject",
+        include_str!("templates/security_notice.subject"),
+    ),
+    (
+        "security_notice.txt",
+        include_str!("templates/security_notice.txt"),
+    ),
+    (
+        "security_notice.html",
+        include_str!("templates/security_notice.html"),
     ),
 ];
 

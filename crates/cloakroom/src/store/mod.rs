@@ -355,6 +355,8 @@ pub trait MailStore: Send + Sync + 'static {
         to: &Email,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Deletes the links past their deadline at `now`; how many.
+    async fn delete_expired_links(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
     /// Voids the user's links for `purpose`; how many there were.
     async fn void_links(&self, user: UserId, purpose: LinkPurpose) -> Result<u64, StoreError>;
     /// Leases up to `limit` messages due at `now` and not leased by anyone (or whose lease ran
@@ -392,6 +394,8 @@ pub trait EventStore: Send + Sync + 'static {
         since: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<SecurityEvent>, StoreError>;
+    /// Deletes the events from before `before` (the retention); how many.
+    async fn delete_events_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// The ordered log of [`Change`]s, read by every process that caches sessions or users.

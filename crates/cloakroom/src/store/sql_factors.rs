@@ -454,6 +454,18 @@ macro_rules! sql_event_store {
                 .map_err(super::sql::map_err)?;
                 rows.iter().map(event_row).collect()
             }
+
+            async fn delete_events_before(
+                &self,
+                before: time::OffsetDateTime,
+            ) -> Result<u64, super::StoreError> {
+                Ok(sqlx::query("DELETE FROM security_events WHERE at < $1")
+                    .bind(before.unix_timestamp())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(super::sql::map_err)?
+                    .rows_affected())
+            }
         }
     };
 }

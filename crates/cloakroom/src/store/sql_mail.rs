@@ -166,6 +166,18 @@ macro_rules! sql_mail_store {
                 Ok(changed)
             }
 
+            async fn delete_expired_links(
+                &self,
+                now: time::OffsetDateTime,
+            ) -> Result<u64, super::StoreError> {
+                Ok(sqlx::query("DELETE FROM link_tokens WHERE expires_at <= $1")
+                    .bind(now.unix_timestamp())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(super::sql::map_err)?
+                    .rows_affected())
+            }
+
             async fn void_links(
                 &self,
                 user: crate::user::UserId,

@@ -12,7 +12,7 @@ use axum::Router;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
-use crate::http::error::{ApiError, SECOND_FACTOR_REQUIRED};
+use crate::http::error::{ApiError, EMAIL_UNVERIFIED, SECOND_FACTOR_REQUIRED};
 use crate::http::extract::{ApiQuery, CurrentSession};
 use crate::http::pages::{safe_next, wants_html};
 use crate::http::proxies::is_trusted;
@@ -134,6 +134,16 @@ pub(crate) async fn verify(
                 trusted,
                 e,
                 routes::SECURITY_PAGE,
+                "",
+            ))
+        }
+        Err(e) if e.code() == EMAIL_UNVERIFIED && wants_html(&parts.headers) => {
+            return Ok(send_to_page(
+                &state,
+                &parts.headers,
+                trusted,
+                e,
+                routes::SETTINGS_PAGE,
                 "",
             ))
         }

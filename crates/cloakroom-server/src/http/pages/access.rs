@@ -30,6 +30,9 @@ impl FromRequestParts<AppState> for PageUser {
             Err(e) if e.code() == crate::http::error::SECOND_FACTOR_REQUIRED => {
                 Err(Redirect::to(crate::http::routes::SECURITY_PAGE).into_response())
             }
+            Err(e) if e.code() == crate::http::error::EMAIL_UNVERIFIED => {
+                Err(Redirect::to(crate::http::routes::SETTINGS_PAGE).into_response())
+            }
             Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
                 let target = parts
                     .uri

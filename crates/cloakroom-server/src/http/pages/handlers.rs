@@ -79,6 +79,12 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "ended" => "That device has been logged out.",
         "expired" => "That sign-in attempt has expired. Log in again.",
         "reset" => "Your password is set, and every device was logged out. Log in with it.",
+        "verify_sent" => "A new confirmation link is on its way to your address.",
+        "email_change_sent" => {
+            "A link that completes the change is on its way to the new address. Your current \
+             address was told, with a link that undoes it."
+        }
+        "deleted" => "Your account is deleted.",
         _ => return None,
     })
 }
@@ -574,6 +580,75 @@ pub(super) async fn change_password(
                 &cookies,
                 None,
             )
+        }
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            let res = settings_page(&state, &who, status, Some(&text), None).await;
+            with_headers(res, &[], retry)
+        }
+    }
+}
+
+/// `POST /settings/email/verify`: mails a new link that confirms the address.
+pub(super) async fn request_verification(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    form: FormFields,
+) -> Response {
+    if !form_ok(&who, &form) {
+        return refused_form();
+    }
+    match state.auth.request_email_verification(&who).await {
+        Ok(()) => Redirect::to("/settings?done=verify_sent").into_response(),
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            let res = settings_page(&state, &who, status, Some(&text), None).await;
+            with_headers(res, &[], retry)
+        }
+    }
+}
+
+/// `POST /settings/email`: starts moving the account to another address.
+pub(super) async fn change_email(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    form: FormFields,
+) -> Response {
+    if !form_ok(&who, &form) {
+        return refused_form();
+    }
+    match state
+        .auth
+        .request_email_change(&who, form.get("new_email").trim(), reauth(&form))
+        .await
+    {
+        Ok(()) => Redirect::to("/settings?done=email_change_sent").into_response(),
+        Err(AuthError::ReauthRequired) => {
+            let msg = "Enter your current password to change your email address.";
+            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
+        }
+        Err(e) => {
+            let (status, text, retry) = explain(e);
+            let res = settings_page(&state, &who, status, Some(&text), None).await;
+            with_headers(res, &[], retry)
+        }
+    }
+}
+
+/// `POST /settings/account/delete`: deletes the account, with the password typed again.
+pub(super) async fn delete_account(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    form: FormFields,
+) -> Response {
+    if !form_ok(&who, &form) {
+        return refused_form();
+    }
+    match state.auth.delete_account(&who, reauth(&form)).await {
+        Ok(()) => logged_out(&state, "/login?done=deleted"),
+        Err(AuthError::ReauthRequired) => {
+            let msg = "Enter your current password to delete your account.";
+            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
         }
         Err(e) => {
             let (status, text, retry) = explain(e);

@@ -62,6 +62,12 @@ pub fn router() -> Router<AppState> {
             post(handlers::logout_everywhere),
         )
         .route(routes::PASSWORD_PAGE, post(handlers::change_password))
+        .route(
+            routes::EMAIL_VERIFY_REQUEST_PAGE,
+            post(handlers::request_verification),
+        )
+        .route(routes::EMAIL_CHANGE_PAGE, post(handlers::change_email))
+        .route(routes::DELETE_ACCOUNT_PAGE, post(handlers::delete_account))
         .route(routes::SECURITY_PAGE, get(security::show))
         .route(routes::SECURITY_TOTP_PAGE, post(security::add_app))
         .route(

@@ -498,8 +498,62 @@ pub fn settings(v: &SettingsView<'_>) -> Markup {
                     button type="submit" { "Change password" }
                 }
             }
+            (account_section(v.who, v.csrf))
         },
     )
+}
+
+/// The settings page's account part: the address (confirmed or not, with a new link), moving
+/// to another address, a copy of one's data, and deleting the account.
+fn account_section(who: &Authenticated, csrf: &str) -> Markup {
+    html! {
+        section aria-labelledby="email-heading" {
+            h2 #email-heading { "Email address" }
+            p {
+                span.private { (who.user.email.as_str()) } " "
+                @if who.user.email_verified {
+                    span.badge { "confirmed" }
+                } @else {
+                    span.badge { "not confirmed" }
+                }
+            }
+            @if !who.user.email_verified {
+                form method="post" action="/settings/email/verify" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.link type="submit" { "Send a new confirmation link" }
+                }
+            }
+            form.card method="post" action="/settings/email" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="new_email" { "New email address" }
+                input #new_email type="email" name="new_email" autocomplete="email" required;
+                label for="email-password" { "Current password" }
+                input #email-password type="password" name="current_password"
+                    autocomplete="current-password" aria-describedby="email-help";
+                p.help #email-help {
+                    "Needed if you logged in more than 10 minutes ago. The new address gets a \
+                     link that completes the change; the old one is told, with a link that \
+                     undoes it."
+                }
+                button type="submit" { "Change email address" }
+            }
+        }
+        section aria-labelledby="account-heading" {
+            h2 #account-heading { "Your data" }
+            p { a href="/auth/account/export" download { "Download your data" } " (JSON: your account, sessions, second factors and security events)." }
+            form.card method="post" action="/settings/account/delete" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="delete-password" { "Current password" }
+                input #delete-password type="password" name="current_password"
+                    autocomplete="current-password" required aria-describedby="delete-help";
+                p.help #delete-help {
+                    "Deleting your account logs you out everywhere and removes your data. It \
+                     cannot be undone."
+                }
+                button.danger type="submit" { "Delete my account" }
+            }
+        }
+    }
 }
 
 /// A page for an error that is not a form's (the store is down, a refused request).

@@ -425,6 +425,9 @@ impl super::MailStore for RedisStore {
     ) -> Result<bool, StoreError> {
         self.sql.change_email(user, from, to, at).await
     }
+    async fn delete_expired_links(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.sql.delete_expired_links(now).await
+    }
     async fn void_links(&self, user: UserId, purpose: LinkPurpose) -> Result<u64, StoreError> {
         self.sql.void_links(user, purpose).await
     }
@@ -468,6 +471,9 @@ impl EventStore for RedisStore {
         limit: usize,
     ) -> Result<Vec<SecurityEvent>, StoreError> {
         self.sql.events_since(user, since, limit).await
+    }
+    async fn delete_events_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.sql.delete_events_before(before).await
     }
 }
 
