@@ -190,7 +190,8 @@ pub struct RawSettings {
     #[arg(long, global = true, env = "CLOAKROOM_MAIL_FROM")]
     pub mail_from: Option<String>,
     /// A directory of mail templates that replace the built-in ones (NAME.subject, NAME.txt,
-    /// NAME.html for verify_email, reset_password, password_changed)
+    /// NAME.html for verify_email, reset_password, password_changed, change_email,
+    /// email_change_requested, security_notice)
     #[arg(long, global = true, env = "CLOAKROOM_MAIL_TEMPLATES")]
     pub mail_templates: Option<PathBuf>,
     /// Seconds a link that confirms an address works [default: 86400]

@@ -46,9 +46,11 @@ pub enum EventKind {
     EmailChanged,
     /// The old address cancelled a change (the detail says whether it had happened).
     EmailChangeCancelled,
+    /// A spent refresh token came back (a copy in someone else's hands): the session ended.
+    RefreshReuseDetected,
 }
 
-const KINDS: [(EventKind, &str); 17] = [
+const KINDS: [(EventKind, &str); 18] = [
     (EventKind::FactorAdded, "factor_added"),
     (EventKind::FactorRemoved, "factor_removed"),
     (EventKind::RecoveryCodesMade, "recovery_codes_made"),
@@ -66,6 +68,7 @@ const KINDS: [(EventKind, &str); 17] = [
     (EventKind::EmailChangeRequested, "email_change_requested"),
     (EventKind::EmailChanged, "email_changed"),
     (EventKind::EmailChangeCancelled, "email_change_cancelled"),
+    (EventKind::RefreshReuseDetected, "refresh_reuse_detected"),
 ];
 
 impl EventKind {
@@ -109,6 +112,9 @@ impl EventKind {
             Self::EmailChangeRequested => "Change of email address asked for",
             Self::EmailChanged => "Email address changed",
             Self::EmailChangeCancelled => "Change of email address cancelled",
+            Self::RefreshReuseDetected => {
+                "A used refresh token came back, so its session was ended"
+            }
         }
     }
 }

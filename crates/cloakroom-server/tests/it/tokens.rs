@@ -173,6 +173,28 @@ async fn j19_refresh_rotates_and_reuse_ends_the_session() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    // The user can see it happened.
+    let fresh = t.token_login("rot@example.com", PASSWORD).await;
+    let events: Value = t
+        .http
+        .get(t.url("/auth/events"))
+        .bearer_auth(fresh["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "refresh_reuse_detected")
+            .count(),
+        1,
+        "{events}"
+    );
 }
 
 #[tokio::test]

@@ -270,6 +270,15 @@ impl AccessTokens {
             .refresh_reuse
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sessions.end_session_record(session.id).await?;
+        let event = crate::events::SecurityEvent {
+            user_id: session.user_id,
+            kind: crate::events::EventKind::RefreshReuseDetected,
+            at: self.clock.now_secs(),
+            ip: session.ip.clone(),
+            user_agent: session.user_agent.clone(),
+            detail: None,
+        };
+        crate::events::record_after(&*self.store, &event).await;
         Err(AuthError::InvalidGrant)
     }
 

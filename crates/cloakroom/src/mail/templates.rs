@@ -182,7 +182,12 @@ mod tests {
             let out = t
                 .render(
                     kind,
-                    &json!({"link": "https://auth.example.test/x?token=a&b=<c>", "email": "a@example.test"}),
+                    &json!({
+                        "link": "https://auth.example.test/x?token=a&b=<c>",
+                        "email": "a@example.test",
+                        "what": "A second factor was added",
+                        "device": "<script>",
+                    }),
                 )
                 .unwrap();
             assert!(
@@ -190,6 +195,7 @@ mod tests {
                 "{kind}"
             );
             assert!(!out.html.contains("<c>"), "{kind}: {}", out.html);
+            assert!(!out.html.contains("<script>"), "{kind}: {}", out.html);
         }
         let out = t
             .render(
