@@ -1,12 +1,13 @@
 //! The outbox against a local SMTP server (aiosmtpd, discarding what it gets), in one process:
 //! how fast the worker delivers a queue, and what a backlog of 100 000 messages costs a request
 //! that queues one more (a signup's write) and a worker's lease, against the same with an empty
-//! outbox, and the process's memory before and after the backlog.
+//! outbox, the process's memory before and after the backlog, and a signup's latency while the
+//! worker delivers against the same with no worker.
 //! Run: `taskset -c 0 cargo run --release -p cloakroom-bench --bin mail` (aiosmtpd runs as its
 //! own process, outside the pin). Needs `python3 -m pip install aiosmtpd`.
 
 use cloakroom::mail::{MailMetrics, MailWorker, OutgoingMail, SmtpMailer};
-use cloakroom::{Clock, SqliteStore, Store, SystemClock};
+use cloakroom::{Auth, AuthConfig, Clock, SqliteStore, Store, SystemClock};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -188,6 +189,80 @@ async fn run(port: u16) -> Result<(), String> {
     println!(
         "resident memory: {rss_before} KiB before the backlog was queued, {rss_after} KiB after it and the leases"
     );
+    let outcome = signups(port, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Signups through the engine, with its default password hashing, each queueing its
+/// confirmation link: in alternating rounds with the outbox's worker delivering them over SMTP
+/// as they come (on the same pinned core), and with no worker at all.
+async fn signups(port: u16, dir: &std::path::Path) -> Result<(), String> {
+    const ROUNDS: usize = 6;
+    const PER_ROUND: usize = 25;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("signups.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.map_err(err)?);
+    let config = AuthConfig {
+        signup_limit: u32::MAX,
+        ..AuthConfig::default()
+    };
+    let auth = Auth::new(store, config, Arc::new(SystemClock))
+        .await
+        .map_err(err)?;
+    let mailer: Arc<dyn cloakroom::mail::Mailer> = Arc::new(
+        SmtpMailer::new(
+            &format!("smtp://127.0.0.1:{port}?tls=none"),
+            None,
+            "bench <bench@example.test>",
+        )
+        .map_err(err)?,
+    );
+    let metrics = Arc::new(MailMetrics::default());
+    let (mut quiet, mut mailing) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let with_worker = round % 2 == 1;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = with_worker.then(|| {
+            tokio::spawn(
+                auth.mail_worker(Arc::clone(&mailer), Arc::clone(&metrics))
+                    .run(stopped),
+            )
+        });
+        for i in 0..PER_ROUND {
+            let email = format!("signup{round}-{i}@example.test");
+            let start = Instant::now();
+            auth.signup(
+                &email,
+                "a bench password of some length",
+                &cloakroom::ClientInfo::default(),
+            )
+            .await
+            .map_err(err)?;
+            let took = start.elapsed();
+            if with_worker {
+                mailing.push(took);
+            } else {
+                quiet.push(took);
+            }
+        }
+        let _ = stop.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+    }
+    let (quiet, mailing) = (median(quiet), median(mailing));
+    println!(
+        "signup (default Argon2), median of {}: {:.2} ms with no mail worker, {:.2} ms while the worker delivers over SMTP ({:.2}×; {} delivered)",
+        ROUNDS / 2 * PER_ROUND,
+        quiet.as_secs_f64() * 1e3,
+        mailing.as_secs_f64() * 1e3,
+        mailing.as_secs_f64() / quiet.as_secs_f64(),
+        metrics.delivered.load(std::sync::atomic::Ordering::Relaxed),
+    );
     Ok(())
 }
