@@ -29,6 +29,7 @@
 mod assurance;
 mod clock;
 mod cookie;
+pub mod dpop;
 #[cfg(feature = "engine")]
 mod engine;
 pub mod events;
