@@ -87,8 +87,8 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Change, ChangeFeed, EventStore, FactorStore, KeyStore, RevocationEvent, Rotation, SessionStore,
-    Store, StoreError, UserStore,
+    Change, ChangeFeed, EventStore, FactorStore, KeyStore, ReplayStore, RevocationEvent, Rotation,
+    SessionStore, Store, StoreError, UserStore,
 };
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisThrottle};

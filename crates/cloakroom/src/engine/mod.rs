@@ -755,6 +755,7 @@ impl Auth {
             .await?;
         self.factors.sweep().await?;
         self.store.delete_expired_links(now).await?;
+        self.store.delete_expired_uses(now).await?;
         if let Some(retention) = self.config.event_retention {
             self.store.delete_events_before(now - retention).await?;
         }

@@ -26,6 +26,8 @@ mod sql;
 mod sql_factors;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_mail;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_replay;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "postgres")]
@@ -380,6 +382,22 @@ pub trait MailStore: Send + Sync + 'static {
     async fn mail_backlog(&self) -> Result<u64, StoreError>;
 }
 
+/// Values that may be used once, shared by every instance: DPoP proofs' `jti`s, each kept for
+/// as long as its proof could be presented.
+#[async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
+    /// Records `key` until `until`: true the first time, false while an earlier use of it has
+    /// not expired at `now`. Of two instances recording one key at once, one gets true.
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Forgets the uses past their time; how many.
+    async fn delete_expired_uses(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
 /// Security events, per user.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
@@ -417,7 +435,14 @@ pub trait ChangeFeed: Send + Sync + 'static {
 /// Everything the engine needs from storage.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + ChangeFeed + KeyStore + FactorStore + EventStore + MailStore
+    UserStore
+    + SessionStore
+    + ChangeFeed
+    + KeyStore
+    + FactorStore
+    + EventStore
+    + MailStore
+    + ReplayStore
 {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

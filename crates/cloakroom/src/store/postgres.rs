@@ -62,6 +62,7 @@ super::sql::sql_store!(
 super::sql_factors::sql_factor_store!(PostgresStore);
 super::sql_factors::sql_event_store!(PostgresStore);
 super::sql_mail::sql_mail_store!(PostgresStore, sqlx::PgConnection);
+super::sql_replay::sql_replay_store!(PostgresStore);
 
 #[async_trait]
 impl super::Store for PostgresStore {

@@ -159,6 +159,7 @@ super::sql::sql_store!(
 super::sql_factors::sql_factor_store!(SqliteStore);
 super::sql_factors::sql_event_store!(SqliteStore);
 super::sql_mail::sql_mail_store!(SqliteStore, sqlx::SqliteConnection);
+super::sql_replay::sql_replay_store!(SqliteStore);
 
 #[async_trait]
 impl super::Store for SqliteStore {

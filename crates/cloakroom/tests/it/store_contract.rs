@@ -1302,7 +1302,51 @@ async fn an_address_moves_only_from_where_it_is_and_only_to_a_free_one(store: &d
         .unwrap();
 }
 
+async fn a_value_is_used_once_until_its_time_is_over(store: &dyn Store) {
+    let key = [7u8; 32];
+    let until = t0() + Duration::seconds(120);
+    assert!(store.first_use(&key, until, t0()).await.unwrap());
+    assert!(
+        !store.first_use(&key, until, t0()).await.unwrap(),
+        "replayed"
+    );
+    assert!(
+        !store
+            .first_use(&key, until, t0() + Duration::seconds(119))
+            .await
+            .unwrap(),
+        "still within its time"
+    );
+    assert!(
+        store.first_use(&[8u8; 32], until, t0()).await.unwrap(),
+        "another value"
+    );
+    // Its time over, the sweep may forget it (Redis forgets it by itself).
+    store
+        .delete_expired_uses(t0() + Duration::seconds(121))
+        .await
+        .unwrap();
+}
+
+async fn concurrent_uses_of_one_value_have_one_winner(store: Arc<dyn Store>) {
+    let key = [9u8; 32];
+    let until = t0() + Duration::seconds(120);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store.first_use(&key, until, t0()).await.unwrap()
+        }));
+    }
+    let mut firsts = 0;
+    for t in tasks {
+        firsts += usize::from(t.await.unwrap());
+    }
+    assert_eq!(firsts, 1);
+}
+
 contract!(
+    a_value_is_used_once_until_its_time_is_over,
     an_address_moves_only_from_where_it_is_and_only_to_a_free_one,
     a_deleted_user_leaves_only_its_id_and_frees_its_address,
     mail_is_leased_retried_later_and_gone_once_delivered,
@@ -1321,6 +1365,7 @@ contract!(
     replace_secret_is_compare_and_set,
     delete_expired_respects_grace,
     sessions_past_the_newest_are_listed_oldest_last;
+    concurrent_uses_of_one_value_have_one_winner,
     concurrent_replace_secret_has_one_winner,
     concurrent_rotations_mint_one_successor,
     concurrent_revoke_all_ends_each_session_once,

@@ -14,6 +14,7 @@
 //! | `P:{rev}:log` | sorted set | `<seq> <session> <expiry>`, the recent revocations in order |
 //! | `P:{rev}:seq`, `P:{rev}:epoch` | strings | the log's position, and a random mark of this data set |
 //! | `P:th:<key>` | hash | throttle counters |
+//! | `P:once:<hex>` | string | a value used once (a DPoP proof), expiring with it |
 //!
 //! Redis Cluster: the keys one script or transaction touches share a hash tag (`{u:<user>}` for
 //! a user's sessions and index, `{rev}` for the revocation log), so no command spans two slots.
@@ -111,6 +112,9 @@ impl Keys {
     }
     fn throttle(&self, key: &str) -> String {
         format!("{}:th:{key}", self.prefix)
+    }
+    fn once(&self, key: &[u8; 32]) -> String {
+        format!("{}:once:{}", self.prefix, hex(key))
     }
 }
 
@@ -452,6 +456,33 @@ impl super::MailStore for RedisStore {
     }
     async fn mail_backlog(&self) -> Result<u64, StoreError> {
         self.sql.mail_backlog().await
+    }
+}
+
+/// Values used once live in Redis, each expiring on its own: `SET NX` answers who was first.
+#[async_trait]
+impl super::ReplayStore for RedisStore {
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let ttl_ms = ((until - now).whole_milliseconds()).max(1);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.once(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(set.is_some())
+    }
+    async fn delete_expired_uses(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
+        // Each expires by itself.
+        Ok(0)
     }
 }
 
