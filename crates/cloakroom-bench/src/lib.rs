@@ -44,6 +44,7 @@ pub fn sample(now: OffsetDateTime) -> Result<Sample, String> {
         acr: Some("aal1".into()),
         amr: vec!["pwd".into()],
         email_verified: Some(false),
+        cnf: None,
     };
     let payload = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
     let token = jwt::sign(&key, "at+jwt", &payload).map_err(|e| e.to_string())?;

@@ -246,6 +246,7 @@ impl RemoteVerifier {
         };
         let (header, payload) = verified?;
         let claims = self.policy.validate(&header, &payload, now())?;
+        claims.usable_as_bearer()?;
         self.check_feed()?;
         if self.revoked.contains_key(&claims.sid)
             || claims.iat <= self.revoked_before.load(Ordering::Acquire)

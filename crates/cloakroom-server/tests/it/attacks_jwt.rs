@@ -655,3 +655,35 @@ async fn j17_binding_claims() {
     c.t.auth().admin_revoke(sid).await.unwrap();
     c.refused(&token, "ended session").await;
 }
+
+/// A token bound to a DPoP key (`cnf.jkt`), presented as a plain bearer token, is refused even
+/// with a valid signature and session (RFC 9449 §7.1): without the key's proof a copy of it is
+/// worth nothing. A malformed `cnf` is refused too.
+#[tokio::test]
+async fn j20_a_dpop_bound_token_presented_as_a_bearer_token_is_refused() {
+    let c = Ctx::new().await;
+    let bound = c.claims_with(|cl| {
+        cl["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+    });
+    c.refused(&bound, "cnf.jkt as bearer").await;
+    for cnf in [
+        json!({}),
+        json!({"jkt": ""}),
+        json!({"jkt": 5}),
+        json!({"x5t#S256": "a"}),
+    ] {
+        let token = c.claims_with(|cl| cl["cnf"] = cnf.clone());
+        c.refused(&token, &format!("cnf {cnf}")).await;
+    }
+    // The one rule the remote verifier applies as well.
+    let claims: cloakroom::jwt::AccessClaims = serde_json::from_value({
+        let mut cl = c.claims.clone();
+        cl["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+        cl
+    })
+    .unwrap();
+    assert_eq!(
+        claims.usable_as_bearer(),
+        Err(cloakroom::jwt::VerifyError::Bound)
+    );
+}

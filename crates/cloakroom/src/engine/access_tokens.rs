@@ -80,6 +80,8 @@ struct VerifiedToken {
     sid: SessionId,
     sub: UserId,
     exp: i64,
+    /// Bound to a DPoP key (`cnf`): usable only with the key's proof.
+    bound: bool,
 }
 
 impl VerifiedToken {
@@ -170,6 +172,7 @@ impl AccessTokens {
             sid: claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?,
             sub: claims.sub.parse().map_err(|_| AuthError::Unauthenticated)?,
             exp: claims.exp,
+            bound: claims.usable_as_bearer().is_err(),
         })
     }
 
@@ -196,6 +199,7 @@ impl AccessTokens {
             acr: Some(session.amr.acr().as_str().into()),
             amr: session.amr.names().into_iter().map(String::from).collect(),
             email_verified: Some(user.email_verified),
+            cnf: None,
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
         let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::from)?;
@@ -335,6 +339,10 @@ impl AccessTokens {
                 v
             }
         };
+        if verified.bound {
+            tracing::debug!("a DPoP-bound token presented as a bearer token refused");
+            return Err(AuthError::Unauthenticated);
+        }
         self.sessions
             .authenticate_id(verified.sid, verified.sub, now)
             .await

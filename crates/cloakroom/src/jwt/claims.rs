@@ -100,6 +100,30 @@ pub struct AccessClaims {
     /// Whether the owner of the address confirmed it (OpenID Connect's claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
+    /// What the token is bound to (RFC 7800): a DPoP key (RFC 9449 §6), whose proof must come
+    /// with every use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf`: the key a token is bound to. cloakroom binds only to DPoP keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// The DPoP key's JWK SHA-256 thumbprint (RFC 7638), base64url.
+    #[serde(deserialize_with = "non_empty")]
+    pub jkt: String,
+}
+
+impl AccessClaims {
+    /// Refuses a token bound to a DPoP key when it is presented as a bearer token (RFC 9449
+    /// §7.1): without a proof by its key, a copy of it is worth nothing.
+    pub fn usable_as_bearer(&self) -> Result<(), VerifyError> {
+        match self.cnf {
+            Some(_) => Err(VerifyError::Bound),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What an access token must satisfy beyond its signature.

@@ -12,7 +12,7 @@ mod claims;
 mod jws;
 mod keys;
 
-pub use claims::{AccessClaims, Audience, ClaimsPolicy};
+pub use claims::{AccessClaims, Audience, ClaimsPolicy, Confirmation};
 pub use jws::{
     insecure_decode_without_verifying, sign, verify, verify_with_key, Header, MAX_TOKEN_BYTES,
 };
@@ -43,6 +43,9 @@ pub enum VerifyError {
     /// The claims are not the JSON object we mint.
     #[error("the claims are not acceptable: {0}")]
     Claims(String),
+    /// A token bound to a DPoP key, presented without the key's proof.
+    #[error("the token is bound to a DPoP key and needs its proof")]
+    Bound,
     /// `typ` is not `at+jwt`.
     #[error("the token type is not at+jwt")]
     Type,
