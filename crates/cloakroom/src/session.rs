@@ -310,6 +310,9 @@ pub struct Session {
     /// A token session's [`Lineage`] (its hash): any of its refresh tokens, however old, finds
     /// the session. `None` for cookie sessions.
     pub refresh_family: Option<TokenHash>,
+    /// The thumbprint (RFC 7638) of the DPoP key a token session's tokens are bound to
+    /// (RFC 9449), if they are.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Session {
@@ -454,6 +457,7 @@ mod tests {
             credentials_gen: 0,
             refresh_family: None,
             amr: crate::Amr::PWD,
+            dpop_jkt: None,
         };
         assert!(!s.is_expired(t0, t0 + Duration::minutes(29)));
         assert!(s.is_expired(t0, t0 + Duration::minutes(30)));

@@ -217,6 +217,7 @@ impl Sessions {
             credentials_gen: new.credentials_gen,
             refresh_family,
             amr: new.amr,
+            dpop_jkt: None,
         };
         (session, token)
     }

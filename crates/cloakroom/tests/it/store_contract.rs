@@ -43,6 +43,7 @@ pub(crate) fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToke
         credentials_gen: 0,
         refresh_family: None,
         amr: cloakroom::Amr::PWD,
+        dpop_jkt: None,
     };
     (s, token)
 }
@@ -1345,7 +1346,59 @@ async fn concurrent_uses_of_one_value_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(firsts, 1);
 }
 
+async fn a_dpop_binding_stays_with_its_session_through_rotation(store: &dyn Store) {
+    let u = user("bound@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let (mut s, presented) = session(u.id, t0());
+    s.transport = Transport::Token;
+    let family = Lineage::generate().hash();
+    s.refresh_family = Some(family);
+    s.dpop_jkt = Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into());
+    store.insert_session(&s).await.unwrap();
+    assert_eq!(
+        store.find_session(s.id).await.unwrap().unwrap().dpop_jkt,
+        s.dpop_jkt
+    );
+    assert_eq!(
+        store
+            .find_by_token(&presented.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .dpop_jkt,
+        s.dpop_jkt
+    );
+    let next = SessionToken::generate();
+    match store
+        .rotate_refresh(
+            &presented.hash(),
+            &family,
+            &next.hash(),
+            &[1; 8],
+            t0() + Duration::seconds(1),
+        )
+        .await
+        .unwrap()
+    {
+        Rotation::Rotated(rotated) => assert_eq!(rotated.dpop_jkt, s.dpop_jkt),
+        other => panic!("not rotated: {other:?}"),
+    }
+    // An unbound session stays unbound.
+    let (plain, _) = session(u.id, t0());
+    store.insert_session(&plain).await.unwrap();
+    assert_eq!(
+        store
+            .find_session(plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .dpop_jkt,
+        None
+    );
+}
+
 contract!(
+    a_dpop_binding_stays_with_its_session_through_rotation,
     a_value_is_used_once_until_its_time_is_over,
     an_address_moves_only_from_where_it_is_and_only_to_a_free_one,
     a_deleted_user_leaves_only_its_id_and_frees_its_address,

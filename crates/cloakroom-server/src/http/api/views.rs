@@ -273,6 +273,7 @@ mod tests {
             credentials_gen: 0,
             refresh_family: None,
             amr: cloakroom::Amr::PWD,
+            dpop_jkt: None,
         };
         Authenticated {
             user: Arc::new(user),

@@ -143,6 +143,7 @@ fn session_from(map: &HashMap<String, String>) -> Result<Session, StoreError> {
         absolute_expires_at: time(map, "abs")?,
         ip: map.get("ip").cloned(),
         user_agent: map.get("ua").cloned(),
+        dpop_jkt: map.get("jkt").cloned(),
         // Sessions stored before the count existed were proven against the first password.
         credentials_gen: map
             .get("gen")
@@ -344,6 +345,9 @@ impl SessionStore for RedisStore {
         }
         if let Some(ua) = &s.user_agent {
             fields.push(("ua", ua.clone()));
+        }
+        if let Some(jkt) = &s.dpop_jkt {
+            fields.push(("jkt", jkt.clone()));
         }
         let mut tx = redis::pipe();
         tx.atomic()
