@@ -208,6 +208,15 @@ pub struct RawSettings {
     /// Days security events are kept; 0 keeps them as long as the account [default: 0]
     #[arg(long, global = true, env = "CLOAKROOM_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u32>,
+    /// Every token the token endpoint issues must be bound to a DPoP key (RFC 9449)
+    /// [default: false]
+    #[arg(long, global = true, env = "CLOAKROOM_REQUIRE_DPOP", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub require_dpop: Option<bool>,
+    /// DPoP proofs must carry a nonce the server gave in `DPoP-Nonce` [default: false]
+    #[arg(long, global = true, env = "CLOAKROOM_DPOP_NONCE", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub dpop_nonce: Option<bool>,
     /// Mail the user when they sign in from a device not seen before [default: true]
     #[arg(long, global = true, env = "CLOAKROOM_NOTIFY_NEW_DEVICE", num_args = 0..=1,
           default_missing_value = "true")]
@@ -583,6 +592,8 @@ impl Settings {
                 Some(days) => Some(time::Duration::days(i64::from(days))),
             },
             notify_new_device: raw.notify_new_device.unwrap_or(defaults.notify_new_device),
+            dpop_required: raw.require_dpop.unwrap_or(defaults.dpop_required),
+            dpop_nonce_required: raw.dpop_nonce.unwrap_or(defaults.dpop_nonce_required),
             ..defaults
         };
         let secrets = match (raw.secrets_key, raw.secrets_key_file) {
@@ -777,6 +788,8 @@ impl Settings {
                     .map_or(0, |d| u32::try_from(d.whole_days()).unwrap_or(u32::MAX)),
             ),
             notify_new_device: Some(a.notify_new_device),
+            require_dpop: Some(a.dpop_required),
+            dpop_nonce: Some(a.dpop_nonce_required),
         }
     }
 }

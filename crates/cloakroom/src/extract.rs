@@ -111,20 +111,25 @@ impl Verifier {
     /// Checks a request's credentials. Embedded: the bearer token, else the session cookie;
     /// remote: the bearer token.
     pub async fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Identity, Rejection> {
-        self.check_renewing(method, headers).await.map(|(id, _)| id)
+        self.check_renewing(method, None, headers)
+            .await
+            .map(|(id, _)| id)
     }
 
+    /// [`Verifier::check`] for a request to `path`, which a DPoP-bound token's proof must name
+    /// (embedded mode; without a path such a token is refused).
     #[cfg_attr(not(feature = "engine"), allow(unused_variables))]
     async fn check_renewing(
         &self,
         method: &Method,
+        path: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<(Identity, Option<String>), Rejection> {
         match self {
             #[cfg(feature = "engine")]
             Self::Embedded { auth, rules } => {
                 let caller = rules
-                    .authenticate(auth, method, headers)
+                    .authenticate_at(auth, method, path, headers)
                     .await
                     .map_err(Rejection::from)?;
                 let who = caller.who;
@@ -274,7 +279,9 @@ impl From<Refusal> for Rejection {
         match r {
             Refusal::CrossOrigin => Self::CrossSite,
             Refusal::Unauthenticated => Self::Unauthenticated { bearer: false },
-            Refusal::InvalidToken => Self::Unauthenticated { bearer: true },
+            Refusal::InvalidToken | Refusal::InvalidDpop(_) => {
+                Self::Unauthenticated { bearer: true }
+            }
             Refusal::Failed(AuthError::Store(_) | AuthError::Overloaded { .. }) => {
                 Self::Unavailable
             }
@@ -372,7 +379,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
             .cloned()
             .ok_or(Rejection::NoVerifier)?;
         let (who, renewed) = verifier
-            .check_renewing(&parts.method, &parts.headers)
+            .check_renewing(&parts.method, Some(parts.uri.path()), &parts.headers)
             .await?;
         if let (Some(cookie), Some(slot)) = (renewed, parts.extensions.get::<RenewalSlot>()) {
             *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cookie);

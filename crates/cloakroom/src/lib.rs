@@ -70,7 +70,7 @@ pub use engine::{
     LoginRequest, MfaLogin, Reauth, Revocation, SecondFactor, TotpEnrolment, RECOVERY_CODES,
 };
 #[cfg(feature = "engine")]
-pub use engine::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE};
+pub use engine::{JwtConfig, KeyInfo, TokenPair, ACCESS_TOKEN_TYPE, DPOP_WINDOW};
 #[cfg(feature = "engine")]
 pub use maintenance::Maintenance;
 #[cfg(feature = "engine")]

@@ -21,6 +21,8 @@ pub struct ApiError {
     store_failed: bool,
     /// `WWW-Authenticate`, for a bearer token refused or a login not strong enough.
     challenge: Option<String>,
+    /// `DPoP-Nonce`: the nonce a DPoP client must put in its next proof.
+    dpop_nonce: Option<String>,
 }
 
 impl ApiError {
@@ -33,6 +35,7 @@ impl ApiError {
             retry_after: None,
             store_failed: false,
             challenge: None,
+            dpop_nonce: None,
         }
     }
 
@@ -59,6 +62,42 @@ impl ApiError {
         );
         e.challenge = Some("Bearer error=\"invalid_token\"".into());
         e
+    }
+
+    /// 401 for a DPoP-bound token, or its proof, refused (RFC 9449 §7.1), with the `DPoP`
+    /// challenge: `invalid_token` (no proof or an invalid token), `use_dpop_nonce` (give it with
+    /// [`ApiError::with_dpop_nonce`]) or `invalid_dpop_proof`.
+    pub fn invalid_dpop(proof: Option<&cloakroom::dpop::ProofError>) -> Self {
+        let (code, error, message) = match proof {
+            None => (
+                "unauthenticated",
+                "invalid_token",
+                "the access token is invalid, expired or revoked, or came without its DPoP proof"
+                    .to_string(),
+            ),
+            Some(cloakroom::dpop::ProofError::UseNonce) => (
+                "use_dpop_nonce",
+                "use_dpop_nonce",
+                "the DPoP proof must carry the nonce of the DPoP-Nonce header".to_string(),
+            ),
+            Some(e) => ("invalid_dpop_proof", "invalid_dpop_proof", e.to_string()),
+        };
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, code, message);
+        e.challenge = Some(format!(
+            "DPoP error=\"{error}\", algs=\"ES256 EdDSA RS256\""
+        ));
+        e
+    }
+
+    /// The same error with a `DPoP-Nonce` header.
+    pub fn with_dpop_nonce(mut self, nonce: String) -> Self {
+        self.dpop_nonce = Some(nonce);
+        self
+    }
+
+    /// Whether this is a DPoP refusal that asks for the server's nonce.
+    pub fn wants_dpop_nonce(&self) -> bool {
+        self.code == "use_dpop_nonce"
     }
 
     /// 401 for a session whose login is too weak or too old for the resource, with RFC 9470's
@@ -196,6 +235,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code", msg),
             AuthError::InvalidLink => Self::new(StatusCode::BAD_REQUEST, "invalid_token", msg),
             AuthError::SameEmail => Self::bad_request("same_email", msg),
+            AuthError::DpopProof(e) => Self::invalid_dpop(Some(&e)),
             AuthError::EmailAlreadyVerified => {
                 Self::new(StatusCode::CONFLICT, "email_already_verified", msg)
             }
@@ -246,6 +286,7 @@ impl From<web::Refusal> for ApiError {
             web::Refusal::CrossOrigin => Self::cross_origin(),
             web::Refusal::Unauthenticated => Self::unauthenticated(),
             web::Refusal::InvalidToken => Self::invalid_token(),
+            web::Refusal::InvalidDpop(e) => Self::invalid_dpop(e.as_ref()),
             web::Refusal::Failed(e) => e.into(),
         }
     }
@@ -263,6 +304,11 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if let Some(nonce) = self.dpop_nonce.as_deref() {
+            if let Ok(v) = HeaderValue::from_str(nonce) {
+                h.insert("dpop-nonce", v);
             }
         }
         if self.store_failed {

@@ -209,8 +209,21 @@ impl FromRequestParts<AppState> for CurrentSession {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = state
             .rules
-            .authenticate(&state.auth, &parts.method, &parts.headers)
-            .await?;
+            .authenticate_at(
+                &state.auth,
+                &parts.method,
+                Some(parts.uri.path()),
+                &parts.headers,
+            )
+            .await
+            .map_err(|r| {
+                let e = ApiError::from(r);
+                if e.wants_dpop_nonce() {
+                    e.with_dpop_nonce(state.auth.dpop_nonce())
+                } else {
+                    e
+                }
+            })?;
         if let (Some(cookie), Some(slot)) = (
             caller.renewed_cookie,
             parts.extensions.get::<CookieRenewal>(),

@@ -75,13 +75,13 @@ fn open(presented: &SessionToken, sealed: &[u8]) -> Option<SessionToken> {
 }
 
 /// What the cache of verified tokens keeps about a token that passed every check.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct VerifiedToken {
     sid: SessionId,
     sub: UserId,
     exp: i64,
-    /// Bound to a DPoP key (`cnf`): usable only with the key's proof.
-    bound: bool,
+    /// The DPoP key the token is bound to (`cnf.jkt`): usable only with that key's proof.
+    jkt: Option<super::proofs::Jkt>,
 }
 
 impl VerifiedToken {
@@ -172,7 +172,7 @@ impl AccessTokens {
             sid: claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?,
             sub: claims.sub.parse().map_err(|_| AuthError::Unauthenticated)?,
             exp: claims.exp,
-            bound: claims.usable_as_bearer().is_err(),
+            jkt: claims.cnf.map(|c| c.jkt.into()),
         })
     }
 
@@ -199,7 +199,10 @@ impl AccessTokens {
             acr: Some(session.amr.acr().as_str().into()),
             amr: session.amr.names().into_iter().map(String::from).collect(),
             email_verified: Some(user.email_verified),
-            cnf: None,
+            cnf: session
+                .dpop_jkt
+                .clone()
+                .map(|jkt| crate::jwt::Confirmation { jkt }),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| AuthError::Keys(e.to_string()))?;
         let token = jwt::sign(key, ACCESS_TOKEN_TYPE, &payload).map_err(AuthError::from)?;
@@ -209,10 +212,26 @@ impl AccessTokens {
     /// The refresh grant: rotates the refresh token (one compare-and-set in the store) and mints
     /// a new access token. A spent token presented again within the grace window gets the same
     /// successor back; later, it is theft, and the whole session ends.
-    pub(crate) async fn refresh(&self, raw: &str) -> Result<TokenPair, AuthError> {
+    ///
+    /// A session bound to a DPoP key rotates only for a request whose proof that key signed
+    /// (`dpop_jkt`, checked by the caller): a copy of its refresh token is worth nothing alone.
+    pub(crate) async fn refresh(
+        &self,
+        raw: &str,
+        dpop_jkt: Option<&str>,
+    ) -> Result<TokenPair, AuthError> {
         let presented = SessionToken::parse(raw).ok_or(AuthError::InvalidGrant)?;
         if !self.sessions.may_look_up(raw) {
             return Err(AuthError::InvalidGrant);
+        }
+        let binding_holds = |session: &Session| match &session.dpop_jkt {
+            Some(bound) => dpop_jkt == Some(bound.as_str()),
+            None => true,
+        };
+        if let Some(session) = self.store.find_by_token(&presented.hash()).await? {
+            if !binding_holds(&session) {
+                return Err(AuthError::DpopProof(crate::dpop::ProofError::WrongKey));
+            }
         }
         let family = presented.family();
         let next = self.sessions.mint_in_family(&family);
@@ -246,6 +265,9 @@ impl AccessTokens {
             Rotation::Reused(session) => return self.refresh_reused(&session).await,
             Rotation::Unknown => return Err(AuthError::InvalidGrant),
         };
+        if !binding_holds(&session) {
+            return Err(AuthError::DpopProof(crate::dpop::ProofError::WrongKey));
+        }
         let (session, user) = self
             .sessions
             .resume(session, now)
@@ -315,32 +337,54 @@ impl AccessTokens {
     /// A token seen before is found in a bounded cache of verified tokens, keyed by its exact
     /// bytes: only a token that passed every check gets in, and a different byte string is a
     /// different key, so the cache cannot be fed a forgery. Expiry, revocation, the session and
-    /// the user are still checked on every use.
+    /// the user are still checked on every use. A token bound to a DPoP key is refused here.
     pub(crate) async fn authenticate_bearer(
         &self,
         token: &str,
     ) -> Result<Authenticated, AuthError> {
+        self.authenticate_access(token, false).await
+    }
+
+    /// [`AccessTokens::authenticate_bearer`] for a token bound to a DPoP key whose proof the
+    /// caller has checked: only a bound token passes here.
+    pub(crate) async fn authenticate_bound(&self, token: &str) -> Result<Authenticated, AuthError> {
+        self.authenticate_access(token, true).await
+    }
+
+    /// The key a valid access token is bound to, if any.
+    pub(crate) fn bound_key(&self, token: &str) -> Result<Option<super::proofs::Jkt>, AuthError> {
+        Ok(self.verified(token, self.clock.now_secs())?.jkt)
+    }
+
+    /// A token's verified claims, from the cache or checked now.
+    fn verified(&self, token: &str, now: OffsetDateTime) -> Result<VerifiedToken, AuthError> {
+        if let Some(v) = self.verified.get(token).map(|v| v.clone()) {
+            if now.unix_timestamp() >= v.exp.saturating_add(self.claims_policy.leeway_secs) {
+                self.verified.remove(token);
+                return Err(AuthError::Unauthenticated);
+            }
+            return Ok(v);
+        }
+        let v = self.verify_access_token(token, now)?;
+        if self.verified.len() >= VERIFIED_CACHE_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(token.into(), v.clone());
+        Ok(v)
+    }
+
+    async fn authenticate_access(
+        &self,
+        token: &str,
+        dpop: bool,
+    ) -> Result<Authenticated, AuthError> {
         let now = self.clock.now_secs();
-        let cached = self.verified.get(token).map(|v| *v);
-        let verified = match cached {
-            Some(v) => {
-                if now.unix_timestamp() >= v.exp.saturating_add(self.claims_policy.leeway_secs) {
-                    self.verified.remove(token);
-                    return Err(AuthError::Unauthenticated);
-                }
-                v
-            }
-            None => {
-                let v = self.verify_access_token(token, now)?;
-                if self.verified.len() >= VERIFIED_CACHE_MAX {
-                    self.verified.clear();
-                }
-                self.verified.insert(token.into(), v);
-                v
-            }
-        };
-        if verified.bound {
-            tracing::debug!("a DPoP-bound token presented as a bearer token refused");
+        let verified = self.verified(token, now)?;
+        if verified.jkt.is_some() != dpop {
+            tracing::debug!(
+                dpop,
+                "an access token presented with the other scheme than its binding refused"
+            );
             return Err(AuthError::Unauthenticated);
         }
         self.sessions

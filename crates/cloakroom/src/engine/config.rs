@@ -83,6 +83,10 @@ pub struct AuthConfig {
     pub require_verified_email: bool,
     /// Security events older than this are deleted (`None`: kept as long as the account).
     pub event_retention: Option<Duration>,
+    /// DPoP proofs must carry a nonce the server gave (`DPoP-Nonce`).
+    pub dpop_nonce_required: bool,
+    /// Every token the token endpoint issues must be bound to a DPoP key.
+    pub dpop_required: bool,
     /// Mail the user when they sign in from a device (a `User-Agent`) none of their sessions
     /// or recorded logins has used.
     pub notify_new_device: bool,
@@ -122,6 +126,8 @@ impl Default for AuthConfig {
             require_verified_email: false,
             event_retention: None,
             notify_new_device: true,
+            dpop_nonce_required: false,
+            dpop_required: false,
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum AuthError {
     /// or void since the account changed.
     #[error("this link is not valid (any more); ask for a new one")]
     InvalidLink,
+    /// A DPoP proof that is missing where it is needed, or refused (RFC 9449 §4.3).
+    #[error("the DPoP proof is not acceptable: {0}")]
+    DpopProof(crate::dpop::ProofError),
     /// The address is confirmed already.
     #[error("the email address is confirmed already")]
     EmailAlreadyVerified,

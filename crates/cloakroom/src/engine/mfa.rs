@@ -22,6 +22,8 @@ pub struct MfaLogin {
     pub client: ClientInfo,
     /// The session token the client already holds, if any; that session ends on success.
     pub current_token: Option<String>,
+    /// For the token transport: the DPoP key the tokens are to be bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Auth {
@@ -84,6 +86,7 @@ impl Auth {
             transport,
             client: req.client,
             current_token: req.current_token,
+            dpop_jkt: req.dpop_jkt,
         };
         self.start_session(user, &login, Amr::PWD.with(proven).with(Amr::MFA))
             .await
@@ -132,6 +135,7 @@ impl Auth {
             transport: Transport::Cookie,
             client,
             current_token,
+            dpop_jkt: None,
         };
         self.start_session(user, &login, assertion.amr).await
     }
@@ -213,6 +217,7 @@ impl Auth {
             user_agent: old.user_agent.clone(),
             credentials_gen: old.credentials_gen,
             amr,
+            dpop_jkt: old.dpop_jkt.clone(),
         });
         self.sessions.open(&session).await?;
         self.sessions.end_session_record(old.id).await?;

@@ -24,6 +24,7 @@ mod factors;
 mod lifecycle;
 mod mfa;
 mod passkeys;
+mod proofs;
 mod request;
 mod sessions;
 mod signing_keys;
@@ -33,6 +34,7 @@ pub use config::{AuthConfig, JwtConfig};
 pub use error::AuthError;
 pub use factors::{SecondFactor, TotpEnrolment, RECOVERY_CODES};
 pub use mfa::MfaLogin;
+pub use proofs::DPOP_WINDOW;
 pub use request::{AuthMetrics, Authenticated, ClientInfo, LoginOutcome, LoginRequest, Reauth};
 pub use sessions::Revocation;
 pub use signing_keys::KeyInfo;
@@ -65,6 +67,7 @@ pub struct Auth {
     sessions: Arc<Sessions>,
     tokens: AccessTokens,
     mails: Arc<lifecycle::Mails>,
+    dpop: proofs::Nonces,
     /// Event counters.
     pub metrics: Arc<AuthMetrics>,
 }
@@ -198,6 +201,7 @@ impl Auth {
             sessions,
             tokens,
             mails,
+            dpop: proofs::Nonces::new(&challenge_key),
             metrics,
         };
         if serving {
@@ -388,6 +392,7 @@ impl Auth {
             user_agent: req.client.user_agent.clone(),
             credentials_gen: user.credentials_gen,
             amr,
+            dpop_jkt: req.dpop_jkt.clone(),
         });
         self.sessions.open(&session).await?;
         self.sessions
@@ -547,6 +552,7 @@ impl Auth {
             user_agent: old.user_agent.clone(),
             credentials_gen: generation,
             amr: old.amr,
+            dpop_jkt: old.dpop_jkt.clone(),
         });
         self.sessions.open(&session).await?;
         self.sessions.end_all(who.user.id, Some(session.id)).await?;
@@ -587,7 +593,17 @@ impl Auth {
     /// a new access token. A spent token presented again within the grace window gets the same
     /// successor back; later, it is theft, and the whole session ends.
     pub async fn refresh(&self, raw: &str) -> Result<TokenPair, AuthError> {
-        self.tokens.refresh(raw).await
+        self.tokens.refresh(raw, None).await
+    }
+
+    /// [`Auth::refresh`] for a request with a DPoP proof by the key `dpop_jkt` (checked by
+    /// [`Auth::check_dpop_proof`]): a session bound to a key rotates only with that key's proof.
+    pub async fn refresh_with_proof(
+        &self,
+        raw: &str,
+        dpop_jkt: Option<&str>,
+    ) -> Result<TokenPair, AuthError> {
+        self.tokens.refresh(raw, dpop_jkt).await
     }
 
     /// Mints an access token for a session, ending no later than the session's deadline.

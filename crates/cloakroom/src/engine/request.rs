@@ -33,6 +33,9 @@ pub struct LoginRequest {
     pub client: ClientInfo,
     /// The session token the client already holds, if any; that session ends on success.
     pub current_token: Option<String>,
+    /// For the token transport: the DPoP key (its thumbprint, from a checked proof) the tokens
+    /// are to be bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 impl LoginRequest {
@@ -45,6 +48,7 @@ impl LoginRequest {
             transport: Transport::Cookie,
             client: ClientInfo::default(),
             current_token: None,
+            dpop_jkt: None,
         }
     }
 }

@@ -104,6 +104,8 @@ pub(crate) struct NewSession {
     pub(crate) credentials_gen: i64,
     /// How the user proved who they are.
     pub(crate) amr: crate::Amr,
+    /// The DPoP key a token session's tokens are bound to.
+    pub(crate) dpop_jkt: Option<String>,
 }
 
 /// The sessions of this instance.
@@ -217,7 +219,7 @@ impl Sessions {
             credentials_gen: new.credentials_gen,
             refresh_family,
             amr: new.amr,
-            dpop_jkt: None,
+            dpop_jkt: new.dpop_jkt,
         };
         (session, token)
     }

@@ -22,23 +22,49 @@ pub enum CredentialError {
 pub struct Credentials<'a> {
     /// The bearer token, if one was sent. It wins over a cookie.
     pub bearer: Option<&'a str>,
+    /// A DPoP-bound access token (`Authorization: DPoP …`, RFC 9449 §7.1), if one was sent,
+    /// with the `DPoP` proof header's value if exactly one came. It wins over a cookie.
+    pub dpop: Option<(&'a str, Option<&'a str>)>,
     /// The session cookie's value, if exactly one was sent.
     pub cookie: Option<&'a str>,
 }
 
 impl<'a> Credentials<'a> {
-    /// Reads both from `headers`.
+    /// Reads them from `headers`.
     pub fn read(headers: &'a HeaderMap, cookie: &CookiePolicy) -> Result<Self, CredentialError> {
+        let (bearer, dpop) = match authorization(headers, "bearer") {
+            Err(CredentialError::OtherScheme) => (None, authorization(headers, "dpop")?),
+            other => (other?, None),
+        };
         Ok(Self {
-            bearer: bearer_token(headers)?,
+            bearer,
+            dpop: dpop.map(|token| (token, dpop_proof(headers))),
             cookie: session_cookie(headers, cookie)?,
         })
     }
 }
 
+/// The `DPoP` header's value, if exactly one was sent.
+pub fn dpop_proof(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all("dpop").iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()
+}
+
 /// A bearer token from `Authorization` (scheme case-insensitive), if one was sent. Two
 /// `Authorization` headers, `Bearer` without a token, or another scheme are refused.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, CredentialError> {
+    authorization(headers, "bearer")
+}
+
+/// The token of `Authorization` with `scheme` (lower case), as [`bearer_token`] reads it.
+fn authorization<'a>(
+    headers: &'a HeaderMap,
+    scheme: &str,
+) -> Result<Option<&'a str>, CredentialError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -50,10 +76,10 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, CredentialError
     // the JWT alphabet then fails verification like any other forgery.
     let value =
         std::str::from_utf8(value.as_bytes()).map_err(|_| CredentialError::InvalidBearer)?;
-    let Some((scheme, token)) = value.split_once(' ') else {
+    let Some((found, token)) = value.split_once(' ') else {
         return Err(CredentialError::InvalidBearer);
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !found.eq_ignore_ascii_case(scheme) {
         return Err(CredentialError::OtherScheme);
     }
     // A token with a space in it is not compact JWS and fails verification: no need to look.

@@ -28,6 +28,10 @@ pub enum Refusal {
     /// A bearer token was sent and is refused: 401 with `WWW-Authenticate: Bearer
     /// error="invalid_token"` (RFC 6750 §3.1).
     InvalidToken,
+    /// A DPoP-bound token was sent and is refused, or its proof is (RFC 9449 §7.1): 401 with
+    /// `WWW-Authenticate: DPoP error="invalid_token"`, `"invalid_dpop_proof"` or
+    /// `"use_dpop_nonce"` (then with a `DPoP-Nonce`).
+    InvalidDpop(Option<crate::dpop::ProofError>),
     /// The engine could not decide (the store is down, the host is overloaded).
     Failed(AuthError),
 }
@@ -62,6 +66,20 @@ impl RequestRules {
         &self.origins
     }
 
+    /// The URL a request to `path` was addressed to, as a DPoP proof's `htu` must name it: on
+    /// the origin of its `Host` when that is one of this site's, else on the first.
+    pub fn request_url(&self, headers: &HeaderMap, path: &str) -> Option<String> {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin = self
+            .origins
+            .iter()
+            .find(|o| host.is_some_and(|h| o.split_once("://").map(|(_, a)| a) == Some(h)))
+            .or(self.origins.first())?;
+        Some(format!("{origin}{path}"))
+    }
+
     /// Whether a request is refused before anything else is looked at: an unsafe method that a
     /// browser marks as coming from another site, whoever it claims to be.
     pub fn refuses_cross_site(&self, method: &Method, headers: &HeaderMap) -> bool {
@@ -83,6 +101,19 @@ impl RequestRules {
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<Caller, Refusal> {
+        self.authenticate_at(auth, method, None, headers).await
+    }
+
+    /// [`RequestRules::authenticate`] for a request to `path` (on this site's first origin),
+    /// which a DPoP-bound access token's proof must name (`htu`). Without a path a DPoP-bound
+    /// token cannot be checked, and is refused.
+    pub async fn authenticate_at(
+        &self,
+        auth: &Auth,
+        method: &Method,
+        path: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Refusal> {
         let creds = Credentials::read(headers, &self.cookie).map_err(|e| match e {
             CredentialError::InvalidBearer => Refusal::InvalidToken,
             CredentialError::OtherScheme | CredentialError::AmbiguousCookie => {
@@ -95,6 +126,24 @@ impl RequestRules {
                 && !csrf::proves_same_origin(headers, &self.origins))
         {
             return Err(Refusal::CrossOrigin);
+        }
+        if let Some((token, proof)) = creds.dpop {
+            let (Some(proof), Some(url)) = (proof, path.and_then(|p| self.request_url(headers, p)))
+            else {
+                return Err(Refusal::InvalidDpop(None));
+            };
+            return match auth
+                .authenticate_dpop(token, proof, method.as_str(), &url)
+                .await
+            {
+                Ok(who) => Ok(Caller {
+                    who,
+                    renewed_cookie: None,
+                }),
+                Err(AuthError::Unauthenticated) => Err(Refusal::InvalidDpop(None)),
+                Err(AuthError::DpopProof(e)) => Err(Refusal::InvalidDpop(Some(e))),
+                Err(e) => Err(Refusal::Failed(e)),
+            };
         }
         if let Some(token) = creds.bearer {
             return match auth.authenticate_bearer(token).await {

@@ -93,6 +93,7 @@ async fn login(
             transport: Transport::Cookie,
             client,
             current_token,
+            dpop_jkt: None,
         })
         .await;
     match outcome {
@@ -146,6 +147,7 @@ async fn login_mfa(
             proof,
             client,
             current_token,
+            dpop_jkt: None,
         })
         .await?;
     logged_in(&state, outcome, body.cookie).await

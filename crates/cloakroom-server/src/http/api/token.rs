@@ -65,6 +65,12 @@ impl From<AuthError> for OAuthError {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_grant", msg)
             }
             AuthError::MalformedCredential => Self::invalid_request(msg),
+            AuthError::DpopProof(cloakroom::dpop::ProofError::UseNonce) => {
+                Self::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", msg)
+            }
+            AuthError::DpopProof(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", msg)
+            }
             AuthError::TooManyAttempts { retry_after } => Self {
                 retry_after: Some(retry_after.whole_seconds().max(1)),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", msg)
@@ -198,12 +204,62 @@ async fn read_request(state: &AppState, req: Request) -> Result<TokenRequest, OA
         .map_err(|e| OAuthError::invalid_request(format!("the request is not valid: {e}")))
 }
 
-async fn token(
-    State(state): State<AppState>,
-    Client(client): Client,
+async fn token(State(state): State<AppState>, Client(client): Client, req: Request) -> Response {
+    let mut res = grant(&state, client, req).await.into_response();
+    // A nonce for the client's next proof, whatever this answer was.
+    if state.auth.config().dpop_nonce_required {
+        if let Ok(v) = HeaderValue::from_str(&state.auth.dpop_nonce()) {
+            res.headers_mut().insert("dpop-nonce", v);
+        }
+    }
+    res
+}
+
+/// The key a token request's `DPoP` proof (RFC 9449 §5) binds the tokens to, once the proof is
+/// checked; `None` without a proof, unless every token must be bound.
+async fn dpop_key(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, OAuthError> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let Some(proof) = proofs.next() else {
+        if state.auth.config().dpop_required {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                "this server binds every token to a DPoP key: send a DPoP proof",
+            ));
+        }
+        return Ok(None);
+    };
+    let proof = match (proof.to_str(), proofs.next()) {
+        (Ok(proof), None) => proof,
+        _ => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                "send one DPoP proof",
+            ))
+        }
+    };
+    let url = state
+        .rules
+        .request_url(headers, routes::TOKEN)
+        .unwrap_or_default();
+    let checked = state
+        .auth
+        .check_dpop_proof(proof, "POST", &url, None, None)
+        .await?;
+    Ok(Some(checked.jkt))
+}
+
+async fn grant(
+    state: &AppState,
+    client: cloakroom::ClientInfo,
     req: Request,
 ) -> Result<Response, OAuthError> {
-    let body = read_request(&state, req).await?;
+    let dpop = dpop_key(state, req.headers()).await?;
+    let body = read_request(state, req).await?;
     let pair = match body.grant_type.as_str() {
         "password" => {
             let email = match (body.email, body.username) {
@@ -227,6 +283,7 @@ async fn token(
                     transport: Transport::Token,
                     client,
                     current_token: None,
+                    dpop_jkt: dpop,
                 })
                 .await;
             match pair {
@@ -271,6 +328,7 @@ async fn token(
                     proof,
                     client,
                     current_token: None,
+                    dpop_jkt: dpop,
                 })
                 .await?
         }
@@ -278,7 +336,7 @@ async fn token(
             let rt = body
                 .refresh_token
                 .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-            state.auth.refresh(&rt).await?
+            state.auth.refresh_with_proof(&rt, dpop.as_deref()).await?
         }
         other => {
             return Err(OAuthError::new(
@@ -294,11 +352,17 @@ async fn token(
     Ok(token_response(&pair))
 }
 
-/// The RFC 6749 §5.1 answer for a token pair.
+/// The RFC 6749 §5.1 answer for a token pair: `token_type` `DPoP` for tokens bound to a key
+/// (RFC 9449 §5).
 pub(crate) fn token_response(pair: &TokenPair) -> Response {
+    let token_type = if pair.session.dpop_jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    };
     let mut res = Json(json!({
         "access_token": pair.access_token,
-        "token_type": "Bearer",
+        "token_type": token_type,
         "expires_in": pair.expires_in,
         "refresh_token": pair.refresh_token.expose(),
     }))

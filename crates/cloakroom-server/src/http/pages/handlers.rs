@@ -248,6 +248,7 @@ pub(super) async fn login(
             transport: Transport::Cookie,
             client,
             current_token: held_token(&headers, &state),
+            dpop_jkt: None,
         })
         .await;
     match outcome {
@@ -332,6 +333,7 @@ pub(super) async fn login_mfa(
             proof,
             client,
             current_token: held_token(&headers, &state),
+            dpop_jkt: None,
         })
         .await;
     match outcome {
