@@ -154,6 +154,19 @@ async fn tokens_are_bound_to_the_key_and_each_proof_is_checked() {
     )
     .await;
     assert_eq!(res.status(), 200);
+    // The session list says how each session is bound.
+    let sessions: Value = t
+        .http
+        .get(t.url("/auth/sessions"))
+        .header("authorization", format!("DPoP {at}"))
+        .header("dpop", key.proof(&t, "GET", "/auth/sessions", Some(&at)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["sessions"][0]["binding"], "dpop", "{sessions}");
     // A copy of the token without the key is worthless: as a bearer token, or without a proof.
     assert_eq!(t.bearer_status(&at).await, 401);
     let res = whoami(&t, &at, None).await;

@@ -70,3 +70,63 @@ async fn access_tokens_verify_in_pyjwt_from_the_jwks() {
         );
     }
 }
+
+/// An independent DPoP client (panva's `dpop` for JavaScript, in Node) obtains a bound token
+/// pair, uses it, refreshes it and uses the new one: its proofs, thumbprint and `ath` are the
+/// RFC's, not only ours.
+#[tokio::test]
+async fn dpop_tokens_work_with_an_independent_client_library() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/dpop");
+    let ready = dir.join("node_modules/dpop").exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ready {
+        assert!(
+            !services_required(),
+            "node and the dpop package are required here (npm install --prefix {})",
+            dir.display()
+        );
+        cloakroom::testing::skip(&format!(
+            "dpop_tokens_work_with_an_independent_client_library: npm install --prefix {}",
+            dir.display()
+        ));
+        return;
+    }
+    let t = TestServer::start().await;
+    t.signup("node@example.com", PASSWORD).await;
+    let base = t.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("client.mjs"))
+            .args([&base, "node@example.com", PASSWORD])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["granted"]["status"], 200, "{seen}");
+    assert_eq!(seen["granted"]["body"]["token_type"], "DPoP");
+    let token = seen["granted"]["body"]["access_token"].as_str().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["cnf"]["jkt"], seen["thumbprint"]);
+    assert_eq!(seen["used"]["status"], 200, "{seen}");
+    assert_eq!(seen["used"]["body"]["user"]["email"], "node@example.com");
+    assert_eq!(seen["refreshed"]["status"], 200, "{seen}");
+    assert_eq!(seen["refreshed"]["token_type"], "DPoP");
+    assert_eq!(seen["usedAgain"]["status"], 200, "{seen}");
+    // The token is worth nothing without the key the client kept.
+    assert_eq!(t.bearer_status(token).await, 401);
+}

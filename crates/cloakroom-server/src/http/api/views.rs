@@ -219,6 +219,8 @@ pub struct SessionListEntry {
     pub user_agent: Option<String>,
     /// Whether this is the session making the request.
     pub current: bool,
+    /// What its credentials are bound to: `none`, or `dpop` (a token session's key).
+    pub binding: &'static str,
 }
 
 impl SessionListEntry {
@@ -231,6 +233,7 @@ impl SessionListEntry {
             last_seen_at: seen,
             expires_at: s.expires_at(seen),
             current: s.id == current,
+            binding: if s.dpop_jkt.is_some() { "dpop" } else { "none" },
             ip: s.ip,
             user_agent: s.user_agent,
         }
