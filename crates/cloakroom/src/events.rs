@@ -48,9 +48,14 @@ pub enum EventKind {
     EmailChangeCancelled,
     /// A spent refresh token came back (a copy in someone else's hands): the session ended.
     RefreshReuseDetected,
+    /// A login's tokens were bound to the client's DPoP key.
+    TokensBound,
+    /// A bound token came with a proof that was refused (the detail says why: a replay, another
+    /// key, …): someone may hold a copy of it.
+    DpopProofRefused,
 }
 
-const KINDS: [(EventKind, &str); 18] = [
+const KINDS: [(EventKind, &str); 20] = [
     (EventKind::FactorAdded, "factor_added"),
     (EventKind::FactorRemoved, "factor_removed"),
     (EventKind::RecoveryCodesMade, "recovery_codes_made"),
@@ -69,6 +74,8 @@ const KINDS: [(EventKind, &str); 18] = [
     (EventKind::EmailChanged, "email_changed"),
     (EventKind::EmailChangeCancelled, "email_change_cancelled"),
     (EventKind::RefreshReuseDetected, "refresh_reuse_detected"),
+    (EventKind::TokensBound, "tokens_bound"),
+    (EventKind::DpopProofRefused, "dpop_proof_refused"),
 ];
 
 impl EventKind {
@@ -115,6 +122,8 @@ impl EventKind {
             Self::RefreshReuseDetected => {
                 "A used refresh token came back, so its session was ended"
             }
+            Self::TokensBound => "An app's tokens were bound to its key",
+            Self::DpopProofRefused => "A bound token came with a proof that was refused",
         }
     }
 }

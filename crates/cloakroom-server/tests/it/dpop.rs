@@ -266,6 +266,29 @@ async fn tokens_are_bound_to_the_key_and_each_proof_is_checked() {
     .await;
     assert_eq!(res.status(), 200);
 
+    // The user sees the binding and the refused proofs among their security events.
+    let events: Value = t
+        .http
+        .get(t.url("/auth/events"))
+        .header("authorization", format!("DPoP {at2}"))
+        .header("dpop", key.proof(&t, "GET", "/auth/events", Some(at2)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"tokens_bound"), "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| **k == "dpop_proof_refused").count() >= 9,
+        "{kinds:?}"
+    );
     // An unbound token is not a DPoP token.
     let plain = t.token_login("dpop@example.com", PASSWORD).await;
     let plain = plain["access_token"].as_str().unwrap();

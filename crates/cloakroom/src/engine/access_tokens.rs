@@ -351,9 +351,13 @@ impl AccessTokens {
         self.authenticate_access(token, true).await
     }
 
-    /// The key a valid access token is bound to, if any.
-    pub(crate) fn bound_key(&self, token: &str) -> Result<Option<super::proofs::Jkt>, AuthError> {
-        Ok(self.verified(token, self.clock.now_secs())?.jkt)
+    /// The key a valid access token is bound to, if any, and its subject.
+    pub(crate) fn bound_key(
+        &self,
+        token: &str,
+    ) -> Result<Option<(super::proofs::Jkt, UserId)>, AuthError> {
+        let v = self.verified(token, self.clock.now_secs())?;
+        Ok(v.jkt.map(|jkt| (jkt, v.sub)))
     }
 
     /// A token's verified claims, from the cache or checked now.

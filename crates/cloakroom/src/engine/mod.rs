@@ -407,6 +407,15 @@ impl Auth {
             detail: Some(amr.names().join(" ")),
         };
         crate::events::record_after(&*self.store, &event).await;
+        if req.dpop_jkt.is_some() {
+            self.record(
+                user.id,
+                EventKind::TokensBound,
+                event.ip.clone(),
+                Some("DPoP"),
+            )
+            .await;
+        }
         self.mails.watch_for_new_device(&user, event);
         tracing::info!(user = %user.id, session = %session.id, "login");
         Ok(LoginOutcome {

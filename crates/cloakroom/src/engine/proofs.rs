@@ -107,12 +107,32 @@ impl Auth {
         method: &str,
         url: &str,
     ) -> Result<Authenticated, AuthError> {
-        let jkt = self
+        let (jkt, user) = self
             .tokens
             .bound_key(token)?
             .ok_or(AuthError::Unauthenticated)?;
-        self.check_dpop_proof(proof, method, url, Some(token), Some(&jkt))
-            .await?;
+        match self
+            .check_dpop_proof(proof, method, url, Some(token), Some(&jkt))
+            .await
+        {
+            Ok(_) => {}
+            // Asking for the server's nonce is the protocol, not an attack.
+            Err(e @ AuthError::DpopProof(ProofError::UseNonce)) => return Err(e),
+            Err(AuthError::DpopProof(why)) => {
+                tracing::warn!(user = %user, error = %why, "a bound token's proof refused");
+                let event = crate::events::SecurityEvent {
+                    user_id: user,
+                    kind: crate::events::EventKind::DpopProofRefused,
+                    at: self.now(),
+                    ip: None,
+                    user_agent: None,
+                    detail: Some(why.to_string()),
+                };
+                crate::events::record_after(&*self.store, &event).await;
+                return Err(AuthError::DpopProof(why));
+            }
+            Err(e) => return Err(e),
+        }
         let who = self.tokens.authenticate_bound(token).await?;
         if who.session.dpop_jkt.as_deref() != Some(&*jkt) {
             return Err(AuthError::Unauthenticated);
