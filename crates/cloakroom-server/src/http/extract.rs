@@ -230,18 +230,19 @@ impl FromRequestParts<AppState> for CurrentSession {
         ) {
             *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cookie);
         }
-        if state.auth.second_factor_due(&caller.who)
-            && !crate::http::routes::ENROLMENT
-                .contains(&crate::http::routes::route_of(parts.uri.path()))
-        {
-            return Err(ApiError::second_factor_required());
-        }
-        if state.auth.verification_due(&caller.who)
-            && !crate::http::routes::VERIFICATION
-                .contains(&crate::http::routes::route_of(parts.uri.path()))
-        {
-            return Err(ApiError::email_unverified());
-        }
-        Ok(CurrentSession(caller.who))
+        admit(state, caller.who, parts.uri.path()).map(CurrentSession)
     }
+}
+
+/// What a recognised caller may still be refused for at `path`: a second factor the deployment
+/// requires and the session has not proven, or an address it requires confirmed.
+pub fn admit(state: &AppState, who: Authenticated, path: &str) -> Result<Authenticated, ApiError> {
+    let route = crate::http::routes::route_of(path);
+    if state.auth.second_factor_due(&who) && !crate::http::routes::ENROLMENT.contains(&route) {
+        return Err(ApiError::second_factor_required());
+    }
+    if state.auth.verification_due(&who) && !crate::http::routes::VERIFICATION.contains(&route) {
+        return Err(ApiError::email_unverified());
+    }
+    Ok(who)
 }

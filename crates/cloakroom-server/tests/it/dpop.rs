@@ -435,3 +435,79 @@ async fn a_proof_counts_once_on_every_instance_with_redis() {
     )
     .await;
 }
+
+/// Forward-auth with a DPoP-bound token: the proof names the request the client sent the proxy,
+/// which `/auth/verify` learns from a trusted proxy's `X-Forwarded-*` headers.
+#[tokio::test]
+async fn forward_auth_checks_the_proof_of_the_proxied_request() {
+    let t = TestServer::start_with(|r| {
+        r.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]);
+    })
+    .await;
+    let (key, pair) = bound_pair(&t, "proxied@example.com").await;
+    let at = pair["access_token"].as_str().unwrap();
+    let app = "https://app.example.test/reports";
+    let verify = |proof: String, method: &'static str| {
+        t.http
+            .get(t.url("/auth/verify"))
+            .header("authorization", format!("DPoP {at}"))
+            .header("dpop", proof)
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "app.example.test")
+            .header("x-forwarded-uri", "/reports?year=2026")
+            .send()
+    };
+    let res = verify(
+        key.sign(&DpopKey::claims("GET", app, now(&t), Some(at))),
+        "GET",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-auth-user-id"));
+    // A proof for another request of the app, or for cloakroom's own URL, is refused.
+    for (proof, method) in [
+        (
+            key.sign(&DpopKey::claims("POST", app, now(&t), Some(at))),
+            "GET",
+        ),
+        (
+            key.sign(&DpopKey::claims(
+                "GET",
+                "https://app.example.test/admin",
+                now(&t),
+                Some(at),
+            )),
+            "GET",
+        ),
+        (key.proof(&t, "GET", "/auth/verify", Some(at)), "GET"),
+    ] {
+        assert_eq!(verify(proof, method).await.unwrap().status(), 401);
+    }
+    // An app on cloakroom's own host: nginx passes the path and the method only.
+    let own = format!("{}/wiki/page", t.origin);
+    let res = t
+        .http
+        .get(t.url("/auth/verify"))
+        .header("authorization", format!("DPoP {at}"))
+        .header(
+            "dpop",
+            key.sign(&DpopKey::claims("GET", &own, now(&t), Some(at))),
+        )
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/wiki/page")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // As a bearer token it is worth nothing there too.
+    let res = t
+        .http
+        .get(t.url("/auth/verify"))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

@@ -93,6 +93,42 @@ fn original_url(headers: &HeaderMap, from_trusted_proxy: bool) -> Option<String>
     ))
 }
 
+/// The caller of a proxied request that carries a DPoP-bound token (`Authorization: DPoP`), if
+/// it does: its proof must name the request the client sent the proxy, which only a trusted
+/// proxy can tell (`X-Forwarded-Method` or `X-Original-Method`, and the original URL).
+async fn dpop_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    trusted: bool,
+) -> Option<Result<cloakroom::Authenticated, ApiError>> {
+    let creds = cloakroom::web::Credentials::read(headers, state.rules.cookie()).ok()?;
+    let (token, proof) = creds.dpop?;
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let method = get("x-forwarded-method").or_else(|| get("x-original-method"));
+    // The app's URL; an app on cloakroom's own host gives only its path.
+    let url = original_url(headers, trusted).or_else(|| {
+        let path = original_path(headers, trusted)?;
+        Some(format!("{}{path}", state.rules.origins().first()?))
+    });
+    let (Some(proof), Some(method), Some(url)) = (proof, method, url) else {
+        return Some(Err(ApiError::invalid_dpop(None)));
+    };
+    Some(
+        state
+            .auth
+            .authenticate_dpop(token, proof, method, &url)
+            .await
+            .map_err(|e| {
+                let e = ApiError::from(e);
+                if e.wants_dpop_nonce() {
+                    e.with_dpop_nonce(state.auth.dpop_nonce())
+                } else {
+                    e
+                }
+            }),
+    )
+}
+
 const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
 const X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
 const X_AUTH_EMAIL_VERIFIED: HeaderName = HeaderName::from_static("x-auth-email-verified");
@@ -115,8 +151,16 @@ pub(crate) async fn verify(
         .map(|c| c.0.ip());
     let trusted = peer.is_some_and(|p| is_trusted(&state.trusted_proxies, p));
     let requirement = q.requirement()?;
-    let who = match CurrentSession::from_request_parts(&mut parts, &state).await {
-        Ok(CurrentSession(who)) => who,
+    let who = match dpop_caller(&state, &parts.headers, trusted).await {
+        Some(answer) => {
+            answer.and_then(|who| crate::http::extract::admit(&state, who, parts.uri.path()))
+        }
+        None => CurrentSession::from_request_parts(&mut parts, &state)
+            .await
+            .map(|CurrentSession(who)| who),
+    };
+    let who = match who {
+        Ok(who) => who,
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
             return Ok(send_to_page(
                 &state,
