@@ -160,17 +160,9 @@ pub fn normalize_htu(url: &str) -> Option<String> {
 }
 
 fn strict_b64(part: &str) -> Result<Vec<u8>, ProofError> {
-    use base64::alphabet::URL_SAFE;
-    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-    use base64::engine::DecodePaddingMode;
-    const STRICT: GeneralPurpose = GeneralPurpose::new(
-        &URL_SAFE,
-        GeneralPurposeConfig::new()
-            .with_encode_padding(false)
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-            .with_decode_allow_trailing_bits(false),
-    );
-    STRICT.decode(part).map_err(|_| ProofError::Malformed)
+    crate::jwt::STRICT
+        .decode(part)
+        .map_err(|_| ProofError::Malformed)
 }
 
 fn object(bytes: &[u8]) -> Result<Map<String, Value>, ProofError> {

@@ -18,7 +18,8 @@ use super::{Algorithm, KeyError, VerifyError};
 /// The largest token looked at.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-const STRICT: GeneralPurpose = GeneralPurpose::new(
+/// base64url as JWS needs it: no padding, no other characters, canonical trailing bits.
+pub(crate) const STRICT: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new()
         .with_encode_padding(false)

@@ -13,6 +13,7 @@ mod jws;
 mod keys;
 
 pub use claims::{AccessClaims, Audience, ClaimsPolicy, Confirmation};
+pub(crate) use jws::STRICT;
 pub use jws::{
     insecure_decode_without_verifying, sign, verify, verify_with_key, Header, MAX_TOKEN_BYTES,
 };

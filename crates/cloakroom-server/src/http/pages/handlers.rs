@@ -591,6 +591,22 @@ pub(super) async fn change_password(
     }
 }
 
+/// The settings page saying why a form was refused: `reauth` when it lacked the password a
+/// fresh login needs, else the error in words (with its wait).
+async fn settings_refusal(
+    state: &AppState,
+    who: &Authenticated,
+    e: AuthError,
+    reauth: &str,
+) -> Response {
+    if matches!(e, AuthError::ReauthRequired) {
+        return settings_page(state, who, StatusCode::FORBIDDEN, Some(reauth), None).await;
+    }
+    let (status, text, retry) = explain(e);
+    let res = settings_page(state, who, status, Some(&text), None).await;
+    with_headers(res, &[], retry)
+}
+
 /// `POST /settings/email/verify`: mails a new link that confirms the address.
 pub(super) async fn request_verification(
     State(state): State<AppState>,
@@ -602,11 +618,7 @@ pub(super) async fn request_verification(
     }
     match state.auth.request_email_verification(&who).await {
         Ok(()) => Redirect::to("/settings?done=verify_sent").into_response(),
-        Err(e) => {
-            let (status, text, retry) = explain(e);
-            let res = settings_page(&state, &who, status, Some(&text), None).await;
-            with_headers(res, &[], retry)
-        }
+        Err(e) => settings_refusal(&state, &who, e, "").await,
     }
 }
 
@@ -625,14 +637,9 @@ pub(super) async fn change_email(
         .await
     {
         Ok(()) => Redirect::to("/settings?done=email_change_sent").into_response(),
-        Err(AuthError::ReauthRequired) => {
-            let msg = "Enter your current password to change your email address.";
-            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
-        }
         Err(e) => {
-            let (status, text, retry) = explain(e);
-            let res = settings_page(&state, &who, status, Some(&text), None).await;
-            with_headers(res, &[], retry)
+            let msg = "Enter your current password to change your email address.";
+            settings_refusal(&state, &who, e, msg).await
         }
     }
 }
@@ -648,14 +655,9 @@ pub(super) async fn delete_account(
     }
     match state.auth.delete_account(&who, reauth(&form)).await {
         Ok(()) => logged_out(&state, "/login?done=deleted"),
-        Err(AuthError::ReauthRequired) => {
-            let msg = "Enter your current password to delete your account.";
-            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
-        }
         Err(e) => {
-            let (status, text, retry) = explain(e);
-            let res = settings_page(&state, &who, status, Some(&text), None).await;
-            with_headers(res, &[], retry)
+            let msg = "Enter your current password to delete your account.";
+            settings_refusal(&state, &who, e, msg).await
         }
     }
 }
