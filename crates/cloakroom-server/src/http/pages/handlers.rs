@@ -520,15 +520,11 @@ pub(super) async fn end_session(
     match state.auth.end_session(&who, id, reauth(&form)).await {
         Ok(()) if id == who.session.id => logged_out(&state, "/login?done=logged_out"),
         Ok(()) => Redirect::to("/settings?done=ended").into_response(),
-        Err(AuthError::ReauthRequired) => {
+        Err(e) => {
             let msg = "To log out another device, you need to have logged in within the last \
                        10 minutes. Log out and in again, or use “Log out everywhere” with your \
                        password.";
-            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
-        }
-        Err(e) => {
-            let (status, text, _) = explain(e);
-            settings_page(&state, &who, status, Some(&text), None).await
+            settings_refusal(&state, &who, e, msg).await
         }
     }
 }
@@ -543,13 +539,9 @@ pub(super) async fn logout_everywhere(
     }
     match state.auth.logout_all(&who, reauth(&form)).await {
         Ok(_) => logged_out(&state, "/login?done=everywhere"),
-        Err(AuthError::ReauthRequired) => {
-            let msg = "Enter your current password to log out everywhere.";
-            settings_page(&state, &who, StatusCode::FORBIDDEN, Some(msg), None).await
-        }
         Err(e) => {
-            let (status, text, _) = explain(e);
-            settings_page(&state, &who, status, Some(&text), None).await
+            let msg = "Enter your current password to log out everywhere.";
+            settings_refusal(&state, &who, e, msg).await
         }
     }
 }
@@ -583,11 +575,8 @@ pub(super) async fn change_password(
                 None,
             )
         }
-        Err(e) => {
-            let (status, text, retry) = explain(e);
-            let res = settings_page(&state, &who, status, Some(&text), None).await;
-            with_headers(res, &[], retry)
-        }
+        // The current password is always typed here: no fresh-login message is needed.
+        Err(e) => settings_refusal(&state, &who, e, "").await,
     }
 }
 
