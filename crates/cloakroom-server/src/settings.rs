@@ -217,6 +217,15 @@ pub struct RawSettings {
     #[arg(long, global = true, env = "CLOAKROOM_DPOP_NONCE", num_args = 0..=1,
           default_missing_value = "true")]
     pub dpop_nonce: Option<bool>,
+    /// Device-bound browser sessions (DBSC): `off`, `optional` (offered at every login; a
+    /// browser that binds is held to it) or `required` (only browsers that bind can stay
+    /// signed in) [default: optional]
+    #[arg(long, global = true, env = "CLOAKROOM_DBSC")]
+    pub dbsc: Option<String>,
+    /// Seconds a bound session's bound cookie lasts before the browser proves its key again
+    /// [default: 600]
+    #[arg(long, global = true, env = "CLOAKROOM_DBSC_COOKIE_SECS")]
+    pub dbsc_cookie_secs: Option<i64>,
     /// Mail the user when they sign in from a device not seen before [default: true]
     #[arg(long, global = true, env = "CLOAKROOM_NOTIFY_NEW_DEVICE", num_args = 0..=1,
           default_missing_value = "true")]
@@ -594,6 +603,17 @@ impl Settings {
             notify_new_device: raw.notify_new_device.unwrap_or(defaults.notify_new_device),
             dpop_required: raw.require_dpop.unwrap_or(defaults.dpop_required),
             dpop_nonce_required: raw.dpop_nonce.unwrap_or(defaults.dpop_nonce_required),
+            dbsc: match raw.dbsc.as_deref() {
+                None => defaults.dbsc,
+                Some(mode) => mode
+                    .parse()
+                    .map_err(|e| SettingsError(format!("--dbsc: {e}")))?,
+            },
+            bound_cookie_lifetime: secs(
+                "dbsc_cookie_secs",
+                raw.dbsc_cookie_secs,
+                defaults.bound_cookie_lifetime,
+            )?,
             ..defaults
         };
         let secrets = match (raw.secrets_key, raw.secrets_key_file) {
@@ -790,6 +810,15 @@ impl Settings {
             notify_new_device: Some(a.notify_new_device),
             require_dpop: Some(a.dpop_required),
             dpop_nonce: Some(a.dpop_nonce_required),
+            dbsc: Some(
+                match a.dbsc {
+                    cloakroom::dbsc::DbscMode::Off => "off",
+                    cloakroom::dbsc::DbscMode::Optional => "optional",
+                    cloakroom::dbsc::DbscMode::Required => "required",
+                }
+                .into(),
+            ),
+            dbsc_cookie_secs: Some(a.bound_cookie_lifetime.whole_seconds()),
         }
     }
 }

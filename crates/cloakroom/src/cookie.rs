@@ -28,6 +28,13 @@ pub const DEV_SESSION_COOKIE: &str = "cloakroom_session";
 /// The name of a cookie scoped to a parent domain (`__Host-` forbids `Domain`).
 pub const DOMAIN_SESSION_COOKIE: &str = "__Secure-cloakroom_session";
 
+/// The bound cookie of a device-bound session (DBSC), named like the session cookie.
+pub const BOUND_COOKIE: &str = "__Host-cloakroom_bound";
+/// The bound cookie over plain-http localhost.
+pub const DEV_BOUND_COOKIE: &str = "cloakroom_bound";
+/// The bound cookie scoped to a parent domain.
+pub const DOMAIN_BOUND_COOKIE: &str = "__Secure-cloakroom_bound";
+
 /// What a request's cookies say about the session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presented<'a> {
@@ -91,14 +98,44 @@ impl CookiePolicy {
         }
     }
 
-    fn attributes(&self) -> String {
+    /// The bound cookie's name (DBSC).
+    pub fn bound_name(&self) -> &'static str {
+        match (self.secure, &self.domain) {
+            (true, Some(_)) => DOMAIN_BOUND_COOKIE,
+            (true, None) => BOUND_COOKIE,
+            (false, _) => DEV_BOUND_COOKIE,
+        }
+    }
+
+    /// The attributes both cookies carry, as `Set-Cookie` writes them (`HttpOnly; …`).
+    pub fn attributes_text(&self) -> String {
         match (self.secure, &self.domain) {
             (true, Some(domain)) => {
-                format!("; HttpOnly; Secure; SameSite=Lax; Path=/; Domain={domain}")
+                format!("HttpOnly; Secure; SameSite=Lax; Path=/; Domain={domain}")
             }
-            (true, None) => "; HttpOnly; Secure; SameSite=Lax; Path=/".into(),
-            (false, _) => "; HttpOnly; SameSite=Lax; Path=/".into(),
+            (true, None) => "HttpOnly; Secure; SameSite=Lax; Path=/".into(),
+            (false, _) => "HttpOnly; SameSite=Lax; Path=/".into(),
         }
+    }
+
+    fn attributes(&self) -> String {
+        format!("; {}", self.attributes_text())
+    }
+
+    /// A `Set-Cookie` value carrying a bound cookie that lasts `max_age`.
+    pub fn set_bound(&self, value: &str, max_age: Duration) -> String {
+        format!(
+            "{}={}{}; Max-Age={}",
+            self.bound_name(),
+            value,
+            self.attributes(),
+            max_age.whole_seconds().max(0)
+        )
+    }
+
+    /// A `Set-Cookie` value that removes the bound cookie.
+    pub fn clear_bound(&self) -> String {
+        format!("{}={}; Max-Age=0", self.bound_name(), self.attributes())
     }
 
     /// A `Set-Cookie` value carrying `value`; persistent for `max_age` if given (capped at 400
@@ -128,24 +165,33 @@ impl CookiePolicy {
     /// read, rfc6265bis K-6). Names match exactly: `__host-…` or an unprefixed copy planted by a
     /// sibling domain is not ours and is ignored.
     pub fn find<'a>(&self, headers: impl IntoIterator<Item = &'a str>) -> Presented<'a> {
-        let mut found = Presented::None;
-        for header in headers {
-            for pair in header.split(';') {
-                // Header values that reach here are visible ASCII (`to_str`), so ASCII trimming is
-                // the whole of it.
-                let Some((name, value)) = pair.trim_ascii().split_once('=') else {
-                    continue;
+        find_named(self.name(), headers)
+    }
+
+    /// Finds the bound cookie, as [`CookiePolicy::find`] the session cookie.
+    pub fn find_bound<'a>(&self, headers: impl IntoIterator<Item = &'a str>) -> Presented<'a> {
+        find_named(self.bound_name(), headers)
+    }
+}
+
+fn find_named<'a>(wanted: &str, headers: impl IntoIterator<Item = &'a str>) -> Presented<'a> {
+    let mut found = Presented::None;
+    for header in headers {
+        for pair in header.split(';') {
+            // Header values that reach here are visible ASCII (`to_str`), so ASCII trimming is
+            // the whole of it.
+            let Some((name, value)) = pair.trim_ascii().split_once('=') else {
+                continue;
+            };
+            if name == wanted {
+                found = match found {
+                    Presented::None => Presented::One(value),
+                    _ => return Presented::Ambiguous,
                 };
-                if name == self.name() {
-                    found = match found {
-                        Presented::None => Presented::One(value),
-                        _ => return Presented::Ambiguous,
-                    };
-                }
             }
         }
-        found
     }
+    found
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use crate::jwt::{Algorithm, VerifyKey};
+use crate::jwt::Algorithm;
+use crate::key_proof::{self, KeyFrom, Members, OpenError, Opened};
 
 /// The largest proof looked at.
-pub const MAX_PROOF_BYTES: usize = 8 * 1024;
+pub const MAX_PROOF_BYTES: usize = key_proof::MAX_PROOF_BYTES;
 
 /// The longest `jti` accepted.
 const MAX_JTI: usize = 256;
@@ -159,70 +160,31 @@ pub fn normalize_htu(url: &str) -> Option<String> {
     Some(out)
 }
 
-fn strict_b64(part: &str) -> Result<Vec<u8>, ProofError> {
-    crate::jwt::STRICT
-        .decode(part)
-        .map_err(|_| ProofError::Malformed)
-}
-
-fn object(bytes: &[u8]) -> Result<Map<String, Value>, ProofError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(ProofError::Malformed),
+impl From<OpenError> for ProofError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Malformed => Self::Malformed,
+            OpenError::Header(why) => Self::Header(why),
+            OpenError::Algorithm => Self::Algorithm,
+            OpenError::Key(why) => Self::Key(why),
+            OpenError::Signature => Self::Signature,
+        }
     }
 }
+
+/// The algorithms a DPoP proof may be signed with.
+const ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
 
 /// Checks a `DPoP` header's proof against the request (RFC 9449 §4.3, steps 1–11 but for
 /// the `jti`'s uniqueness, which is the caller's with [`Proof::replay_key`]).
 pub fn verify_proof(proof: &str, rules: &ProofRules<'_>) -> Result<Proof, ProofError> {
-    if proof.len() > MAX_PROOF_BYTES {
-        return Err(ProofError::Malformed);
-    }
-    let mut parts = proof.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ProofError::Malformed);
-    };
-    let header = object(&strict_b64(h)?)?;
-    let claims = object(&strict_b64(p)?)?;
-    let signature = strict_b64(s)?;
-
-    if let Some(extra) = header
-        .keys()
-        .find(|k| !matches!(k.as_str(), "typ" | "alg" | "jwk" | "kid"))
-    {
-        return Err(ProofError::Header(format!("unexpected member {extra:?}")));
-    }
-    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
-        return Err(ProofError::Header("typ is not dpop+jwt".into()));
-    }
-    let alg: Algorithm = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .and_then(|a| a.parse().ok())
-        .ok_or(ProofError::Algorithm)?;
-    if alg == Algorithm::HS256 {
-        return Err(ProofError::Algorithm);
-    }
-    let jwk = header
-        .get("jwk")
-        .filter(|j| j.is_object())
-        .ok_or_else(|| ProofError::Key("no jwk in the header".into()))?;
-    // The key's own `alg`, if it names one, must be the header's.
-    if jwk.get("alg").is_some_and(|a| a != alg.as_str()) {
-        return Err(ProofError::Algorithm);
-    }
-    let mut public = jwk.clone();
-    if let Some(map) = public.as_object_mut() {
-        map.remove("alg");
-        map.remove("kid");
-    }
-    let key = VerifyKey::from_jwk(&public, Some(alg), false)
-        .map_err(|e| ProofError::Key(e.to_string()))?;
-    key.verify(&proof.as_bytes()[..h.len() + 1 + p.len()], &signature)
-        .map_err(|_| ProofError::Signature)?;
-    let jkt = thumbprint(jwk)?;
+    let Opened { claims, jkt, .. } = key_proof::open(
+        proof,
+        "dpop+jwt",
+        ALGORITHMS,
+        KeyFrom::Header,
+        Members::KidOnly,
+    )?;
 
     let text = |name: &str| -> Result<&str, ProofError> {
         claims

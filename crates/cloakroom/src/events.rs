@@ -53,9 +53,14 @@ pub enum EventKind {
     /// A bound token came with a proof that was refused (the detail says why: a replay, another
     /// key, …): someone may hold a copy of it.
     DpopProofRefused,
+    /// A browser session was bound to the browser's key (DBSC).
+    SessionBound,
+    /// A browser's session proof was refused (the detail says why: another key, a replayed
+    /// challenge, …): someone may hold a copy of the session cookie.
+    DbscProofRefused,
 }
 
-const KINDS: [(EventKind, &str); 20] = [
+const KINDS: [(EventKind, &str); 22] = [
     (EventKind::FactorAdded, "factor_added"),
     (EventKind::FactorRemoved, "factor_removed"),
     (EventKind::RecoveryCodesMade, "recovery_codes_made"),
@@ -76,6 +81,8 @@ const KINDS: [(EventKind, &str); 20] = [
     (EventKind::RefreshReuseDetected, "refresh_reuse_detected"),
     (EventKind::TokensBound, "tokens_bound"),
     (EventKind::DpopProofRefused, "dpop_proof_refused"),
+    (EventKind::SessionBound, "session_bound"),
+    (EventKind::DbscProofRefused, "dbsc_proof_refused"),
 ];
 
 impl EventKind {
@@ -124,6 +131,8 @@ impl EventKind {
             }
             Self::TokensBound => "An app's tokens were bound to its key",
             Self::DpopProofRefused => "A bound token came with a proof that was refused",
+            Self::SessionBound => "A browser session was bound to this device",
+            Self::DbscProofRefused => "A browser session's device proof was refused",
         }
     }
 }

@@ -263,6 +263,9 @@ pub enum Rejection {
     EmailUnverified,
     /// Signed in, but not strongly or recently enough: 401 with RFC 9470's challenge.
     InsufficientAuthentication(crate::Requirement),
+    /// A device-bound cookie session without a current bound cookie, or an unbound one where
+    /// binding is required (DBSC): 401 `session_binding_required`.
+    DeviceBinding,
     /// A cookie-authenticated unsafe request from another site: 403.
     CrossSite,
     /// Credentials cannot be checked right now: 503.
@@ -278,6 +281,7 @@ impl From<Refusal> for Rejection {
     fn from(r: Refusal) -> Self {
         match r {
             Refusal::CrossOrigin => Self::CrossSite,
+            Refusal::DeviceBinding { .. } => Self::DeviceBinding,
             Refusal::Unauthenticated => Self::Unauthenticated { bearer: false },
             Refusal::InvalidToken | Refusal::InvalidDpop(_) => {
                 Self::Unauthenticated { bearer: true }
@@ -325,6 +329,11 @@ impl IntoResponse for Rejection {
                 StatusCode::UNAUTHORIZED,
                 "insufficient_user_authentication",
                 "a stronger or more recent authentication is required",
+            ),
+            Self::DeviceBinding => (
+                StatusCode::UNAUTHORIZED,
+                "session_binding_required",
+                "this session must prove it is on the device it was bound to",
             ),
             Self::CrossSite => (
                 StatusCode::FORBIDDEN,

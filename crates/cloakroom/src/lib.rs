@@ -29,6 +29,7 @@
 mod assurance;
 mod clock;
 mod cookie;
+pub mod dbsc;
 pub mod dpop;
 #[cfg(feature = "engine")]
 mod engine;
@@ -38,6 +39,7 @@ pub mod extract;
 pub mod factor;
 pub mod feed;
 pub mod jwt;
+mod key_proof;
 #[cfg(feature = "engine")]
 mod live;
 pub mod mail;

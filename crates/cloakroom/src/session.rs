@@ -313,6 +313,9 @@ pub struct Session {
     /// The thumbprint (RFC 7638) of the DPoP key a token session's tokens are bound to
     /// (RFC 9449), if they are.
     pub dpop_jkt: Option<String>,
+    /// The public key (a JWK, as JSON) a cookie session is bound to by DBSC, if it is: the
+    /// session cookie then counts only beside a bound cookie that proof by this key renewed.
+    pub dbsc_key: Option<String>,
 }
 
 impl Session {
@@ -458,6 +461,7 @@ mod tests {
             refresh_family: None,
             amr: crate::Amr::PWD,
             dpop_jkt: None,
+            dbsc_key: None,
         };
         assert!(!s.is_expired(t0, t0 + Duration::minutes(29)));
         assert!(s.is_expired(t0, t0 + Duration::minutes(30)));

@@ -21,8 +21,18 @@ pub struct ApiError {
     store_failed: bool,
     /// `WWW-Authenticate`, for a bearer token refused or a login not strong enough.
     challenge: Option<String>,
-    /// `DPoP-Nonce`: the nonce a DPoP client must put in its next proof.
-    dpop_nonce: Option<String>,
+    /// What the client needs for its next try: `DPoP-Nonce` (the nonce a DPoP client must put
+    /// in its next proof) or `Secure-Session-Challenge` (the challenge for a DBSC proof).
+    next_try: Option<NextTry>,
+}
+
+/// A header that tells a client how to try again.
+#[derive(Debug)]
+enum NextTry {
+    /// `DPoP-Nonce`.
+    DpopNonce(String),
+    /// `Secure-Session-Challenge`.
+    SessionChallenge(String),
 }
 
 impl ApiError {
@@ -35,7 +45,7 @@ impl ApiError {
             retry_after: None,
             store_failed: false,
             challenge: None,
-            dpop_nonce: None,
+            next_try: None,
         }
     }
 
@@ -91,7 +101,33 @@ impl ApiError {
 
     /// The same error with a `DPoP-Nonce` header.
     pub fn with_dpop_nonce(mut self, nonce: String) -> Self {
-        self.dpop_nonce = Some(nonce);
+        self.next_try = Some(NextTry::DpopNonce(nonce));
+        self
+    }
+
+    /// 401 `session_binding_required` for a cookie session held to its device binding (DBSC):
+    /// a bound session without a current bound cookie (with the `Secure-Session-Challenge` of
+    /// its refresh, if given), or an unbound one where binding is required.
+    pub fn device_binding(
+        session: cloakroom::SessionId,
+        bound: bool,
+        challenge: Option<String>,
+    ) -> Self {
+        let message = cloakroom::AuthError::DeviceBinding { session, bound }.to_string();
+        let e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "session_binding_required",
+            message,
+        );
+        match challenge {
+            Some(c) => e.with_session_challenge(c),
+            None => e,
+        }
+    }
+
+    /// The same error with a `Secure-Session-Challenge` header.
+    pub fn with_session_challenge(mut self, value: String) -> Self {
+        self.next_try = Some(NextTry::SessionChallenge(value));
         self
     }
 
@@ -236,6 +272,10 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidLink => Self::new(StatusCode::BAD_REQUEST, "invalid_token", msg),
             AuthError::SameEmail => Self::bad_request("same_email", msg),
             AuthError::DpopProof(e) => Self::invalid_dpop(Some(&e)),
+            AuthError::Dbsc(_) => Self::bad_request("invalid_session_proof", msg),
+            AuthError::DeviceBinding { session, bound } => {
+                Self::device_binding(session, bound, None)
+            }
             AuthError::EmailAlreadyVerified => {
                 Self::new(StatusCode::CONFLICT, "email_already_verified", msg)
             }
@@ -287,6 +327,11 @@ impl From<web::Refusal> for ApiError {
             web::Refusal::Unauthenticated => Self::unauthenticated(),
             web::Refusal::InvalidToken => Self::invalid_token(),
             web::Refusal::InvalidDpop(e) => Self::invalid_dpop(e.as_ref()),
+            web::Refusal::DeviceBinding {
+                session,
+                bound,
+                challenge,
+            } => Self::device_binding(session, bound, challenge),
             web::Refusal::Failed(e) => e.into(),
         }
     }
@@ -306,9 +351,14 @@ impl IntoResponse for ApiError {
                 h.insert(header::RETRY_AFTER, v);
             }
         }
-        if let Some(nonce) = self.dpop_nonce.as_deref() {
-            if let Ok(v) = HeaderValue::from_str(nonce) {
-                h.insert("dpop-nonce", v);
+        let next_try = match &self.next_try {
+            Some(NextTry::DpopNonce(v)) => Some(("dpop-nonce", v)),
+            Some(NextTry::SessionChallenge(v)) => Some((cloakroom::dbsc::CHALLENGE, v)),
+            None => None,
+        };
+        if let Some((name, value)) = next_try {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
             }
         }
         if self.store_failed {

@@ -76,6 +76,7 @@ pub fn router(state: AppState, metrics_apart: bool) -> guard::Guarded {
         .merge(api::passkeys::router())
         .merge(api::health::router())
         .merge(api::token::router())
+        .merge(api::dbsc::router())
         .merge(api::forward::router())
         .merge(api::revocations::router())
         .merge(pages::router());

@@ -74,6 +74,12 @@ pub const REAUTHENTICATE: &str = "/auth/reauthenticate";
 pub const TOKEN: &str = "/auth/token";
 /// `GET`: the public signing keys.
 pub const JWKS: &str = "/.well-known/jwks.json";
+/// `POST`: binds a browser session to the browser's key (DBSC registration).
+pub const DBSC_REGISTER: &str = "/auth/dbsc/register";
+/// `POST`: a bound browser session's proof, for a fresh bound cookie (DBSC refresh).
+pub const DBSC_REFRESH: &str = "/auth/dbsc/refresh";
+/// `GET`: which origins may register DBSC sessions for the whole site (with a cookie domain).
+pub const DBSC_WELL_KNOWN: &str = "/.well-known/device-bound-sessions";
 /// `GET`: forward-auth for proxies.
 pub const VERIFY: &str = "/auth/verify";
 /// `GET`: the revocation feed for remote verifiers.
@@ -192,6 +198,9 @@ pub const ROUTES: &[Route] = &[
     api(PASSWORD, &["POST"]),
     api(REAUTHENTICATE, &["POST"]),
     api(TOKEN, &["POST"]),
+    api(DBSC_REGISTER, &["POST"]),
+    api(DBSC_REFRESH, &["POST"]),
+    api(DBSC_WELL_KNOWN, &["GET"]),
     api(JWKS, &["GET"]),
     api(VERIFY, &["GET"]),
     api(REVOCATIONS, &["GET"]),

@@ -8,6 +8,7 @@ mod attacks_jwt;
 mod attacks_login;
 mod browser;
 mod cli;
+mod dbsc;
 mod dpop;
 mod forward;
 mod full_disk;

@@ -87,6 +87,10 @@ pub struct AuthConfig {
     pub dpop_nonce_required: bool,
     /// Every token the token endpoint issues must be bound to a DPoP key.
     pub dpop_required: bool,
+    /// How DBSC (device-bound cookie sessions) is treated.
+    pub dbsc: crate::dbsc::DbscMode,
+    /// How long a bound cookie lasts before the browser must prove its key again.
+    pub bound_cookie_lifetime: Duration,
     /// Mail the user when they sign in from a device (a `User-Agent`) none of their sessions
     /// or recorded logins has used.
     pub notify_new_device: bool,
@@ -128,6 +132,8 @@ impl Default for AuthConfig {
             notify_new_device: true,
             dpop_nonce_required: false,
             dpop_required: false,
+            dbsc: crate::dbsc::DbscMode::Optional,
+            bound_cookie_lifetime: Duration::minutes(10),
         }
     }
 }

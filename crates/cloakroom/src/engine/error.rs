@@ -64,6 +64,19 @@ pub enum AuthError {
     /// A DPoP proof that is missing where it is needed, or refused (RFC 9449 §4.3).
     #[error("the DPoP proof is not acceptable: {0}")]
     DpopProof(crate::dpop::ProofError),
+    /// A DBSC proof or request that is refused (see [`crate::dbsc::DbscError`]).
+    #[error("{0}")]
+    Dbsc(crate::dbsc::DbscError),
+    /// A cookie session that must be device-bound cannot be used as it came: a bound session
+    /// without a current bound cookie (`bound`: the browser refreshes it with a proof), or an
+    /// unbound one where the deployment requires binding.
+    #[error("{}", if *bound { "this session is bound to a device; its bound cookie is missing or expired" } else { "this deployment requires a device-bound session; sign in with a browser that supports it" })]
+    DeviceBinding {
+        /// The session.
+        session: crate::SessionId,
+        /// Whether it is bound.
+        bound: bool,
+    },
     /// The address is confirmed already.
     #[error("the email address is confirmed already")]
     EmailAlreadyVerified,

@@ -218,6 +218,7 @@ impl Auth {
             credentials_gen: old.credentials_gen,
             amr,
             dpop_jkt: old.dpop_jkt.clone(),
+            dbsc_key: old.dbsc_key.clone(),
         });
         self.sessions.open(&session).await?;
         self.sessions.end_session_record(old.id).await?;

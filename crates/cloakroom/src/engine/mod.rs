@@ -18,6 +18,7 @@
 mod access_tokens;
 mod accounts;
 mod attempts;
+mod binding;
 mod config;
 mod error;
 mod factors;
@@ -68,6 +69,7 @@ pub struct Auth {
     tokens: AccessTokens,
     mails: Arc<lifecycle::Mails>,
     dpop: proofs::Nonces,
+    binder: binding::Binder,
     /// Event counters.
     pub metrics: Arc<AuthMetrics>,
 }
@@ -202,6 +204,7 @@ impl Auth {
             tokens,
             mails,
             dpop: proofs::Nonces::new(&challenge_key),
+            binder: binding::Binder::new(&challenge_key),
             metrics,
         };
         if serving {
@@ -393,6 +396,7 @@ impl Auth {
             credentials_gen: user.credentials_gen,
             amr,
             dpop_jkt: req.dpop_jkt.clone(),
+            dbsc_key: None,
         });
         self.sessions.open(&session).await?;
         self.sessions
@@ -562,6 +566,7 @@ impl Auth {
             credentials_gen: generation,
             amr: old.amr,
             dpop_jkt: old.dpop_jkt.clone(),
+            dbsc_key: old.dbsc_key.clone(),
         });
         self.sessions.open(&session).await?;
         self.sessions.end_all(who.user.id, Some(session.id)).await?;

@@ -106,6 +106,8 @@ pub(crate) struct NewSession {
     pub(crate) amr: crate::Amr,
     /// The DPoP key a token session's tokens are bound to.
     pub(crate) dpop_jkt: Option<String>,
+    /// The DBSC key a cookie session is bound to.
+    pub(crate) dbsc_key: Option<String>,
 }
 
 /// The sessions of this instance.
@@ -220,6 +222,26 @@ impl Sessions {
             refresh_family,
             amr: new.amr,
             dpop_jkt: new.dpop_jkt,
+            dbsc_key: new.dbsc_key,
+        };
+        (session, token)
+    }
+
+    /// A successor to `old`: a new id and secret, bound to the DBSC key `dbsc_key`, with
+    /// everything else kept (lifetime, assurance, login time). Not stored yet.
+    pub(crate) fn successor(
+        &self,
+        old: &Session,
+        dbsc_key: Option<String>,
+    ) -> (Session, SessionToken) {
+        let (token, refresh_family) = self.new_secret(old.transport);
+        let session = Session {
+            id: SessionId::random(),
+            secret_hash: token.hash(),
+            last_seen_at: self.now(),
+            refresh_family,
+            dbsc_key,
+            ..old.clone()
         };
         (session, token)
     }

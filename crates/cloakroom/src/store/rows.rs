@@ -109,7 +109,7 @@ pub(super) fn user(row: &impl RowExt) -> Result<User, StoreError> {
 
 /// The session columns every query reads, in the order [`session`] expects nothing of.
 pub(super) const SESSION_COLUMNS: &str = "id, user_id, transport, secret_hash, remember, \
-     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen, refresh_family, amr, dpop_jkt";
+     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, ip, user_agent, credentials_gen, refresh_family, amr, dpop_jkt, dbsc_key";
 
 pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
     Ok(Session {
@@ -132,6 +132,7 @@ pub(super) fn session(row: &impl RowExt) -> Result<Session, StoreError> {
         refresh_family: row.opt_bytes("refresh_family")?.map(hash).transpose()?,
         amr: crate::Amr::decode(&row.text("amr")?).map_err(StoreError::Corrupt)?,
         dpop_jkt: row.opt_text("dpop_jkt")?,
+        dbsc_key: row.opt_text("dbsc_key")?,
     })
 }
 

@@ -348,9 +348,10 @@ macro_rules! sql_store {
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, transport, secret_hash, remember, \
                      created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, \
-                     ip, user_agent, credentials_gen, refresh_family, amr, dpop_jkt) \
+                     ip, user_agent, credentials_gen, refresh_family, amr, dpop_jkt, \
+                     dbsc_key) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16)",
+                     $16, $17)",
                 )
                 .bind(s.id.to_string())
                 .bind(s.user_id.to_string())
@@ -368,6 +369,7 @@ macro_rules! sql_store {
                 .bind(s.refresh_family.map(|f| f.0.to_vec()))
                 .bind(s.amr.encode())
                 .bind(&s.dpop_jkt)
+                .bind(&s.dbsc_key)
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?;

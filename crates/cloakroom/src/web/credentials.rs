@@ -107,6 +107,18 @@ pub fn session_cookie<'a>(
     }
 }
 
+/// The bound cookie's value (DBSC), if exactly one was sent.
+pub fn bound_cookie<'a>(headers: &'a HeaderMap, policy: &CookiePolicy) -> Option<&'a str> {
+    let values = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
+    match policy.find_bound(values) {
+        Presented::One(v) => Some(v),
+        Presented::None | Presented::Ambiguous => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod credentials;
 pub mod csrf;
 mod envelope;
 
-pub use credentials::{bearer_token, session_cookie, CredentialError, Credentials};
+pub use credentials::{bearer_token, bound_cookie, session_cookie, CredentialError, Credentials};
 pub use envelope::{error_response, ErrorDetail, ErrorEnvelope};
 
 #[cfg(feature = "engine")]

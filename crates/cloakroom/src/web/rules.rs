@@ -32,6 +32,17 @@ pub enum Refusal {
     /// `WWW-Authenticate: DPoP error="invalid_token"`, `"invalid_dpop_proof"` or
     /// `"use_dpop_nonce"` (then with a `DPoP-Nonce`).
     InvalidDpop(Option<crate::dpop::ProofError>),
+    /// A device-bound cookie session without a current bound cookie (`bound`), or an unbound
+    /// one where binding is required: 401 `session_binding_required`; for a bound session with
+    /// a `Secure-Session-Challenge` for its refresh.
+    DeviceBinding {
+        /// The session.
+        session: crate::SessionId,
+        /// Whether it is bound.
+        bound: bool,
+        /// For a bound session, the `Secure-Session-Challenge` value for its next proof.
+        challenge: Option<String>,
+    },
     /// The engine could not decide (the store is down, the host is overloaded).
     Failed(AuthError),
 }
@@ -157,6 +168,8 @@ impl RequestRules {
         }
         let value = creds.cookie.ok_or(Refusal::Unauthenticated)?;
         let who = auth.authenticate_cookie(value).await.map_err(refused)?;
+        auth.check_binding(&who, super::bound_cookie(headers, &self.cookie))
+            .map_err(|e| binding_refused(auth, e))?;
         let renewed_cookie = if holds_jwt(value) && needs_renewal(value, auth.now()) {
             let (jwt, _) = auth
                 .mint_access_token(&who.user, &who.session)
@@ -169,6 +182,41 @@ impl RequestRules {
             who,
             renewed_cookie,
         })
+    }
+
+    /// The session of a browser's signed-in cookies, held to its device binding like any other
+    /// cookie request (for pages anyone may see, which only ask whether someone is signed in).
+    pub async fn browser_session(
+        &self,
+        auth: &Auth,
+        headers: &HeaderMap,
+    ) -> Result<Authenticated, Refusal> {
+        let value = self
+            .session_cookie(headers)
+            .ok_or(Refusal::Unauthenticated)?;
+        let who = auth.authenticate_cookie(value).await.map_err(refused)?;
+        auth.check_binding(&who, super::bound_cookie(headers, &self.cookie))
+            .map_err(|e| binding_refused(auth, e))?;
+        Ok(who)
+    }
+
+    /// The session a DBSC registration or refresh is for: the session cookie alone (the bound
+    /// cookie is what these renew), refused if a browser marks the request cross-site. Their
+    /// proofs answer challenges only this site gave out, which is what a same-origin check
+    /// would otherwise prove.
+    pub async fn session_to_bind(
+        &self,
+        auth: &Auth,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Authenticated, Refusal> {
+        if self.refuses_cross_site(method, headers) {
+            return Err(Refusal::CrossOrigin);
+        }
+        let value = session_cookie(headers, &self.cookie)
+            .map_err(|_| Refusal::Unauthenticated)?
+            .ok_or(Refusal::Unauthenticated)?;
+        auth.authenticate_cookie(value).await.map_err(refused)
     }
 
     /// The `Set-Cookie` value that carries a session in the form the client already keeps: an
@@ -187,6 +235,25 @@ impl RequestRules {
         Ok(self
             .cookie
             .for_session(&value, &started.session, auth.now()))
+    }
+}
+
+/// A refusal by [`Auth::check_binding`], with a bound session's refresh challenge.
+fn binding_refused(auth: &Auth, e: AuthError) -> Refusal {
+    match e {
+        AuthError::DeviceBinding { session, bound } => Refusal::DeviceBinding {
+            session,
+            bound,
+            challenge: bound
+                .then(|| {
+                    crate::dbsc::challenge_header(
+                        &auth.dbsc_challenge(session),
+                        &session.to_string(),
+                    )
+                })
+                .flatten(),
+        },
+        e => refused(e),
     }
 }
 

@@ -44,6 +44,7 @@ pub(crate) fn session(user: UserId, at: OffsetDateTime) -> (Session, SessionToke
         refresh_family: None,
         amr: cloakroom::Amr::PWD,
         dpop_jkt: None,
+        dbsc_key: None,
     };
     (s, token)
 }

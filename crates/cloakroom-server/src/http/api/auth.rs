@@ -186,7 +186,12 @@ pub(crate) async fn logged_in(
         "user": UserView::from(&outcome.user),
         "session": SessionView::new(&outcome.session, expires),
     });
-    Ok(with_cookie(Json(body).into_response(), &cookie))
+    let mut res = with_cookie(Json(body).into_response(), &cookie);
+    if let Some(offer) = super::dbsc::offer(state, &outcome.session) {
+        res.headers_mut()
+            .insert(cloakroom::dbsc::REGISTRATION, offer);
+    }
+    Ok(res)
 }
 
 fn with_cookie(mut res: Response, cookie: &str) -> Response {

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod dbsc;
 pub mod events;
 pub mod factors;
 pub mod forward;

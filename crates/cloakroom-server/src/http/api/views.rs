@@ -219,7 +219,8 @@ pub struct SessionListEntry {
     pub user_agent: Option<String>,
     /// Whether this is the session making the request.
     pub current: bool,
-    /// What its credentials are bound to: `none`, or `dpop` (a token session's key).
+    /// What its credentials are bound to: `none`, `dpop` (a token session's key) or `dbsc` (a
+    /// browser session's key).
     pub binding: &'static str,
 }
 
@@ -233,7 +234,13 @@ impl SessionListEntry {
             last_seen_at: seen,
             expires_at: s.expires_at(seen),
             current: s.id == current,
-            binding: if s.dpop_jkt.is_some() { "dpop" } else { "none" },
+            binding: if s.dpop_jkt.is_some() {
+                "dpop"
+            } else if s.dbsc_key.is_some() {
+                "dbsc"
+            } else {
+                "none"
+            },
             ip: s.ip,
             user_agent: s.user_agent,
         }
@@ -277,6 +284,7 @@ mod tests {
             refresh_family: None,
             amr: cloakroom::Amr::PWD,
             dpop_jkt: None,
+            dbsc_key: None,
         };
         Authenticated {
             user: Arc::new(user),

@@ -158,8 +158,7 @@ pub(super) fn may_return_elsewhere(state: &AppState, mut res: Response) -> Respo
 
 /// The signed-in user, if the request carries a valid session (for pages anyone may see).
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
-    let value = state.rules.session_cookie(headers)?;
-    state.auth.authenticate_cookie(value).await.ok()
+    state.rules.browser_session(&state.auth, headers).await.ok()
 }
 
 /// The pre-session CSRF token of a request, or a new one with the cookie that sets it.
@@ -281,7 +280,12 @@ fn signed_in_to(state: &AppState, outcome: &cloakroom::LoginOutcome, to: &str) -
         &outcome.session,
         state.auth.now(),
     );
-    with_headers(Redirect::to(to).into_response(), &[cookie], None)
+    let mut res = with_headers(Redirect::to(to).into_response(), &[cookie], None);
+    if let Some(offer) = crate::http::api::dbsc::offer(state, &outcome.session) {
+        res.headers_mut()
+            .insert(cloakroom::dbsc::REGISTRATION, offer);
+    }
+    res
 }
 
 /// `POST /login/mfa`: the second step of the login form. Six digits are an authenticator

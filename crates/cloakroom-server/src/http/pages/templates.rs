@@ -445,6 +445,9 @@ pub fn settings(v: &SettingsView<'_>) -> Markup {
                                         (device(s.user_agent.as_deref()))
                                         @if s.id == current { " " span.badge { "this device" } }
                                         @if s.transport == cloakroom::Transport::Token { " " span.badge { "app" } }
+                                        @if s.dpop_jkt.is_some() || s.dbsc_key.is_some() {
+                                            " " span.badge title="A copy of this session's cookie or tokens does not work on another device" { "bound to its device" }
+                                        }
                                     }
                                     td { (s.ip.as_deref().unwrap_or("—")) }
                                     td { (when(*seen)) }

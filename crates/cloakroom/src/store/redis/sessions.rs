@@ -144,6 +144,7 @@ fn session_from(map: &HashMap<String, String>) -> Result<Session, StoreError> {
         ip: map.get("ip").cloned(),
         user_agent: map.get("ua").cloned(),
         dpop_jkt: map.get("jkt").cloned(),
+        dbsc_key: map.get("dbsc").cloned(),
         // Sessions stored before the count existed were proven against the first password.
         credentials_gen: map
             .get("gen")
@@ -348,6 +349,9 @@ impl SessionStore for RedisStore {
         }
         if let Some(jkt) = &s.dpop_jkt {
             fields.push(("jkt", jkt.clone()));
+        }
+        if let Some(key) = &s.dbsc_key {
+            fields.push(("dbsc", key.clone()));
         }
         let mut tx = redis::pipe();
         tx.atomic()
