@@ -115,6 +115,7 @@ http {{
       proxy_set_header Accept "application/json";
     }}
     location /login {{ proxy_pass http://127.0.0.1:{cloakroom}; }}
+    location /auth/dbsc/ {{ proxy_pass http://127.0.0.1:{cloakroom}; }}
     location /secure {{
       auth_request /_auth_aal2;
       auth_request_set $auth_user $upstream_http_x_auth_user_id;
@@ -439,4 +440,54 @@ async fn nginx_auth_request_in_front_of_an_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_forward_auth_in_front_of_an_app() {
     through(Kind::Caddy).await;
+}
+
+/// A proxied app behind nginx, once the browser's session is bound (DBSC): a copy of the session
+/// cookie alone is refused at once, the browser's own bound cookie until it runs out, and the
+/// browser refreshes it through the proxy and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_refuses_a_copied_cookie_once_the_session_is_bound() {
+    let t =
+        TestServer::start_with(|r| r.trusted_proxies = Some(vec!["127.0.0.1".parse().unwrap()]))
+            .await;
+    let up = upstream().await;
+    let Some(proxy) = Proxy::start(Kind::Nginx, t.server.as_ref().unwrap().addr.port(), up).await
+    else {
+        return;
+    };
+    t.signup("bound-app@example.com", PASSWORD).await;
+    let mut browser = crate::dbsc::Browser::new(cloakroom::jwt::Algorithm::ES256);
+    let (path, challenge) = browser.login(&t, "bound-app@example.com").await.unwrap();
+    let res = browser
+        .register_at(&t.http, &proxy.url(""), &path, &challenge)
+        .await;
+    assert_eq!(res.status(), 200, "registration through the proxy");
+    let i: Value = res.json().await.unwrap();
+    browser.session = Some((
+        i["session_identifier"].as_str().unwrap().into(),
+        String::new(),
+    ));
+    let app = |cookie: String| {
+        t.http
+            .get(proxy.url("/app/page"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let res = app(browser.cookie_header()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen: Value = res.json().await.unwrap();
+    assert_eq!(seen["session_id"], i["session_identifier"]);
+    let copy = format!("cloakroom_session={}", browser.cookies["cloakroom_session"]);
+    assert_eq!(app(copy.clone()).await.unwrap().status(), 401, "a copy");
+
+    t.clock.advance(time::Duration::minutes(10));
+    assert_eq!(
+        app(browser.cookie_header()).await.unwrap().status(),
+        401,
+        "a bound cookie that ran out"
+    );
+    browser.challenge = None;
+    assert_eq!(browser.refresh(&t.http, &proxy.url("")).await, 200);
+    assert_eq!(app(browser.cookie_header()).await.unwrap().status(), 200);
+    assert_eq!(app(copy).await.unwrap().status(), 401);
 }
