@@ -23,9 +23,11 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// A clock held by a store: the system's unless a test gives it another.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Clone)]
 pub(crate) struct SharedClock(std::sync::Arc<dyn Clock>);
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl SharedClock {
     pub(crate) fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
         Self(clock)
@@ -37,12 +39,14 @@ impl SharedClock {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Default for SharedClock {
     fn default() -> Self {
         Self(std::sync::Arc::new(SystemClock))
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl std::fmt::Debug for SharedClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Clock")

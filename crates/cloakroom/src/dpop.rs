@@ -23,6 +23,10 @@ use crate::key_proof::{self, KeyFrom, Members, OpenError, Opened};
 /// The largest proof looked at.
 pub const MAX_PROOF_BYTES: usize = key_proof::MAX_PROOF_BYTES;
 
+/// How far a proof's `iat` may be from now, either way; a proof is remembered (against replay)
+/// for as long as it could be accepted.
+pub const WINDOW: Duration = Duration::seconds(60);
+
 /// The longest `jti` accepted.
 const MAX_JTI: usize = 256;
 

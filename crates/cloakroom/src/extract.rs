@@ -117,8 +117,7 @@ impl Verifier {
     }
 
     /// [`Verifier::check`] for a request to `path`, which a DPoP-bound token's proof must name
-    /// (embedded mode; without a path such a token is refused).
-    #[cfg_attr(not(feature = "engine"), allow(unused_variables))]
+    /// (without a path such a token is refused).
     async fn check_renewing(
         &self,
         method: &Method,
@@ -156,10 +155,25 @@ impl Verifier {
             }
             #[cfg(feature = "remote")]
             Self::Remote(remote) => {
-                let token = crate::web::bearer_token(headers)
-                    .map_err(|_| Rejection::Unauthenticated { bearer: true })?
-                    .ok_or(Rejection::Unauthenticated { bearer: false })?;
-                match remote.verify(token).await {
+                // Only `Authorization` counts here; cookies are cloakroom's own.
+                let creds = crate::web::Credentials::read(headers, &crate::CookiePolicy::SECURE)
+                    .map_err(|_| Rejection::Unauthenticated { bearer: true })?;
+                let verified = match (creds.dpop, creds.bearer) {
+                    (Some((token, Some(proof))), _) => match path {
+                        Some(path) => {
+                            remote
+                                .verify_dpop(token, proof, method.as_str(), path)
+                                .await
+                        }
+                        None => return Err(Rejection::Unauthenticated { bearer: true }),
+                    },
+                    (Some((_, None)), _) => {
+                        return Err(Rejection::Unauthenticated { bearer: true })
+                    }
+                    (None, Some(token)) => remote.verify(token).await,
+                    (None, None) => return Err(Rejection::Unauthenticated { bearer: false }),
+                };
+                match verified {
                     Ok(id) => Ok((
                         Identity {
                             user_id: id.user_id,

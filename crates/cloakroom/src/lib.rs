@@ -93,7 +93,7 @@ pub use store::{
     SessionStore, Store, StoreError, UserStore,
 };
 #[cfg(feature = "redis")]
-pub use store::{RedisStore, RedisThrottle};
+pub use store::{RedisOnce, RedisStore, RedisThrottle};
 #[cfg(feature = "engine")]
 pub use throttle::{MemoryThrottle, Throttle, ThrottlePolicy};
 pub use user::{Email, EmailError, Role, RoleError, User, UserId};

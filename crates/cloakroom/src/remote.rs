@@ -3,6 +3,11 @@
 //! or straight from Redis. Verification itself makes no request: a signature check against keys
 //! in memory, the claims, and a lookup in the revoked set kept current in the background.
 //!
+//! A DPoP-bound token (RFC 9449) is accepted only with its proof ([`RemoteVerifier::verify_dpop`])
+//! for a request to [`RemoteConfig::service_origin`]; each proof counts once, in this process's
+//! memory, or with revocations from Redis in that Redis, where cloakroom itself remembers proofs:
+//! then a proof counts once across cloakroom and every verifier sharing it.
+//!
 //! ```no_run
 //! use cloakroom::remote::{RemoteConfig, RemoteVerifier, RevocationSource};
 //!
@@ -75,6 +80,10 @@ pub struct RemoteConfig {
     /// How long tokens are still accepted after the revocation feed is lost (then every token is
     /// refused until it is back).
     pub max_staleness: Duration,
+    /// The origin clients address this service at (`https://api.example.com`), which a DPoP
+    /// proof's `htu` must name with the request's path. Without it, DPoP-bound tokens are
+    /// refused.
+    pub service_origin: Option<String>,
 }
 
 impl RemoteConfig {
@@ -90,6 +99,7 @@ impl RemoteConfig {
             leeway_secs: 60,
             min_refresh: Duration::from_secs(10),
             max_staleness: Duration::from_secs(10),
+            service_origin: None,
         }
     }
 }
@@ -122,6 +132,52 @@ pub enum RemoteError {
     /// The keys could not be fetched.
     #[error("cannot fetch the signing keys: {0}")]
     Keys(String),
+    /// A DPoP-bound token's proof is missing, refused or replayed (RFC 9449 §4.3), or an unbound
+    /// token came as a DPoP one; the caller should answer 401.
+    #[error("the DPoP proof is not acceptable: {0}")]
+    Proof(crate::dpop::ProofError),
+}
+
+/// Where a verifier remembers the DPoP proofs it accepted, until they could no longer be.
+enum Replay {
+    /// This process's memory: proof keys and when they may be forgotten (unix seconds).
+    Local(dashmap::DashMap<[u8; 32], i64, foldhash::fast::RandomState>),
+    /// cloakroom's Redis, shared with the server and other verifiers.
+    #[cfg(feature = "redis")]
+    Redis(crate::store::RedisOnce),
+}
+
+impl Replay {
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, RemoteError> {
+        match self {
+            Self::Local(seen) => {
+                if seen.len() % 1024 == 1023 {
+                    seen.retain(|_, until| *until > now.unix_timestamp());
+                }
+                match seen.entry(*key) {
+                    dashmap::Entry::Occupied(mut e) if *e.get() <= now.unix_timestamp() => {
+                        e.insert(until.unix_timestamp());
+                        Ok(true)
+                    }
+                    dashmap::Entry::Occupied(_) => Ok(false),
+                    dashmap::Entry::Vacant(e) => {
+                        e.insert(until.unix_timestamp());
+                        Ok(true)
+                    }
+                }
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(once) => once
+                .first_use(key, until, now)
+                .await
+                .map_err(|_| RemoteError::Unavailable),
+        }
+    }
 }
 
 /// Verifies cloakroom access tokens locally, following revocations in the background.
@@ -133,6 +189,8 @@ pub struct RemoteVerifier {
     /// When the keys were last fetched, for the refresh limit.
     fetched: tokio::sync::Mutex<Instant>,
     revoked: dashmap::DashMap<String, i64, foldhash::fast::RandomState>,
+    /// DPoP proofs accepted, against replay.
+    replay: Replay,
     /// Tokens issued at or before this (unix seconds) are refused (the store lost its sessions).
     revoked_before: AtomicI64,
     /// Whether the revocation feed is complete right now.
@@ -172,11 +230,21 @@ impl RemoteVerifier {
             max_lifetime_secs: 86_400,
         };
         let has_feed = !matches!(config.revocations, RevocationSource::None);
+        let replay = match &config.revocations {
+            #[cfg(feature = "redis")]
+            RevocationSource::Redis { url, prefix } => Replay::Redis(
+                crate::store::RedisOnce::open(url, prefix)
+                    .await
+                    .map_err(|e| RemoteError::Keys(format!("Redis: {e}")))?,
+            ),
+            _ => Replay::Local(Default::default()),
+        };
         let verifier = Arc::new(Self {
             keys: ArcSwap::from_pointee(KeyRing::new(None, [])),
             policy,
             fetched: tokio::sync::Mutex::new(Instant::now()),
             revoked: Default::default(),
+            replay,
             revoked_before: AtomicI64::new(i64::MIN),
             feed_up: AtomicBool::new(!has_feed),
             down_since_ms: AtomicI64::new(-1),
@@ -234,8 +302,65 @@ impl RemoteVerifier {
     }
 
     /// Checks a token: signature by the key its `kid` names, claims, revocation. Makes no
-    /// request, except a rate-limited key refresh when the `kid` is unknown.
+    /// request, except a rate-limited key refresh when the `kid` is unknown. A DPoP-bound token
+    /// is refused here (see [`RemoteVerifier::verify_dpop`]).
     pub async fn verify(&self, token: &str) -> Result<RemoteIdentity, RemoteError> {
+        let claims = self.claims(token).await?;
+        claims.usable_as_bearer()?;
+        self.identity(claims)
+    }
+
+    /// Checks a DPoP-bound token (`Authorization: DPoP <token>`) with its `proof` (the `DPoP`
+    /// header) for a request to `method` `path` on [`RemoteConfig::service_origin`]: the token
+    /// as [`RemoteVerifier::verify`] does, then RFC 9449 §4.3: the proof's `htm`, `htu`, `iat`
+    /// within 60 s, `ath`, its signature by the key the token is bound to (`cnf.jkt`), and its
+    /// first use (see the module's notes on where proofs are remembered). Server nonces are not
+    /// asked for here.
+    pub async fn verify_dpop(
+        &self,
+        token: &str,
+        proof: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<RemoteIdentity, RemoteError> {
+        use crate::dpop::{self, ProofError, ProofRules};
+        let origin = self
+            .config
+            .service_origin
+            .as_deref()
+            .ok_or(RemoteError::Proof(ProofError::Url))?;
+        let url = format!("{}{path}", origin.trim_end_matches('/'));
+        let claims = self.claims(token).await?;
+        let jkt = claims
+            .cnf
+            .as_ref()
+            .map(|c| c.jkt.clone())
+            .ok_or(RemoteError::Proof(ProofError::WrongKey))?;
+        let now = now();
+        let rules = ProofRules {
+            method,
+            url: &url,
+            now,
+            window: dpop::WINDOW,
+            access_token: Some(token),
+            bound_to: Some(&jkt),
+            nonces: None,
+        };
+        let proof = dpop::verify_proof(proof, &rules).map_err(RemoteError::Proof)?;
+        let identity = self.identity(claims)?;
+        let until = proof.iat.max(now) + dpop::WINDOW;
+        if !self
+            .replay
+            .first_use(&proof.replay_key(), until, now)
+            .await?
+        {
+            return Err(RemoteError::Proof(ProofError::Replayed));
+        }
+        Ok(identity)
+    }
+
+    /// A token's claims, verified: signature and policy.
+    async fn claims(&self, token: &str) -> Result<AccessClaims, RemoteError> {
         let verified = match jwt::verify(token, &self.keys.load()) {
             Err(VerifyError::UnknownKey) => {
                 // Refreshed by this call or, just before, by another one: try the keys again.
@@ -245,8 +370,11 @@ impl RemoteVerifier {
             other => other,
         };
         let (header, payload) = verified?;
-        let claims = self.policy.validate(&header, &payload, now())?;
-        claims.usable_as_bearer()?;
+        Ok(self.policy.validate(&header, &payload, now())?)
+    }
+
+    /// Who verified `claims` speak for, unless their session was ended (or the feed is down).
+    fn identity(&self, claims: AccessClaims) -> Result<RemoteIdentity, RemoteError> {
         self.check_feed()?;
         if self.revoked.contains_key(&claims.sid)
             || claims.iat <= self.revoked_before.load(Ordering::Acquire)

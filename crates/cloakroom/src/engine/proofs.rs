@@ -10,9 +10,8 @@ use super::request::Authenticated;
 use super::Auth;
 use crate::dpop::{self, Proof, ProofError, ProofRules};
 
-/// How far a proof's `iat` may be from now, either way; a proof is remembered (against replay)
-/// for as long as it could be accepted.
-pub const DPOP_WINDOW: Duration = Duration::seconds(60);
+/// How far a proof's `iat` may be from now, either way (see [`dpop::WINDOW`]).
+pub const DPOP_WINDOW: Duration = dpop::WINDOW;
 
 /// How long a server nonce is current; the one before it is accepted too.
 const NONCE_PERIOD: i64 = 300;

@@ -33,7 +33,7 @@ mod sqlite;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
-pub use redis::{RedisStore, RedisThrottle};
+pub use redis::{RedisOnce, RedisStore, RedisThrottle};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

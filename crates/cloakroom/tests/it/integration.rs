@@ -367,3 +367,209 @@ async fn embedded_mode_demands_step_up_per_route_and_a_required_second_factor() 
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "second_factor_required");
 }
+
+/// A DPoP client's ES256 key, signing proofs as a client library would.
+struct ClientKey(cloakroom::jwt::SigningKey, serde_json::Value);
+
+impl ClientKey {
+    fn new() -> Self {
+        let (key, _) = cloakroom::jwt::SigningKey::generate(
+            cloakroom::jwt::Algorithm::ES256,
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        let mut jwk = key.verify_key().to_jwk().unwrap();
+        for member in ["kid", "alg", "use"] {
+            jwk.as_object_mut().unwrap().remove(member);
+        }
+        Self(key, jwk)
+    }
+
+    fn jkt(&self) -> String {
+        cloakroom::dpop::thumbprint(&self.1).unwrap()
+    }
+
+    fn proof(&self, method: &str, url: &str, token: &str, iat: i64) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.1});
+        let claims = serde_json::json!({
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "htm": method,
+            "htu": url,
+            "iat": iat,
+            "ath": cloakroom::dpop::access_token_hash(token),
+        });
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = self.0.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+}
+
+/// A remote verifier checks a DPoP-bound token's proof (RFC 9449 §4.3) and remembers it in
+/// cloakroom's Redis, so a proof counts once across the server and every verifier; without
+/// Redis, once in its own memory. The extractor takes `Authorization: DPoP` with the proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_verifier_checks_dpop_proofs_once_across_verifiers_and_the_server() {
+    use cloakroom::dpop::ProofError;
+    let Some(prefix) = RedisPrefix::create("the_remote_verifier_checks_dpop_proofs").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let sql: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::open(
+            &prefix.url,
+            &prefix.prefix,
+            sql,
+            time::Duration::minutes(10),
+        )
+        .await
+        .unwrap(),
+    );
+    let cfg = config();
+    let (issuer, audience) = (cfg.jwt.issuer.clone(), cfg.jwt.audience.clone());
+    let auth = Arc::new(Auth::new(store, cfg, Arc::new(SystemClock)).await.unwrap());
+    let jwks = auth.jwks();
+    let keys = serve(Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    ))
+    .await;
+    let service = "https://api.example.test";
+    let verifier = |redis: bool| {
+        let mut config = RemoteConfig::new(&issuer, &audience);
+        config.jwks_url = format!("{keys}/.well-known/jwks.json");
+        config.service_origin = Some(service.into());
+        if redis {
+            config.revocations = RevocationSource::Redis {
+                url: prefix.url.clone(),
+                prefix: prefix.prefix.clone(),
+            };
+        }
+        RemoteVerifier::start(config)
+    };
+    let (one, two, local) = (
+        verifier(true).await.unwrap(),
+        verifier(true).await.unwrap(),
+        verifier(false).await.unwrap(),
+    );
+    let start = Instant::now();
+    while !(one.synced() && two.synced()) {
+        assert!(start.elapsed() < Duration::from_secs(5), "never synced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    auth.signup("dpop-remote@example.com", PW, &ClientInfo::default())
+        .await
+        .unwrap();
+    let key = ClientKey::new();
+    let mut req = LoginRequest::new("dpop-remote@example.com", PW);
+    req.dpop_jkt = Some(key.jkt());
+    let pair = auth.login_tokens(req).await.unwrap();
+    let token = pair.access_token.clone();
+    let now = cloakroom::Clock::now(&SystemClock).unix_timestamp();
+    let orders = format!("{service}/orders");
+
+    // As a bearer token it is refused.
+    assert!(matches!(
+        one.verify(&token).await,
+        Err(RemoteError::Invalid(_))
+    ));
+    // With its proof it passes, once on every verifier sharing the Redis, and the server
+    // itself finds that proof used.
+    let proof = key.proof("GET", &orders, &token, now);
+    assert!(one
+        .verify_dpop(&token, &proof, "GET", "/orders")
+        .await
+        .is_ok());
+    for v in [&one, &two] {
+        assert!(matches!(
+            v.verify_dpop(&token, &proof, "GET", "/orders").await,
+            Err(RemoteError::Proof(ProofError::Replayed))
+        ));
+    }
+    assert!(auth
+        .check_dpop_proof(&proof, "GET", &orders, Some(&token), Some(&key.jkt()))
+        .await
+        .is_err());
+    // A verifier without Redis remembers in its own memory.
+    let fresh = key.proof("GET", &orders, &token, now);
+    assert!(local
+        .verify_dpop(&token, &fresh, "GET", "/orders")
+        .await
+        .is_ok());
+    assert!(matches!(
+        local.verify_dpop(&token, &fresh, "GET", "/orders").await,
+        Err(RemoteError::Proof(ProofError::Replayed))
+    ));
+    // RFC 9449 §4.3 case by case.
+    let other = ClientKey::new();
+    let cases = [
+        (key.proof("POST", &orders, &token, now), ProofError::Method),
+        (
+            key.proof("GET", &format!("{service}/other"), &token, now),
+            ProofError::Url,
+        ),
+        (
+            key.proof("GET", &orders, &token, now - 120),
+            ProofError::Stale,
+        ),
+        (
+            key.proof("GET", &orders, "another token", now),
+            ProofError::AccessTokenHash,
+        ),
+        (
+            other.proof("GET", &orders, &token, now),
+            ProofError::WrongKey,
+        ),
+    ];
+    for (proof, want) in cases {
+        match one.verify_dpop(&token, &proof, "GET", "/orders").await {
+            Err(RemoteError::Proof(got)) => assert_eq!(got, want),
+            other => panic!("{want:?}: {other:?}"),
+        }
+    }
+    // An unbound token does not pass as a DPoP one.
+    let login = auth
+        .login(LoginRequest::new("dpop-remote@example.com", PW))
+        .await
+        .unwrap();
+    let (plain, _) = auth.mint_access_token(&login.user, &login.session).unwrap();
+    let proof = key.proof("GET", &orders, &plain, now);
+    assert!(one
+        .verify_dpop(&plain, &proof, "GET", "/orders")
+        .await
+        .is_err());
+
+    // The extractor of a service in remote mode.
+    let app = Router::new()
+        .route(
+            "/orders",
+            get(|Authenticated(id): Authenticated| async move { id.user_id }),
+        )
+        .layer(Verifier::Remote(Arc::clone(&one)).layer());
+    let base = serve(app).await;
+    let http = reqwest::Client::new();
+    let call = |proof: Option<String>| {
+        let mut rb = http
+            .get(format!("{base}/orders"))
+            .header("authorization", format!("DPoP {token}"));
+        if let Some(p) = proof {
+            rb = rb.header("dpop", p);
+        }
+        rb.send()
+    };
+    let proof = key.proof("GET", &orders, &token, now);
+    assert_eq!(call(Some(proof.clone())).await.unwrap().status(), 200);
+    assert_eq!(call(Some(proof)).await.unwrap().status(), 401, "replayed");
+    assert_eq!(call(None).await.unwrap().status(), 401, "no proof");
+    prefix.drop().await;
+}

@@ -459,6 +459,71 @@ impl super::MailStore for RedisStore {
     }
 }
 
+/// `SET NX` with the value's own expiry: whether this was its first use.
+async fn set_once(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    key: &[u8; 32],
+    until: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let ttl_ms = ((until - now).whole_milliseconds()).max(1);
+    let set: Option<String> = redis::cmd("SET")
+        .arg(keys.once(key))
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(map_err)?;
+    Ok(set.is_some())
+}
+
+/// The values-used-once memory of a cloakroom's Redis, for a remote verifier: the same keys as
+/// the server's, so a DPoP proof counts once across cloakroom and every verifier sharing it.
+#[derive(Clone)]
+pub struct RedisOnce {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for RedisOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOnce")
+            .field("prefix", &self.keys.prefix)
+            .finish()
+    }
+}
+
+impl RedisOnce {
+    /// The memory in Redis at `url` under `prefix` (cloakroom's `--redis-prefix`).
+    pub async fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        if !valid_prefix(prefix) {
+            return Err(StoreError::Backend(
+                "the Redis key prefix may hold only letters, digits and _-.:".into(),
+            ));
+        }
+        let (_, conn) = connect(url).await?;
+        Ok(Self {
+            conn,
+            keys: Keys {
+                prefix: prefix.to_string(),
+            },
+        })
+    }
+
+    /// Whether `key` is used here for the first time; it is remembered until `until`.
+    pub async fn first_use(
+        &self,
+        key: &[u8; 32],
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        set_once(&self.conn, &self.keys, key, until, now).await
+    }
+}
+
 /// Values used once live in Redis, each expiring on its own: `SET NX` answers who was first.
 #[async_trait]
 impl super::ReplayStore for RedisStore {
@@ -468,17 +533,7 @@ impl super::ReplayStore for RedisStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let ttl_ms = ((until - now).whole_milliseconds()).max(1);
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.once(key))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
-        Ok(set.is_some())
+        set_once(&self.conn, &self.keys, key, until, now).await
     }
     async fn delete_expired_uses(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
         // Each expires by itself.
