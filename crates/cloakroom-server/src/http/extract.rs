@@ -216,7 +216,14 @@ impl FromRequestParts<AppState> for CurrentSession {
                 &parts.headers,
             )
             .await
-            .map_err(|r| completed(state, ApiError::from(r)))?;
+            .map_err(|r| {
+                let e = ApiError::from(r);
+                if e.wants_dpop_nonce() {
+                    e.with_dpop_nonce(state.auth.dpop_nonce())
+                } else {
+                    e
+                }
+            })?;
         if let (Some(cookie), Some(slot)) = (
             caller.renewed_cookie,
             parts.extensions.get::<CookieRenewal>(),
@@ -224,15 +231,6 @@ impl FromRequestParts<AppState> for CurrentSession {
             *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cookie);
         }
         admit(state, caller.who, parts.uri.path()).map(CurrentSession)
-    }
-}
-
-/// A refusal with the server's DPoP nonce when the client must put it in its next proof.
-pub fn completed(state: &AppState, e: ApiError) -> ApiError {
-    if e.wants_dpop_nonce() {
-        e.with_dpop_nonce(state.auth.dpop_nonce())
-    } else {
-        e
     }
 }
 

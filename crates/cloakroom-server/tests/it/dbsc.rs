@@ -224,10 +224,9 @@ async fn binds_and_refreshes(alg: Algorithm) {
     // The unbound session ended: its cookie is void at once; the bound one works.
     assert_ne!(b.cookies["cloakroom_session"], unbound);
     assert_eq!(t.whoami_status(&unbound).await, 401);
-    let res = b.get(&t, "/auth/whoami").await;
-    assert_eq!(res.status(), 200);
-    let who: Value = res.json().await.unwrap();
-    assert_eq!(who["session"]["id"], id.as_str());
+    // The browser knows the binding by its key's thumbprint.
+    assert_eq!(id, cloakroom::dpop::thumbprint(&b.jwk).unwrap());
+    assert_eq!(b.get(&t, "/auth/whoami").await.status(), 200);
     let list: Value = b.get(&t, "/auth/sessions").await.json().await.unwrap();
     assert_eq!(list["sessions"][0]["binding"], "dbsc", "{list}");
     assert!(events(&t, &b).await.contains(&"session_bound".to_string()));
@@ -571,4 +570,47 @@ async fn a_session_binds_once_however_many_registrations_race() {
             "{statuses:?}"
         );
     }
+}
+
+/// A bound session's successors (a step-up, a password change) keep the binding: the browser's
+/// bound cookie and its refreshes carry on across them, and the copy of the old cookie is void.
+#[tokio::test]
+async fn the_binding_survives_a_step_up_and_a_password_change() {
+    let t = TestServer::start().await;
+    t.signup("successor@example.com", PASSWORD).await;
+    let mut b = Browser::new(Algorithm::ES256);
+    b.bind(&t, "successor@example.com").await;
+    let before = b.cookies["cloakroom_session"].clone();
+    let res = t
+        .req(Method::POST, "/auth/reauthenticate")
+        .header("cookie", b.cookie_header())
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    b.take_cookies(&res);
+    assert_ne!(b.cookies["cloakroom_session"], before);
+    assert_eq!(b.get(&t, "/auth/whoami").await.status(), 200);
+    let list: Value = b.get(&t, "/auth/sessions").await.json().await.unwrap();
+    assert_eq!(list["sessions"][0]["binding"], "dbsc");
+    let res = t
+        .req(Method::POST, "/auth/password")
+        .header("cookie", b.cookie_header())
+        .json(
+            &json!({"current_password": PASSWORD, "new_password": "another horse battery staple"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    b.take_cookies(&res);
+    assert_eq!(b.get(&t, "/auth/whoami").await.status(), 200);
+    // The bound cookie runs out; the refresh names the same binding and renews it.
+    t.clock.advance(Duration::minutes(10));
+    assert_eq!(b.get(&t, "/auth/whoami").await.status(), 401);
+    b.challenge = None;
+    assert_eq!(b.refresh(&t.http, &t.base).await, 200);
+    assert_eq!(b.get(&t, "/auth/whoami").await.status(), 200);
+    assert_eq!(t.whoami_status(&before).await, 401);
 }

@@ -2,13 +2,17 @@
 //! browser's key and renewing its bound cookie. The wire formats are [`crate::dbsc`]'s.
 //!
 //! Challenges and bound cookies are MACs under a key every instance shares, so any instance
-//! checks what another gave out without a store read: a challenge names its session and the
-//! time it was given; a bound cookie names its session, the session's key and its expiry. A
-//! challenge counts once on every instance (one store write, the only one of a refresh).
+//! checks what another gave out without a store read: a registration challenge names the
+//! unbound session, a refresh challenge the binding, each with the time it was given; a bound
+//! cookie names the browser's key and its expiry. A challenge counts once on every instance
+//! (one store write, the only one of a refresh).
 //!
 //! Binding starts a successor session (new id and secret, everything else kept) and ends the
 //! unbound one, so a copy of the old cookie is void everywhere at once by the revocation every
-//! instance already follows, and no cached copy of the session can miss the binding.
+//! instance already follows, and no cached copy of the session can miss the binding. The
+//! browser knows the binding by the key's thumbprint ([`Auth::dbsc_id`]), not by the session
+//! id: a successor of a bound session (step-up, a password change) keeps the key, so the
+//! browser's bound cookie and refreshes carry on across it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -55,25 +59,25 @@ impl Binder {
         out
     }
 
-    /// `time`, 96 random bits, and a MAC of both with `label`, `sid` and `extra`, base64url:
-    /// two stamps made in the same second differ.
-    fn stamp(&self, label: &[u8], sid: SessionId, extra: &[u8], time: i64) -> String {
+    /// `time`, 96 random bits, and a MAC of both with `label` and `subject`, base64url: two
+    /// stamps made in the same second differ.
+    fn stamp(&self, label: &[u8], subject: &[u8], time: i64) -> String {
         let mut out = time.to_be_bytes().to_vec();
         let mut salt = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
         out.extend_from_slice(&salt);
-        out.extend_from_slice(&self.mac(&[label, sid.0.as_bytes(), extra, &out]));
+        out.extend_from_slice(&self.mac(&[label, subject, &out]));
         URL_SAFE_NO_PAD.encode(out)
     }
 
     /// The time a stamp made by [`Binder::stamp`] with the same inputs carries, if it is one.
-    fn read_stamp(&self, label: &[u8], sid: SessionId, extra: &[u8], value: &str) -> Option<i64> {
+    fn read_stamp(&self, label: &[u8], subject: &[u8], value: &str) -> Option<i64> {
         let bytes = crate::jwt::STRICT.decode(value).ok()?;
         if bytes.len() != 36 {
             return None;
         }
         let (body, tag) = bytes.split_at(20);
-        let want = self.mac(&[label, sid.0.as_bytes(), extra, body]);
+        let want = self.mac(&[label, subject, body]);
         crate::secrets_equal(tag, &want)
             .then(|| i64::from_be_bytes(body[..8].try_into().unwrap_or_default()))
     }
@@ -85,10 +89,28 @@ impl Auth {
         self.config.dbsc
     }
 
-    /// A challenge for the session `id`'s next proof.
-    pub fn dbsc_challenge(&self, id: SessionId) -> String {
+    /// The challenge an unbound session `id`'s registration proof must answer (given in the
+    /// login's `Secure-Session-Registration`).
+    pub fn dbsc_registration_challenge(&self, id: SessionId) -> String {
         self.binder
-            .stamp(b"challenge", id, b"", self.now().unix_timestamp())
+            .stamp(b"register", id.0.as_bytes(), self.now().unix_timestamp())
+    }
+
+    /// How the browser names a bound session's binding (`session_identifier`,
+    /// `Sec-Secure-Session-Id`): its key's RFC 7638 thumbprint, which successors keep.
+    pub fn dbsc_id(&self, session: &Session) -> Option<String> {
+        let key: serde_json::Value = serde_json::from_str(session.dbsc_key.as_deref()?).ok()?;
+        crate::dpop::thumbprint(&key).ok()
+    }
+
+    /// The `Secure-Session-Challenge` value giving a fresh challenge for a bound `session`'s
+    /// next refresh.
+    pub fn dbsc_challenge_header(&self, session: &Session) -> Option<String> {
+        let id = self.dbsc_id(session)?;
+        let challenge = self
+            .binder
+            .stamp(b"refresh", id.as_bytes(), self.now().unix_timestamp());
+        dbsc::challenge_header(&challenge, &id)
     }
 
     /// A fresh bound cookie's value for `session` and how long it lasts, if it is bound.
@@ -96,11 +118,7 @@ impl Auth {
         let key = session.dbsc_key.as_deref()?;
         let lifetime = self.config.bound_cookie_lifetime;
         let until = (self.now() + lifetime).unix_timestamp();
-        Some((
-            self.binder
-                .stamp(b"bound", session.id, key.as_bytes(), until),
-            lifetime,
-        ))
+        Some((self.binder.stamp(b"bound", key.as_bytes(), until), lifetime))
     }
 
     /// Whether `who`'s session may be used with the cookies it came with: a bound session only
@@ -126,10 +144,7 @@ impl Auth {
         };
         let now = self.now().unix_timestamp();
         let fresh = bound
-            .and_then(|v| {
-                self.binder
-                    .read_stamp(b"bound", session.id, key.as_bytes(), v)
-            })
+            .and_then(|v| self.binder.read_stamp(b"bound", key.as_bytes(), v))
             .is_some_and(|until| now < until);
         if fresh {
             Ok(())
@@ -141,13 +156,19 @@ impl Auth {
         }
     }
 
-    /// Takes the challenge a proof for session `id` answers: one this server gave for that
-    /// session, recent enough, and not answered before on any instance.
-    async fn take_challenge(&self, id: SessionId, jti: &str) -> Result<(), AuthError> {
+    /// Takes the challenge a proof answers: one this server gave (`label`) for `subject` (the
+    /// unbound session's id, or the binding's), recent enough, and not answered before on any
+    /// instance.
+    async fn take_challenge(
+        &self,
+        label: &[u8],
+        subject: &[u8],
+        jti: &str,
+    ) -> Result<(), AuthError> {
         let now = self.now();
         let issued = self
             .binder
-            .read_stamp(b"challenge", id, b"", jti)
+            .read_stamp(label, subject, jti)
             .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
             .ok_or(AuthError::Dbsc(DbscError::Challenge))?;
         let until = issued + self.config.bound_cookie_lifetime + CHALLENGE_SLACK;
@@ -156,7 +177,9 @@ impl Auth {
         }
         let mut h = Sha256::new();
         h.update(b"dbsc challenge\0");
-        h.update(id.0.as_bytes());
+        h.update(label);
+        h.update(b"\0");
+        h.update(subject);
         h.update(jti.as_bytes());
         if !self
             .store
@@ -193,7 +216,8 @@ impl Auth {
             Ok(r) => r,
             Err(e) => return Err(self.proof_refused(who, e).await),
         };
-        self.take_challenge(old.id, &registration.jti).await?;
+        self.take_challenge(b"register", old.id.0.as_bytes(), &registration.jti)
+            .await?;
         let (session, token) = self
             .sessions
             .successor(old, Some(registration.jwk.to_string()));
@@ -219,7 +243,7 @@ impl Auth {
     }
 
     /// Checks a refresh of `who`'s bound session (`POST /auth/dbsc/refresh`): `session_id`
-    /// (`Sec-Secure-Session-Id`) must name it, and `proof` answer a current challenge with the
+    /// (`Sec-Secure-Session-Id`) must name its binding ([`Auth::dbsc_id`]), and `proof` answer a current challenge with the
     /// session's key. Without a proof, or with one over a stale or spent challenge, the answer
     /// is [`DbscError::Challenge`]/[`DbscError::Replayed`]: the client asks again with a new
     /// challenge. The caller then hands out [`Auth::bound_cookie`].
@@ -234,7 +258,12 @@ impl Auth {
                 "the session is not bound",
             )));
         };
-        if session_id != who.session.id.to_string() {
+        let id = self
+            .dbsc_id(&who.session)
+            .ok_or(AuthError::Dbsc(DbscError::State(
+                "the session's key is unreadable",
+            )))?;
+        if session_id != id {
             return Err(AuthError::Dbsc(DbscError::WrongSession));
         }
         let proof = proof.ok_or(AuthError::Dbsc(DbscError::Challenge))?;
@@ -247,7 +276,7 @@ impl Auth {
             Ok(jti) => jti,
             Err(e) => return Err(self.proof_refused(who, e).await),
         };
-        match self.take_challenge(who.session.id, &jti).await {
+        match self.take_challenge(b"refresh", id.as_bytes(), &jti).await {
             Err(AuthError::Dbsc(DbscError::Replayed)) => {
                 Err(self.proof_refused(who, DbscError::Replayed).await)
             }
@@ -274,22 +303,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stamps_name_their_session_and_inputs() {
+    fn stamps_name_their_subject_and_purpose() {
         let b = Binder::new(b"one shared key of enough length..");
         let other = Binder::new(b"another shared key, just as long.");
-        let (s1, s2) = (SessionId::random(), SessionId::random());
-        let v = b.stamp(b"bound", s1, b"key", 1_800_000_000);
-        assert_ne!(v, b.stamp(b"bound", s1, b"key", 1_800_000_000));
-        assert_eq!(b.read_stamp(b"bound", s1, b"key", &v), Some(1_800_000_000));
-        assert_eq!(b.read_stamp(b"bound", s2, b"key", &v), None);
-        assert_eq!(b.read_stamp(b"bound", s1, b"other key", &v), None);
-        assert_eq!(b.read_stamp(b"challenge", s1, b"key", &v), None);
-        assert_eq!(other.read_stamp(b"bound", s1, b"key", &v), None);
+        let v = b.stamp(b"bound", b"key", 1_800_000_000);
+        assert_ne!(v, b.stamp(b"bound", b"key", 1_800_000_000));
+        assert_eq!(b.read_stamp(b"bound", b"key", &v), Some(1_800_000_000));
+        assert_eq!(b.read_stamp(b"bound", b"other key", &v), None);
+        assert_eq!(b.read_stamp(b"refresh", b"key", &v), None);
+        assert_eq!(other.read_stamp(b"bound", b"key", &v), None);
         // The time cannot be moved without the key.
         let mut bytes = URL_SAFE_NO_PAD.decode(&v).unwrap();
         bytes[7] ^= 1;
         let moved = URL_SAFE_NO_PAD.encode(bytes);
-        assert_eq!(b.read_stamp(b"bound", s1, b"key", &moved), None);
-        assert_eq!(b.read_stamp(b"bound", s1, b"key", "not base64!"), None);
+        assert_eq!(b.read_stamp(b"bound", b"key", &moved), None);
+        assert_eq!(b.read_stamp(b"bound", b"key", "not base64!"), None);
     }
 }

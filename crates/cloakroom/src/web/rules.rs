@@ -169,7 +169,7 @@ impl RequestRules {
         let value = creds.cookie.ok_or(Refusal::Unauthenticated)?;
         let who = auth.authenticate_cookie(value).await.map_err(refused)?;
         auth.check_binding(&who, super::bound_cookie(headers, &self.cookie))
-            .map_err(|e| binding_refused(auth, e))?;
+            .map_err(|e| binding_refused(auth, &who, e))?;
         let renewed_cookie = if holds_jwt(value) && needs_renewal(value, auth.now()) {
             let (jwt, _) = auth
                 .mint_access_token(&who.user, &who.session)
@@ -196,7 +196,7 @@ impl RequestRules {
             .ok_or(Refusal::Unauthenticated)?;
         let who = auth.authenticate_cookie(value).await.map_err(refused)?;
         auth.check_binding(&who, super::bound_cookie(headers, &self.cookie))
-            .map_err(|e| binding_refused(auth, e))?;
+            .map_err(|e| binding_refused(auth, &who, e))?;
         Ok(who)
     }
 
@@ -239,18 +239,13 @@ impl RequestRules {
 }
 
 /// A refusal by [`Auth::check_binding`], with a bound session's refresh challenge.
-fn binding_refused(auth: &Auth, e: AuthError) -> Refusal {
+fn binding_refused(auth: &Auth, who: &Authenticated, e: AuthError) -> Refusal {
     match e {
         AuthError::DeviceBinding { session, bound } => Refusal::DeviceBinding {
             session,
             bound,
             challenge: bound
-                .then(|| {
-                    crate::dbsc::challenge_header(
-                        &auth.dbsc_challenge(session),
-                        &session.to_string(),
-                    )
-                })
+                .then(|| auth.dbsc_challenge_header(&who.session))
                 .flatten(),
         },
         e => refused(e),

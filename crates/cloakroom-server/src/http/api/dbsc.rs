@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::dbsc::{self, DbscError, DbscMode, Instructions};
-use cloakroom::{AuthError, Session, SessionId, Transport};
+use cloakroom::{AuthError, Session, Transport};
 use serde_json::json;
 
 use crate::http::error::ApiError;
@@ -25,11 +25,6 @@ pub fn router() -> Router<AppState> {
         .route(routes::DBSC_WELL_KNOWN, get(well_known))
 }
 
-/// The `Secure-Session-Challenge` value with a fresh challenge for session `sid`.
-pub fn challenge_header(state: &AppState, sid: SessionId) -> Option<String> {
-    dbsc::challenge_header(&state.auth.dbsc_challenge(sid), &sid.to_string())
-}
-
 /// The `Secure-Session-Registration` header a login's response carries for its new `session`,
 /// when DBSC is on and the session is a cookie session.
 pub fn offer(state: &AppState, session: &Session) -> Option<HeaderValue> {
@@ -38,7 +33,7 @@ pub fn offer(state: &AppState, session: &Session) -> Option<HeaderValue> {
     }
     let value = dbsc::registration_header(
         routes::DBSC_REGISTER,
-        &state.auth.dbsc_challenge(session.id),
+        &state.auth.dbsc_registration_challenge(session.id),
     )?;
     HeaderValue::from_str(&value).ok()
 }
@@ -52,7 +47,7 @@ fn not_offered(state: &AppState) -> Result<(), ApiError> {
 
 /// What the bound cookie covers: this origin, or with a cookie domain the whole site (its
 /// cookie goes to every host of the domain, and so must the bound cookie).
-fn instructions(state: &AppState, session: SessionId) -> Option<Instructions> {
+fn instructions(state: &AppState, session: &Session) -> Option<Instructions> {
     let cookie = state.rules.cookie();
     let public = state.rules.origins().first()?;
     let (origin, include_site) = match cookie.domain() {
@@ -60,7 +55,7 @@ fn instructions(state: &AppState, session: SessionId) -> Option<Instructions> {
         None => (public.clone(), false),
     };
     Some(Instructions {
-        session_identifier: session.to_string(),
+        session_identifier: state.auth.dbsc_id(session)?,
         refresh_url: format!("{public}{}", routes::DBSC_REFRESH),
         scope: dbsc::Scope {
             origin,
@@ -98,7 +93,7 @@ fn sf_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError
 /// A 200 with the session instructions, the bound cookie (and `extra` cookies), and the
 /// challenge for the next refresh.
 fn bound_answer(state: &AppState, session: &Session, extra: Option<String>) -> Response {
-    let body = instructions(state, session.id).map_or_else(|| json!({}), |i| json!(i));
+    let body = instructions(state, session).map_or_else(|| json!({}), |i| json!(i));
     let mut res = Json(body).into_response();
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -111,8 +106,10 @@ fn bound_answer(state: &AppState, session: &Session, extra: Option<String>) -> R
             h.append(header::SET_COOKIE, v);
         }
     }
-    if let Some(v) =
-        challenge_header(state, session.id).and_then(|c| HeaderValue::from_str(&c).ok())
+    if let Some(v) = state
+        .auth
+        .dbsc_challenge_header(session)
+        .and_then(|c| HeaderValue::from_str(&c).ok())
     {
         h.insert(dbsc::CHALLENGE, v);
     }
@@ -165,7 +162,7 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         Ok(()) => Ok(bound_answer(&state, &who.session, None)),
         Err(AuthError::Dbsc(e @ (DbscError::Challenge | DbscError::Replayed))) => {
             let refusal = ApiError::new(StatusCode::FORBIDDEN, "session_challenge", e.to_string());
-            Ok(match challenge_header(&state, who.session.id) {
+            Ok(match state.auth.dbsc_challenge_header(&who.session) {
                 Some(c) => refusal.with_session_challenge(c),
                 None => refusal,
             }
