@@ -124,8 +124,13 @@ impl Auth {
     /// Whether `who`'s session may be used with the cookies it came with: a bound session only
     /// with a bound cookie that has not run out; an unbound cookie session, when the deployment
     /// requires binding, only while it is new enough to be registering. Free for unbound
-    /// sessions where binding is optional, and where DBSC is off (bindings are not enforced).
-    pub fn check_binding(&self, who: &Authenticated, bound: Option<&str>) -> Result<(), AuthError> {
+    /// sessions where binding is optional, and where DBSC is off (bindings are not enforced):
+    /// `bound` (the bound cookie's value, if one came) is read only for a bound session.
+    pub fn check_binding<'a>(
+        &self,
+        who: &Authenticated,
+        bound: impl FnOnce() -> Option<&'a str>,
+    ) -> Result<(), AuthError> {
         let session = &who.session;
         let mode = self.config.dbsc;
         if mode == DbscMode::Off || session.transport != Transport::Cookie {
@@ -143,7 +148,7 @@ impl Auth {
             return Ok(());
         };
         let now = self.now().unix_timestamp();
-        let fresh = bound
+        let fresh = bound()
             .and_then(|v| self.binder.read_stamp(b"bound", key.as_bytes(), v))
             .is_some_and(|until| now < until);
         if fresh {

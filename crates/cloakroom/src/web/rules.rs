@@ -168,7 +168,7 @@ impl RequestRules {
         }
         let value = creds.cookie.ok_or(Refusal::Unauthenticated)?;
         let who = auth.authenticate_cookie(value).await.map_err(refused)?;
-        auth.check_binding(&who, super::bound_cookie(headers, &self.cookie))
+        auth.check_binding(&who, || super::bound_cookie(headers, &self.cookie))
             .map_err(|e| binding_refused(auth, &who, e))?;
         let renewed_cookie = if holds_jwt(value) && needs_renewal(value, auth.now()) {
             let (jwt, _) = auth
@@ -195,7 +195,7 @@ impl RequestRules {
             .session_cookie(headers)
             .ok_or(Refusal::Unauthenticated)?;
         let who = auth.authenticate_cookie(value).await.map_err(refused)?;
-        auth.check_binding(&who, super::bound_cookie(headers, &self.cookie))
+        auth.check_binding(&who, || super::bound_cookie(headers, &self.cookie))
             .map_err(|e| binding_refused(auth, &who, e))?;
         Ok(who)
     }
