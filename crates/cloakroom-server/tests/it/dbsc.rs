@@ -187,6 +187,17 @@ impl Browser {
     }
 }
 
+/// The statuses of requests sent all at once.
+async fn all_statuses(
+    requests: impl Iterator<Item = impl std::future::Future<Output = reqwest::Result<Response>>>,
+) -> Vec<u16> {
+    futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect()
+}
+
 async fn events(t: &TestServer, b: &Browser) -> Vec<String> {
     let res = b.get(t, "/auth/events").await;
     assert_eq!(res.status(), 200);
@@ -460,11 +471,7 @@ pub(crate) async fn a_copied_cookie_is_refused_across(a: &TestServer, b: &TestSe
             .header("cookie", cookie)
             .send()
     });
-    let statuses: Vec<u16> = futures::future::join_all(tries)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
+    let statuses = all_statuses(tries).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     // The thief's own key cannot refresh, on either instance.
     let mut thief = Browser::new(Algorithm::ES256);
@@ -491,11 +498,7 @@ pub(crate) async fn a_copied_cookie_is_refused_across(a: &TestServer, b: &TestSe
             )
             .send()
     });
-    let statuses: Vec<u16> = futures::future::join_all(racing)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
+    let statuses = all_statuses(racing).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         1,
@@ -555,11 +558,7 @@ async fn a_session_binds_once_however_many_registrations_race() {
                 .header("secure-session-response", &proof)
                 .send()
         });
-        let statuses: Vec<u16> = futures::future::join_all(racing)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().status().as_u16())
-            .collect();
+        let statuses = all_statuses(racing).await;
         assert_eq!(
             statuses.iter().filter(|s| **s == 200).count(),
             1,

@@ -176,15 +176,14 @@ async fn embedded_mode_recognises_cookies_and_bearers_and_enforces_roles() {
     assert_eq!(res.status(), 500);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_remote_verifier_follows_revocations_from_redis() {
-    let Some(prefix) =
-        RedisPrefix::create("the_remote_verifier_follows_revocations_from_redis").await
-    else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+/// An engine on SQLite in `dir` with Redis under `prefix` in front, its JWKS served, and the
+/// settings of a remote verifier of its tokens (following revocations from that Redis when
+/// asked).
+async fn engine_on_redis(
+    prefix: &RedisPrefix,
+    dir: &std::path::Path,
+) -> (Arc<Auth>, impl Fn(bool) -> RemoteConfig) {
+    let url = format!("sqlite://{}", dir.join("r.db").display());
     let sql: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
     let store: Arc<dyn Store> = Arc::new(
         RedisStore::open(
@@ -208,13 +207,31 @@ async fn the_remote_verifier_follows_revocations_from_redis() {
         }),
     ))
     .await;
-    let mut config = RemoteConfig::new(&issuer, &audience);
-    config.jwks_url = format!("{keys}/.well-known/jwks.json");
-    config.revocations = RevocationSource::Redis {
-        url: prefix.url.clone(),
-        prefix: prefix.prefix.clone(),
+    let (redis_url, redis_prefix) = (prefix.url.clone(), prefix.prefix.clone());
+    let verifier_config = move |redis: bool| {
+        let mut config = RemoteConfig::new(&issuer, &audience);
+        config.jwks_url = format!("{keys}/.well-known/jwks.json");
+        if redis {
+            config.revocations = RevocationSource::Redis {
+                url: redis_url.clone(),
+                prefix: redis_prefix.clone(),
+            };
+        }
+        config
     };
-    let verifier = RemoteVerifier::start(config).await.unwrap();
+    (auth, verifier_config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_verifier_follows_revocations_from_redis() {
+    let Some(prefix) =
+        RedisPrefix::create("the_remote_verifier_follows_revocations_from_redis").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, verifier_config) = engine_on_redis(&prefix, dir.path()).await;
+    let verifier = RemoteVerifier::start(verifier_config(true)).await.unwrap();
     let start = Instant::now();
     while !verifier.synced() {
         assert!(start.elapsed() < Duration::from_secs(5), "never synced");
@@ -420,41 +437,11 @@ async fn the_remote_verifier_checks_dpop_proofs_once_across_verifiers_and_the_se
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("d.db").display());
-    let sql: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-    let store: Arc<dyn Store> = Arc::new(
-        RedisStore::open(
-            &prefix.url,
-            &prefix.prefix,
-            sql,
-            time::Duration::minutes(10),
-        )
-        .await
-        .unwrap(),
-    );
-    let cfg = config();
-    let (issuer, audience) = (cfg.jwt.issuer.clone(), cfg.jwt.audience.clone());
-    let auth = Arc::new(Auth::new(store, cfg, Arc::new(SystemClock)).await.unwrap());
-    let jwks = auth.jwks();
-    let keys = serve(Router::new().route(
-        "/.well-known/jwks.json",
-        get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    ))
-    .await;
+    let (auth, verifier_config) = engine_on_redis(&prefix, dir.path()).await;
     let service = "https://api.example.test";
     let verifier = |redis: bool| {
-        let mut config = RemoteConfig::new(&issuer, &audience);
-        config.jwks_url = format!("{keys}/.well-known/jwks.json");
+        let mut config = verifier_config(redis);
         config.service_origin = Some(service.into());
-        if redis {
-            config.revocations = RevocationSource::Redis {
-                url: prefix.url.clone(),
-                prefix: prefix.prefix.clone(),
-            };
-        }
         RemoteVerifier::start(config)
     };
     let (one, two, local) = (
