@@ -516,6 +516,36 @@ pub(crate) async fn a_copied_cookie_is_refused_across(a: &TestServer, b: &TestSe
     }
 }
 
+/// One registration proof sent to two instances at once, many times over: each session binds
+/// once, so one answer is 200 and the rest find the challenge used or the session ended.
+async fn a_session_binds_once_across(a: &TestServer, b: &TestServer) {
+    a.signup("race-across@example.com", PASSWORD).await;
+    for _ in 0..10 {
+        let mut browser = Browser::new(Algorithm::ES256);
+        let (path, challenge) = browser.login(a, "race-across@example.com").await.unwrap();
+        let proof = format!("\"{}\"", browser.proof(&challenge, true));
+        let cookies = browser.cookie_header();
+        let racing = (0..8).map(|i| {
+            let t = if i % 2 == 0 { a } else { b };
+            t.http
+                .post(t.url(&path))
+                .header("cookie", &cookies)
+                .header("secure-session-response", &proof)
+                .send()
+        });
+        let statuses = all_statuses(racing).await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| matches!(s, 200 | 400 | 401)),
+            "{statuses:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_cookie_is_refused_on_every_instance_on_postgresql() {
     let Some(schema) = PgSchema::create("a_copied_dbsc_cookie").await else {
@@ -524,6 +554,7 @@ async fn a_copied_cookie_is_refused_on_every_instance_on_postgresql() {
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
         let (a, b) = crate::postgres::pair(&schema.url, None).await;
         a_copied_cookie_is_refused_across(&a, &b).await;
+        a_session_binds_once_across(&a, &b).await;
     }))
     .await;
     schema.drop().await;
@@ -537,6 +568,7 @@ async fn a_copied_cookie_is_refused_on_every_instance_with_redis() {
     crate::with_redis::with_backends("a_copied_dbsc_cookie_with_redis", |url, redis| async move {
         let (a, b) = crate::postgres::pair(&url, Some(&redis)).await;
         a_copied_cookie_is_refused_across(&a, &b).await;
+        a_session_binds_once_across(&a, &b).await;
     })
     .await;
 }

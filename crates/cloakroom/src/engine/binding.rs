@@ -248,8 +248,8 @@ impl Auth {
     }
 
     /// Checks a refresh of `who`'s bound session (`POST /auth/dbsc/refresh`): `session_id`
-    /// (`Sec-Secure-Session-Id`) must name its binding ([`Auth::dbsc_id`]), and `proof` answer a current challenge with the
-    /// session's key. Without a proof, or with one over a stale or spent challenge, the answer
+    /// (`Sec-Secure-Session-Id`) must name its binding ([`Auth::dbsc_id`]), and `proof` answer a
+    /// current challenge with the session's key. Without a proof, or with one over a stale or spent challenge, the answer
     /// is [`DbscError::Challenge`]/[`DbscError::Replayed`]: the client asks again with a new
     /// challenge. The caller then hands out [`Auth::bound_cookie`].
     pub async fn refresh_binding(
