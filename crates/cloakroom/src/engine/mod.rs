@@ -17,6 +17,7 @@
 
 mod access_tokens;
 mod accounts;
+mod assertion;
 mod attempts;
 mod binding;
 mod config;

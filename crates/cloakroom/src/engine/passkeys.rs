@@ -20,16 +20,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use ring::hmac;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
-    WebauthnBuilder,
+    Passkey, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid,
+    Webauthn, WebauthnBuilder,
 };
 
+use super::assertion::{Expected, StoredCredential};
 use super::config::AuthConfig;
 use super::error::AuthError;
 use crate::clock::Clock;
@@ -88,7 +88,6 @@ fn next_sequence(now: OffsetDateTime) -> u64 {
 /// A challenge this server made and has not seen expire, read back.
 struct Challenge {
     bytes: Vec<u8>,
-    purpose: Purpose,
 }
 
 impl Challenge {
@@ -110,6 +109,7 @@ pub(crate) struct Assertion {
 
 pub(crate) struct Passkeys {
     webauthn: Webauthn,
+    expected: Expected,
     mac: hmac::Key,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -175,6 +175,7 @@ impl Passkeys {
             .and_then(|b| b.rp_name("cloakroom").build())
             .map_err(library)?;
         Ok(Self {
+            expected: Expected::new(&config.passkey_rp_id, &origin),
             webauthn,
             mac: hmac::Key::new(hmac::HMAC_SHA256, challenge_key),
             store,
@@ -240,7 +241,7 @@ impl Passkeys {
         if expires_at <= self.clock.now_secs() {
             return Err(bad("an expired challenge"));
         }
-        Ok(Challenge { bytes, purpose })
+        Ok(Challenge { bytes })
     }
 
     /// The creation options of a new passkey for `user` (as
@@ -381,69 +382,51 @@ impl Passkeys {
 
     /// Checks an assertion made from [`Passkeys::login_options`], by `expected`'s passkeys when
     /// given (a second factor, a step-up) or else by the user the authenticator names: the
-    /// challenge must be one made here and not expired, the signature must verify with the
-    /// credential's stored key, user verification must have happened, the signature counter
-    /// must not go back (for a credential that is not synced), and a ceremony started for one
-    /// user accepts only that user's passkeys. Nothing is written: see [`Passkeys::commit`].
+    /// challenge must be one made here and not expired, and a ceremony started for one user
+    /// accepts only that user's passkeys; the rest (origin, RP ID, user verification, the
+    /// signature with the credential's stored key, a counter that must not go back) is
+    /// [`StoredCredential::check`]'s. Nothing is written: see [`Passkeys::commit`].
     pub(crate) async fn verify(
         &self,
         credential: &Value,
         expected: Option<UserId>,
     ) -> Result<Assertion, AuthError> {
-        let credential: PublicKeyCredential = serde_json::from_value(credential.clone())
+        let credential = PublicKeyCredential::deserialize(credential)
             .map_err(|_| AuthError::MalformedCredential)?;
-        let user = match expected {
-            Some(user) => user,
-            None => {
-                let (uuid, _) = self
-                    .webauthn
-                    .identify_discoverable_authentication(&credential)
-                    .map_err(|_| bad("no user handle"))?;
-                UserId(Uuid::from_bytes(*uuid.as_bytes()))
+        // The user handle is not signed: it only says whose passkeys to look among.
+        let named = match credential.response.user_handle.as_ref() {
+            Some(handle) => Some(
+                Uuid::from_slice(handle.as_ref())
+                    .map(UserId)
+                    .map_err(|_| bad("a user handle that is not one of ours"))?,
+            ),
+            None => None,
+        };
+        let user = match (expected, named) {
+            (Some(user), Some(named)) if named != user => {
+                return Err(bad("another user's handle"));
             }
+            (Some(user), _) | (None, Some(user)) => user,
+            (None, None) => return Err(bad("no user handle")),
         };
         let challenge = self.check(
             credential.response.client_data_json.as_slice(),
             &[Purpose::AnyUser, Purpose::OneUser],
             Some(user),
         )?;
-        let keys = self.stored(user).await?;
-        let result = match challenge.purpose {
-            Purpose::OneUser => {
-                let passkeys: Vec<Passkey> = keys.iter().map(|(_, p)| p.clone()).collect();
-                let (_, state) = self
-                    .webauthn
-                    .start_passkey_authentication(&passkeys)
-                    .map_err(|_| bad("no passkeys"))?;
-                let state: PasskeyAuthentication = with_challenge(&state, "ast", &challenge.bytes)?;
-                self.webauthn
-                    .finish_passkey_authentication(&credential, &state)
-            }
-            _ => {
-                let (_, state) = self
-                    .webauthn
-                    .start_discoverable_authentication()
-                    .map_err(library)?;
-                let state: DiscoverableAuthentication =
-                    with_challenge(&state, "ast", &challenge.bytes)?;
-                let discoverable: Vec<DiscoverableKey> =
-                    keys.iter().map(|(_, p)| DiscoverableKey::from(p)).collect();
-                self.webauthn
-                    .finish_discoverable_authentication(&credential, state, &discoverable)
-            }
-        }
-        .map_err(|e| bad(&e.to_string()))?;
-        if !result.user_verified() {
-            return Err(bad("no user verification"));
-        }
-        let Some((factor, mut passkey)) = keys
+        let Some((factor, stored)) = self
+            .stored(user)
+            .await?
             .into_iter()
-            .find(|(_, p)| p.cred_id() == result.cred_id())
+            .find(|(_, p)| p.cred_id().as_slice() == credential.raw_id.as_slice())
         else {
             return Err(bad("not one of the user's passkeys"));
         };
-        passkey.update_credential(&result);
-        let key = if result.backup_eligible() {
+        let stored = StoredCredential::new(&stored).map_err(bad)?;
+        let checked = stored
+            .check(&credential, &challenge.bytes, &self.expected)
+            .map_err(bad)?;
+        let key = if checked.backup_eligible {
             Amr::SWK
         } else {
             Amr::HWK
@@ -454,7 +437,7 @@ impl Passkeys {
             used: PasskeyUse {
                 user,
                 factor: factor.id,
-                credential: encode(&passkey)?,
+                credential: encode(&stored.after(&checked))?,
                 at: self.clock.now_secs(),
                 challenge: challenge.order(),
             },
