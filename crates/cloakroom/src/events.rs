@@ -174,8 +174,10 @@ pub struct SecurityEvent {
 /// Records `event` after the change it tells of is done. The change is answered as done either
 /// way: an event that cannot be written (a full disk) is logged, never turned into a failure of
 /// what already happened, which the client would take for a change that did not.
-#[cfg(feature = "engine")]
-pub(crate) async fn record_after(store: &dyn crate::store::Store, event: &SecurityEvent) {
+pub(crate) async fn record_after<S: crate::store::EventStore + ?Sized>(
+    store: &S,
+    event: &SecurityEvent,
+) {
     if let Err(e) = store.record_event(event).await {
         tracing::warn!(
             user = %event.user_id,

@@ -98,6 +98,9 @@ pub struct PasskeyUse {
     pub factor: FactorId,
     /// The credential, as the WebAuthn library stores it.
     pub credential: Vec<u8>,
+    /// The credential as it was read for the check: the use is taken only while the stored one
+    /// is still that (not used on another instance since, nor removed).
+    pub previous: Vec<u8>,
     /// When it was used.
     pub at: OffsetDateTime,
     /// The challenge it answered: it must come after the last one the passkey answered.

@@ -89,8 +89,8 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Change, ChangeFeed, EventStore, FactorStore, KeyStore, ReplayStore, RevocationEvent, Rotation,
-    SessionStore, Store, StoreError, UserStore,
+    Change, ChangeFeed, EventStore, FactorStore, KeyStore, NewLogin, ReplayStore, RevocationEvent,
+    Rotation, SessionStore, Store, StoreError, UserStore,
 };
 #[cfg(feature = "redis")]
 pub use store::{RedisOnce, RedisStore, RedisThrottle};

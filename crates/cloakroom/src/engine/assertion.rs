@@ -126,6 +126,11 @@ impl StoredCredential {
         Ok(Self { credential, key })
     }
 
+    /// The credential's id.
+    pub(crate) fn id(&self) -> &[u8] {
+        self.credential.cred_id.as_ref()
+    }
+
     /// Checks `assertion` (its id already matched to this credential) over `challenge`: the
     /// client data's type, challenge and origin, the RP ID's hash, user presence and
     /// verification, the backup flags, the signature, and the signature counter. The reason

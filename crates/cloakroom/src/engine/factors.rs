@@ -284,8 +284,7 @@ impl Factors {
                 .await
                 .map(|_| crate::Amr::OTP),
             SecondFactor::Passkey(credential) => {
-                let assertion = self.passkeys.verify(credential, Some(user.id)).await?;
-                self.passkeys.commit(&assertion).await?;
+                let assertion = self.passkeys.verify_and_use(credential, user.id).await?;
                 Ok(assertion.amr)
             }
             SecondFactor::RecoveryCode(code) => {

@@ -88,7 +88,7 @@ impl Auth {
             current_token: req.current_token,
             dpop_jkt: req.dpop_jkt,
         };
-        self.start_session(user, &login, Amr::PWD.with(proven).with(Amr::MFA))
+        self.start_session(user, &login, Amr::PWD.with(proven).with(Amr::MFA), None)
             .await
     }
 
@@ -120,13 +120,13 @@ impl Auth {
         client: ClientInfo,
         current_token: Option<String>,
     ) -> Result<LoginOutcome, AuthError> {
-        let assertion = self.factors.passkeys.verify(credential, None).await?;
+        let passkeys = &self.factors.passkeys;
+        let mut assertion = passkeys.verify(credential, None, false).await?;
         let user = match self.sessions.user(assertion.user).await {
             Ok(user) if !user.disabled => (*user).clone(),
             Ok(_) | Err(AuthError::Unauthenticated) => return Err(AuthError::PasskeyRefused),
             Err(e) => return Err(e),
         };
-        self.factors.passkeys.commit(&assertion).await?;
         tracing::info!(user = %user.id, "passkey login");
         let login = LoginRequest {
             email: String::new(),
@@ -137,7 +137,23 @@ impl Auth {
             current_token,
             dpop_jkt: None,
         };
-        self.start_session(user, &login, assertion.amr).await
+        // The passkey's use is stored with the session: one is never stored without the other.
+        let outcome = match self
+            .start_session(user.clone(), &login, assertion.amr, Some(&assertion.used))
+            .await
+        {
+            // Checked against this instance's copy, which another instance's use (or the
+            // passkey's removal) may have made stale: checked again against the store's.
+            Err(AuthError::PasskeyRefused) if assertion.from_memory => {
+                passkeys.forget(&assertion);
+                assertion = passkeys.verify(credential, None, true).await?;
+                self.start_session(user, &login, assertion.amr, Some(&assertion.used))
+                    .await
+            }
+            other => other,
+        }?;
+        passkeys.remember(&assertion);
+        Ok(outcome)
     }
 
     /// The creation options of a new passkey for the caller (fresh authentication needed).

@@ -363,29 +363,20 @@ impl Auth {
             tracing::info!(user = %user.id, "password accepted; a second factor is due");
             return Err(AuthError::MfaRequired { mfa_token, methods });
         }
-        self.start_session(user, &req, crate::Amr::PWD).await
+        self.start_session(user, &req, crate::Amr::PWD, None).await
     }
 
     /// Starts the session of a login whose proof is complete (`amr`), ending the session the
-    /// client held and the user's sessions beyond the cap.
+    /// client held and the user's sessions beyond the cap. A passkey's login stores the
+    /// passkey's use with the session: [`AuthError::PasskeyRefused`] when the passkey does not
+    /// take it (an assertion used before), and then nothing changes.
     async fn start_session(
         &self,
         user: crate::User,
         req: &LoginRequest,
         amr: crate::Amr,
+        passkey: Option<&crate::factor::PasskeyUse>,
     ) -> Result<LoginOutcome, AuthError> {
-        // Re-login ends the session the client held, whether its cookie carries the session
-        // token or an access JWT (no session fixation, ASVS 5.0 7.2.4).
-        if let Some(current) = req.current_token.as_deref() {
-            let held = if crate::cookie::holds_jwt(current) {
-                self.tokens.session_named_by(current)
-            } else {
-                self.sessions.named_by_token(current).await?
-            };
-            if let Some(id) = held {
-                self.sessions.end_session_record(id).await?;
-            }
-        }
         // The password was checked against the user's credentials generation: a change that
         // lands before the session is stored makes it void (see `check_live`).
         let (session, token) = self.sessions.new_session(NewSession {
@@ -399,10 +390,6 @@ impl Auth {
             dpop_jkt: req.dpop_jkt.clone(),
             dbsc_key: None,
         });
-        self.sessions.open(&session).await?;
-        self.sessions
-            .end_sessions_beyond_cap(user.id, session.id)
-            .await?;
         let event = SecurityEvent {
             user_id: user.id,
             kind: EventKind::Login,
@@ -411,7 +398,21 @@ impl Auth {
             user_agent: req.client.user_agent.clone(),
             detail: Some(amr.names().join(" ")),
         };
-        crate::events::record_after(&*self.store, &event).await;
+        if !self.sessions.open_login(&session, &event, passkey).await? {
+            return Err(AuthError::PasskeyRefused);
+        }
+        // Re-login ends the session the client held, whether its cookie carries the session
+        // token or an access JWT (no session fixation, ASVS 5.0 7.2.4).
+        if let Some(current) = req.current_token.as_deref() {
+            let held = if crate::cookie::holds_jwt(current) {
+                self.tokens.session_named_by(current)
+            } else {
+                self.sessions.named_by_token(current).await?
+            };
+            if let Some(id) = held {
+                self.sessions.end_session_record(id).await?;
+            }
+        }
         if req.dpop_jkt.is_some() {
             self.record(
                 user.id,

@@ -97,19 +97,40 @@ impl Challenge {
     }
 }
 
-/// A verified assertion: whose passkey it was and what it proves. It counts once
-/// [`Passkeys::commit`] has recorded it.
+/// A verified assertion: whose passkey it was and what it proves. It counts once its use is
+/// stored.
 #[derive(Debug, Clone)]
 pub(crate) struct Assertion {
     pub(crate) user: UserId,
     /// `hwk` (a device-bound key) or `swk` (a synced one), with `user` (verification).
     pub(crate) amr: Amr,
-    used: PasskeyUse,
+    pub(crate) used: PasskeyUse,
+    /// Checked against this instance's copy of the credential rather than the store's.
+    pub(crate) from_memory: bool,
+    /// The credential after this use, to remember once the use is stored.
+    after: Arc<Known>,
 }
+
+/// A passkey as this instance read it: its owner, factor, stored bytes and parsed credential.
+/// A copy may be behind the store (used or removed on another instance): a use checked against
+/// it is stored only while the stored bytes are still these (see [`PasskeyUse::previous`]), and
+/// otherwise checked again against the store.
+#[derive(Debug)]
+struct Known {
+    user: UserId,
+    factor: FactorId,
+    stored: Vec<u8>,
+    credential: StoredCredential,
+}
+
+/// How many passkeys an instance keeps in memory (about 1 KiB each); past that it starts over.
+const KNOWN_MAX: usize = 10_000;
 
 pub(crate) struct Passkeys {
     webauthn: Webauthn,
     expected: Expected,
+    /// Passkeys read before, by credential id.
+    known: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Arc<Known>>>,
     mac: hmac::Key,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -176,6 +197,7 @@ impl Passkeys {
             .map_err(library)?;
         Ok(Self {
             expected: Expected::new(&config.passkey_rp_id, &origin),
+            known: std::sync::Mutex::default(),
             webauthn,
             mac: hmac::Key::new(hmac::HMAC_SHA256, challenge_key),
             store,
@@ -325,14 +347,85 @@ impl Passkeys {
         }
     }
 
-    /// Records a verified assertion (the passkey's counter and last challenge): refused when
-    /// the passkey answered this challenge, or a later one, before.
-    pub(crate) async fn commit(&self, assertion: &Assertion) -> Result<(), AuthError> {
-        if self.store.use_passkey(&assertion.used).await? {
-            Ok(())
-        } else {
-            Err(bad("an assertion over a challenge answered before"))
+    /// Checks an assertion by `user`'s passkeys ([`Passkeys::verify`]) and records it (the
+    /// passkey's counter and last challenge): refused when the passkey answered this challenge,
+    /// or a later one, before.
+    pub(crate) async fn verify_and_use(
+        &self,
+        credential: &Value,
+        user: UserId,
+    ) -> Result<Assertion, AuthError> {
+        let refused = || bad("an assertion over a challenge answered before");
+        let mut assertion = self.verify(credential, Some(user), false).await?;
+        if !self.store.use_passkey(&assertion.used).await? {
+            if !assertion.from_memory {
+                return Err(refused());
+            }
+            self.forget(&assertion);
+            assertion = self.verify(credential, Some(user), true).await?;
+            if !self.store.use_passkey(&assertion.used).await? {
+                return Err(refused());
+            }
         }
+        self.remember(&assertion);
+        Ok(assertion)
+    }
+
+    /// Keeps the credential as a stored use left it, for the next check on this instance.
+    pub(crate) fn remember(&self, assertion: &Assertion) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_MAX {
+                known.clear();
+            }
+            known.insert(
+                assertion.after.credential.id().to_vec(),
+                Arc::clone(&assertion.after),
+            );
+        }
+    }
+
+    /// Drops this instance's copy of the credential an assertion was checked against.
+    pub(crate) fn forget(&self, assertion: &Assertion) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(assertion.after.credential.id());
+        }
+    }
+
+    /// The passkey with credential id `id`, if it is `user`'s: from memory unless `fresh`,
+    /// else from the store (and then remembered).
+    async fn known(
+        &self,
+        user: UserId,
+        id: &[u8],
+        fresh: bool,
+    ) -> Result<Option<(Arc<Known>, bool)>, AuthError> {
+        if !fresh {
+            let hit = self.known.lock().ok().and_then(|k| k.get(id).cloned());
+            if let Some(known) = hit.filter(|k| k.user == user) {
+                return Ok(Some((known, true)));
+            }
+        }
+        let rows = self.store.passkeys(user).await?;
+        for (factor, stored) in rows {
+            let passkey = decode::<Passkey>(&stored)?;
+            if passkey.cred_id().as_slice() != id {
+                continue;
+            }
+            let known = Arc::new(Known {
+                user,
+                factor: factor.id,
+                credential: StoredCredential::new(&passkey).map_err(bad)?,
+                stored,
+            });
+            if let Ok(mut memory) = self.known.lock() {
+                if memory.len() >= KNOWN_MAX {
+                    memory.clear();
+                }
+                memory.insert(id.to_vec(), Arc::clone(&known));
+            }
+            return Ok(Some((known, false)));
+        }
+        Ok(None)
     }
 
     /// Request options for a login: with no user, for any discoverable passkey (`conditional`
@@ -385,11 +478,14 @@ impl Passkeys {
     /// challenge must be one made here and not expired, and a ceremony started for one user
     /// accepts only that user's passkeys; the rest (origin, RP ID, user verification, the
     /// signature with the credential's stored key, a counter that must not go back) is
-    /// [`StoredCredential::check`]'s. Nothing is written: see [`Passkeys::commit`].
+    /// [`StoredCredential::check`]'s. The credential is this instance's copy unless `fresh`.
+    /// Nothing is written: the use is stored with the login's session, or by
+    /// [`Passkeys::verify_and_use`].
     pub(crate) async fn verify(
         &self,
         credential: &Value,
         expected: Option<UserId>,
+        fresh: bool,
     ) -> Result<Assertion, AuthError> {
         let credential = PublicKeyCredential::deserialize(credential)
             .map_err(|_| AuthError::MalformedCredential)?;
@@ -414,16 +510,14 @@ impl Passkeys {
             &[Purpose::AnyUser, Purpose::OneUser],
             Some(user),
         )?;
-        let Some((factor, stored)) = self
-            .stored(user)
+        let Some((known, from_memory)) = self
+            .known(user, credential.raw_id.as_slice(), fresh)
             .await?
-            .into_iter()
-            .find(|(_, p)| p.cred_id().as_slice() == credential.raw_id.as_slice())
         else {
             return Err(bad("not one of the user's passkeys"));
         };
-        let stored = StoredCredential::new(&stored).map_err(bad)?;
-        let checked = stored
+        let checked = known
+            .credential
             .check(&credential, &challenge.bytes, &self.expected)
             .map_err(bad)?;
         let key = if checked.backup_eligible {
@@ -431,16 +525,26 @@ impl Passkeys {
         } else {
             Amr::HWK
         };
+        let after = known.credential.after(&checked);
+        let stored = encode(&after)?;
         Ok(Assertion {
             user,
             amr: key.with(Amr::USER),
             used: PasskeyUse {
                 user,
-                factor: factor.id,
-                credential: encode(&stored.after(&checked))?,
+                factor: known.factor,
+                credential: stored.clone(),
+                previous: known.stored.clone(),
                 at: self.clock.now_secs(),
                 challenge: challenge.order(),
             },
+            from_memory,
+            after: Arc::new(Known {
+                user,
+                factor: known.factor,
+                credential: StoredCredential::new(&after).map_err(bad)?,
+                stored,
+            }),
         })
     }
 }

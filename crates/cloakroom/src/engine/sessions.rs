@@ -10,9 +10,11 @@ use super::config::AuthConfig;
 use super::error::AuthError;
 use super::request::Authenticated;
 use crate::clock::Clock;
+use crate::events::SecurityEvent;
+use crate::factor::PasskeyUse;
 use crate::live::{LiveSession, LiveSessions};
 use crate::session::{Lineage, Session, SessionId, SessionToken, TokenCheck, TokenHash, Transport};
-use crate::store::{Change, RevocationEvent, Store, StoreError};
+use crate::store::{Change, NewLogin, RevocationEvent, Store, StoreError};
 use crate::user::{User, UserId};
 
 /// How many revocations a follower may lag behind before it must start over.
@@ -332,25 +334,30 @@ impl Sessions {
         allowed
     }
 
-    /// Ends a user's oldest sessions beyond `max_sessions_per_user`, never `new` (logins in
-    /// the same second tie on their start time).
-    pub(crate) async fn end_sessions_beyond_cap(
+    /// Stores a login's session with its event (and, for a passkey's login, the passkey's use:
+    /// `false` when the passkey does not take it, and then nothing is stored), then ends the
+    /// user's oldest sessions beyond the cap.
+    pub(crate) async fn open_login(
         &self,
-        user: UserId,
-        new: SessionId,
-    ) -> Result<(), AuthError> {
-        if self.config.max_sessions_per_user == usize::MAX {
-            return Ok(());
-        }
-        let past = self
-            .store
-            .sessions_past(user, self.config.max_sessions_per_user)
-            .await?;
-        for old in past.into_iter().filter(|id| *id != new) {
-            tracing::info!(user = %user, session = %old, "oldest session ended: too many");
+        session: &Session,
+        event: &SecurityEvent,
+        passkey: Option<&PasskeyUse>,
+    ) -> Result<bool, AuthError> {
+        let login = NewLogin {
+            session,
+            event,
+            passkey,
+            keep: self.config.max_sessions_per_user,
+        };
+        let Some(past) = self.store.store_login(login).await? else {
+            return Ok(false);
+        };
+        self.live.insert(session.clone());
+        for old in past.into_iter().filter(|id| *id != session.id) {
+            tracing::info!(user = %session.user_id, session = %old, "oldest session ended: too many");
             self.end_session_record(old).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Recognises a session token: format first (a malformed token never reaches the store),

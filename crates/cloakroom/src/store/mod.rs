@@ -25,6 +25,8 @@ mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_factors;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_login;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_mail;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_replay;
@@ -318,8 +320,9 @@ pub trait FactorStore: Send + Sync + 'static {
     /// The user's passkeys with their stored credentials.
     async fn passkeys(&self, user: UserId) -> Result<Vec<(Factor, Vec<u8>)>, StoreError>;
     /// Records a passkey's use (its stored credential and last use) if the challenge it
-    /// answered comes after the last one it answered (compared as bytes); false, and nothing
-    /// written, otherwise: an assertion counts once, on every instance.
+    /// answered comes after the last one it answered (compared as bytes) and the stored
+    /// credential is still the one the check read; false, and nothing written, otherwise: an
+    /// assertion counts once, on every instance, and never against a copy read before a change.
     async fn use_passkey(&self, used: &PasskeyUse) -> Result<bool, StoreError>;
 }
 
@@ -466,4 +469,40 @@ pub trait Store:
     ) -> Result<Option<tokio::sync::mpsc::Receiver<RevocationEvent>>, StoreError> {
         Ok(None)
     }
+
+    /// Stores a login: for a passkey's, its use first (when the passkey does not take it, see
+    /// [`FactorStore::use_passkey`], nothing is written and the answer is `None`); then the
+    /// session and its event. Answers the user's sessions past the `keep` newest, which the
+    /// caller ends. The SQL backends do it in one transaction and one round trip; this default
+    /// does it step by step, and an event that cannot be written after the session was is
+    /// logged, not a failure of the login.
+    async fn store_login(&self, login: NewLogin<'_>) -> Result<Option<Vec<SessionId>>, StoreError> {
+        if let Some(used) = login.passkey {
+            if !self.use_passkey(used).await? {
+                return Ok(None);
+            }
+        }
+        self.insert_session(login.session).await?;
+        crate::events::record_after(self, login.event).await;
+        let past = if login.keep == usize::MAX {
+            Vec::new()
+        } else {
+            self.sessions_past(login.session.user_id, login.keep)
+                .await?
+        };
+        Ok(Some(past))
+    }
+}
+
+/// A login for [`Store::store_login`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewLogin<'a> {
+    /// The new session.
+    pub session: &'a Session,
+    /// Its login event.
+    pub event: &'a SecurityEvent,
+    /// The passkey's use, for a passkey's login.
+    pub passkey: Option<&'a PasskeyUse>,
+    /// How many of the user's sessions to keep, the newest (`usize::MAX`: all).
+    pub keep: usize,
 }

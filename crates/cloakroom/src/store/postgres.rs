@@ -63,6 +63,7 @@ super::sql_factors::sql_factor_store!(PostgresStore);
 super::sql_factors::sql_event_store!(PostgresStore);
 super::sql_mail::sql_mail_store!(PostgresStore, sqlx::PgConnection);
 super::sql_replay::sql_replay_store!(PostgresStore);
+super::sql_login::sql_login!(PostgresStore);
 
 #[async_trait]
 impl super::Store for PostgresStore {
@@ -72,6 +73,14 @@ impl super::Store for PostgresStore {
 
     async fn raise_mark(&self, name: &str, value: i64) -> Result<i64, StoreError> {
         self.raise_mark_sql(name, value).await
+    }
+
+    async fn store_login(
+        &self,
+        login: super::NewLogin<'_>,
+    ) -> Result<Option<Vec<crate::session::SessionId>>, StoreError> {
+        self.store_login_sql(login, super::sql_login::POSTGRES, false)
+            .await
     }
 
     /// LISTEN on the change channel. Each notification (carrying the time it was sent, in ms

@@ -360,13 +360,14 @@ macro_rules! sql_factor_store {
                 let done = sqlx::query(
                     "UPDATE factors SET secret = $1, last_used_at = $2, last_challenge = $3 \
                      WHERE id = $4 AND user_id = $5 AND kind = 'passkey' \
-                     AND (last_challenge IS NULL OR last_challenge < $3)",
+                     AND (last_challenge IS NULL OR last_challenge < $3) AND secret = $6",
                 )
                 .bind(&used.credential)
                 .bind(used.at.unix_timestamp())
                 .bind(&used.challenge)
                 .bind(used.factor.to_string())
                 .bind(used.user.to_string())
+                .bind(&used.previous)
                 .execute(&self.pool)
                 .await
                 .map_err(super::sql::map_err)?;

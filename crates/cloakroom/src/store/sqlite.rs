@@ -160,6 +160,7 @@ super::sql_factors::sql_factor_store!(SqliteStore);
 super::sql_factors::sql_event_store!(SqliteStore);
 super::sql_mail::sql_mail_store!(SqliteStore, sqlx::SqliteConnection);
 super::sql_replay::sql_replay_store!(SqliteStore);
+super::sql_login::sql_login!(SqliteStore);
 
 #[async_trait]
 impl super::Store for SqliteStore {
@@ -169,6 +170,14 @@ impl super::Store for SqliteStore {
 
     async fn raise_mark(&self, name: &str, value: i64) -> Result<i64, StoreError> {
         self.raise_mark_sql(name, value).await
+    }
+
+    async fn store_login(
+        &self,
+        login: super::NewLogin<'_>,
+    ) -> Result<Option<Vec<crate::session::SessionId>>, StoreError> {
+        self.store_login_sql(login, super::sql_login::SQLITE, true)
+            .await
     }
 }
 

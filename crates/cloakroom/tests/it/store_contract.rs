@@ -876,11 +876,18 @@ async fn security_events_are_kept_per_user_newest_first(store: &dyn Store) {
     assert!(store.events(other.id, 10).await.unwrap().is_empty());
 }
 
-fn passkey_use(user: UserId, key: FactorId, challenge: u8, credential: &[u8]) -> PasskeyUse {
+fn passkey_use(
+    user: UserId,
+    key: FactorId,
+    challenge: u8,
+    previous: &[u8],
+    credential: &[u8],
+) -> PasskeyUse {
     PasskeyUse {
         user,
         factor: key,
         credential: credential.to_vec(),
+        previous: previous.to_vec(),
         at: t0() + Duration::seconds(i64::from(challenge)),
         challenge: vec![0, challenge, 0xff],
     }
@@ -905,23 +912,26 @@ async fn a_passkey_counts_each_challenge_once_and_only_later_ones(store: &dyn St
         Err(StoreError::Conflict)
     ));
     assert!(store
-        .use_passkey(&passkey_use(u.id, key.id, 5, b"v2"))
+        .use_passkey(&passkey_use(u.id, key.id, 5, b"v1", b"v2"))
         .await
         .unwrap());
     let stored = store.passkeys(u.id).await.unwrap();
     assert_eq!(stored[0].1, b"v2");
     assert_eq!(stored[0].0.last_used_at, Some(t0() + Duration::seconds(5)));
-    // The same challenge again, an earlier one, another user's claim: nothing written.
+    // The same challenge again, an earlier one, another user's claim, a stale copy: nothing
+    // written.
     for refused in [
-        passkey_use(u.id, key.id, 5, b"v3"),
-        passkey_use(u.id, key.id, 4, b"v3"),
-        passkey_use(other.id, key.id, 9, b"v3"),
+        passkey_use(u.id, key.id, 5, b"v2", b"v3"),
+        passkey_use(u.id, key.id, 4, b"v2", b"v3"),
+        passkey_use(other.id, key.id, 9, b"v2", b"v3"),
+        // A later challenge, checked against a copy read before the last use.
+        passkey_use(u.id, key.id, 9, b"v1", b"v3"),
     ] {
         assert!(!store.use_passkey(&refused).await.unwrap());
     }
     assert_eq!(store.passkeys(u.id).await.unwrap()[0].1, b"v2");
     assert!(store
-        .use_passkey(&passkey_use(u.id, key.id, 6, b"v4"))
+        .use_passkey(&passkey_use(u.id, key.id, 6, b"v2", b"v4"))
         .await
         .unwrap());
     assert_eq!(store.passkeys(u.id).await.unwrap()[0].1, b"v4");
@@ -937,7 +947,7 @@ async fn one_assertion_raced_counts_once(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             store
-                .use_passkey(&passkey_use(u.id, key.id, 7, b"v2"))
+                .use_passkey(&passkey_use(u.id, key.id, 7, b"v1", b"v2"))
                 .await
                 .unwrap()
         }));
@@ -1398,6 +1408,133 @@ async fn a_dpop_binding_stays_with_its_session_through_rotation(store: &dyn Stor
     );
 }
 
+fn login_event(s: &Session) -> cloakroom::events::SecurityEvent {
+    cloakroom::events::SecurityEvent {
+        user_id: s.user_id,
+        kind: cloakroom::events::EventKind::Login,
+        at: s.created_at,
+        ip: s.ip.clone(),
+        user_agent: s.user_agent.clone(),
+        detail: Some("pwd".into()),
+    }
+}
+
+async fn a_login_is_stored_whole_or_not_at_all(store: &dyn Store) {
+    use cloakroom::NewLogin;
+    let u = user("login-write@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    // Password logins: the session and its event; past the cap, the oldest are answered.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, _) = session(u.id, t0() + Duration::seconds(i));
+        let event = login_event(&s);
+        let login = NewLogin {
+            session: &s,
+            event: &event,
+            passkey: None,
+            keep: 2,
+        };
+        let past = store.store_login(login).await.unwrap().unwrap();
+        assert!(store.find_session(s.id).await.unwrap().is_some());
+        ids.push(s.id);
+        let expected: Vec<SessionId> = if i == 2 { vec![ids[0]] } else { vec![] };
+        assert_eq!(past, expected, "login {i}");
+    }
+    assert_eq!(store.events(u.id, 10).await.unwrap().len(), 3);
+    let (s, _) = session(u.id, t0() + Duration::seconds(9));
+    let event = login_event(&s);
+    let all = NewLogin {
+        session: &s,
+        event: &event,
+        passkey: None,
+        keep: usize::MAX,
+    };
+    assert_eq!(store.store_login(all).await.unwrap(), Some(vec![]));
+
+    // A passkey's login: stored with the passkey's use, or nothing at all.
+    let key = factor(u.id, FactorKind::Passkey, t0());
+    store
+        .insert_passkey(&key, b"login-id", b"v1")
+        .await
+        .unwrap();
+    let passkey_login = |used: PasskeyUse| async move {
+        let (s, _) = session(u.id, t0() + Duration::seconds(20));
+        let event = login_event(&s);
+        let login = NewLogin {
+            session: &s,
+            event: &event,
+            passkey: Some(&used),
+            keep: 100,
+        };
+        let stored = store.store_login(login).await.unwrap();
+        (stored, store.find_session(s.id).await.unwrap().is_some())
+    };
+    let events = store.events(u.id, 100).await.unwrap().len();
+    assert_eq!(
+        passkey_login(passkey_use(u.id, key.id, 5, b"v1", b"v2")).await,
+        (Some(vec![]), true)
+    );
+    assert_eq!(store.passkeys(u.id).await.unwrap()[0].1, b"v2");
+    for (refused, what) in [
+        (
+            passkey_use(u.id, key.id, 5, b"v2", b"v3"),
+            "the same challenge",
+        ),
+        (
+            passkey_use(u.id, key.id, 4, b"v2", b"v3"),
+            "an earlier challenge",
+        ),
+        (passkey_use(u.id, key.id, 6, b"v1", b"v3"), "a stale copy"),
+        (
+            passkey_use(u.id, FactorId::random(), 6, b"v2", b"v3"),
+            "no such passkey",
+        ),
+    ] {
+        assert_eq!(passkey_login(refused).await, (None, false), "{what}");
+    }
+    assert_eq!(store.passkeys(u.id).await.unwrap()[0].1, b"v2");
+    assert_eq!(
+        store.events(u.id, 100).await.unwrap().len(),
+        events + 1,
+        "one event, for the one login stored"
+    );
+}
+
+async fn one_passkey_login_raced_stores_one_session(store: Arc<dyn Store>) {
+    let u = user("login-race@example.com");
+    store.insert_user(&u, "h").await.unwrap();
+    let key = factor(u.id, FactorKind::Passkey, t0());
+    store
+        .insert_passkey(&key, b"login-race-id", b"v1")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let (s, _) = session(u.id, t0());
+            let event = login_event(&s);
+            let used = passkey_use(u.id, key.id, 7, b"v1", b"v2");
+            let login = cloakroom::NewLogin {
+                session: &s,
+                event: &event,
+                passkey: Some(&used),
+                keep: 100,
+            };
+            store.store_login(login).await.unwrap().is_some()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.list_for_user(u.id).await.unwrap().len(), 1);
+    assert_eq!(store.events(u.id, 100).await.unwrap().len(), 1);
+}
+
 contract!(
     a_dpop_binding_stays_with_its_session_through_rotation,
     a_value_is_used_once_until_its_time_is_over,
@@ -1407,6 +1544,7 @@ contract!(
     links_are_single_use_for_their_purpose_and_queued_with_their_mail,
     events_are_listed_since_a_time_for_one_user_or_all,
     a_passkey_counts_each_challenge_once_and_only_later_ones,
+    a_login_is_stored_whole_or_not_at_all,
     security_events_are_kept_per_user_newest_first,
     factors_round_trip_and_steps_are_accepted_once,
     recovery_codes_are_spent_once_and_replaced_whole,
@@ -1425,4 +1563,5 @@ contract!(
     concurrent_revoke_all_ends_each_session_once,
     concurrent_uses_of_one_code_or_step_have_one_winner,
     one_assertion_raced_counts_once,
+    one_passkey_login_raced_stores_one_session,
     two_workers_never_lease_one_message);
