@@ -1,7 +1,8 @@
 //! Second factors across instances on one PostgreSQL, with and without Redis: an app added on
 //! one instance is asked for on the other at once, a code accepted on one is refused on the
 //! other, a factor removed on one is gone on the other, and one code raced through both starts
-//! one session, as does one passkey assertion.
+//! one session, as does one passkey assertion. Passkey logins alternate between the instances,
+//! whose copies in memory go stale, without a counter going back or a removed passkey counting.
 
 use crate::mfa::{enroll, first_step, second_step};
 use crate::postgres::pair;
@@ -75,6 +76,32 @@ async fn factors_hold_across_instances(url: String, redis: Option<&RedisPrefix>)
         .filter(|r| r.status() == 200)
         .count();
     assert_eq!(ok, 1, "one assertion raced through two instances");
+
+    // Each instance checks against the passkeys it keeps in memory, which the other's uses
+    // make stale: logins alternating between them all get in.
+    for i in 0..8 {
+        let t = if i % 2 == 0 { &a } else { &b };
+        let opts =
+            crate::passkeys::options(t, "/auth/passkeys/login/options", None, json!({})).await;
+        let assertion = device.get(opts);
+        let res = crate::passkeys::login_with(t, &assertion).await;
+        assert_eq!(res.status(), 200, "login {i}, alternating instances");
+    }
+    // A stale copy lets no counter go back: two assertions signed out of order (the later
+    // challenge with the lower counter, as a copy of the key would); the higher counter is
+    // used through B, then the lower one through A, whose copy is from before: refused.
+    let earlier =
+        crate::passkeys::options(&a, "/auth/passkeys/login/options", None, json!({})).await;
+    let later = crate::passkeys::options(&a, "/auth/passkeys/login/options", None, json!({})).await;
+    let lower = device.get(later);
+    let higher = device.get(earlier);
+    assert_eq!(crate::passkeys::login_with(&b, &higher).await.status(), 200);
+    let res = crate::passkeys::login_with(&a, &lower).await;
+    assert_eq!(
+        res.status(),
+        401,
+        "a counter that went back, against A's stale copy"
+    );
     let res = a
         .with_cookie(
             a.req(
@@ -91,6 +118,11 @@ async fn factors_hold_across_instances(url: String, redis: Option<&RedisPrefix>)
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
+    // Removed on A: B, which has it in memory, refuses it at once.
+    let opts = crate::passkeys::options(&b, "/auth/passkeys/login/options", None, json!({})).await;
+    let assertion = device.get(opts);
+    let res = crate::passkeys::login_with(&b, &assertion).await;
+    assert_eq!(res.status(), 401, "a passkey removed on the other instance");
 
     // Removed on A: B's next login asks for the password only.
     let res = a
