@@ -3,7 +3,9 @@
 //! started) against one P-256 signature verification plus one store write, and a TOTP check
 //! (three time steps computed and compared) in microseconds. A software authenticator makes the
 //! assertions between the timed parts. Neither touches the Argon2 pool.
-//! Run pinned: `taskset -c 0 cargo run --release -p cloakroom-bench --bin factors`.
+//! Run pinned: `taskset -c 0 cargo run --release -p cloakroom-bench --bin factors`, on SQLite
+//! (a file in the temporary directory), or with `-- --postgres` on the local PostgreSQL (a
+//! schema of its own, dropped at the end).
 
 use cloakroom::events::{EventKind, SecurityEvent};
 use cloakroom::{Auth, AuthConfig, ClientInfo, Reauth, SqliteStore, Store, SystemClock};
@@ -28,8 +30,20 @@ fn err(e: impl std::fmt::Display) -> String {
 async fn main() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("cloakroom-factors-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(err)?;
-    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.map_err(err)?);
+    let postgres = std::env::args().any(|a| a == "--postgres");
+    let (store, schema): (Arc<dyn Store>, _) = if postgres {
+        let schema = cloakroom::testing::PgSchema::create("factors_bench")
+            .await
+            .ok_or("PostgreSQL is not reachable at 127.0.0.1:5432")?;
+        let store = cloakroom::PostgresStore::open(&schema.url)
+            .await
+            .map_err(err)?;
+        (Arc::new(store), Some(schema))
+    } else {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+        (Arc::new(SqliteStore::open(&url).await.map_err(err)?), None)
+    };
+    let backend = if postgres { "PostgreSQL" } else { "SQLite" };
     let config = AuthConfig {
         passkey_rp_id: "localhost".into(),
         passkey_origin: ORIGIN.into(),
@@ -192,11 +206,13 @@ async fn main() -> Result<(), String> {
         p256.as_secs_f64() * 1e6
     );
     println!(
-        "one store write (SQLite, one row)        {:>9.1} µs",
+        "{:<41}{:>9.1} µs",
+        format!("one store write ({backend}, one row)"),
         write.as_secs_f64() * 1e6
     );
     println!(
-        "one store read (SQLite, the passkeys)    {:>9.1} µs",
+        "{:<41}{:>9.1} µs",
+        format!("one store read ({backend}, the passkeys)"),
         read.as_secs_f64() * 1e6
     );
     println!(
@@ -208,6 +224,11 @@ async fn main() -> Result<(), String> {
         "TOTP check (three steps computed)        {:>9.1} µs",
         totp_check.as_secs_f64() * 1e6
     );
+    drop(auth);
+    drop(store);
+    if let Some(schema) = schema {
+        schema.drop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
