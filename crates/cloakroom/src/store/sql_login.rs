@@ -16,7 +16,8 @@ macro_rules! session_columns {
 /// The session's values, then the passkey's use: whether there is one ($18), its new
 /// credential ($19), time ($20), challenge ($21) and factor ($22); the event's kind ($23),
 /// time ($24), detail ($25), address ($27) and user agent ($28); how many sessions to keep
-/// ($26); the passkey's credential as it was read ($29). The passkey's update must match `FactorStore::use_passkey`.
+/// ($26, the largest `i64` for all: then the sessions are not read); the passkey's
+/// credential as it was read ($29). The passkey's update must match `FactorStore::use_passkey`.
 macro_rules! session_values {
     () => {
         "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17"
@@ -37,7 +38,7 @@ pub(super) const SQLITE: &str = concat!(
      SELECT $2, $23, $24, $27, $25, $28 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1); \
      SELECT 'stored' AS what, id FROM sessions WHERE id = $1 \
      UNION ALL SELECT * FROM (SELECT 'past' AS what, id FROM sessions WHERE user_id = $2 \
-     AND EXISTS (SELECT 1 FROM sessions WHERE id = $1) \
+     AND $26 < 9223372036854775807 AND EXISTS (SELECT 1 FROM sessions WHERE id = $1) \
      ORDER BY created_at DESC, id LIMIT 1000 OFFSET $26); \
      COMMIT;"
 );
@@ -58,7 +59,7 @@ pub(super) const POSTGRES: &str = concat!(
      SELECT $2, $23, $24, $27, $25, $28 FROM started) \
      SELECT 'stored' AS what, id FROM started \
      UNION ALL (SELECT 'past' AS what, id FROM sessions WHERE user_id = $2 \
-     AND EXISTS (SELECT 1 FROM started) \
+     AND $26 < 9223372036854775807 AND EXISTS (SELECT 1 FROM started) \
      ORDER BY created_at DESC, id LIMIT 1000 OFFSET GREATEST($26 - 1, 0))"
 );
 
