@@ -166,7 +166,9 @@ macro_rules! sql_store {
             async fn raise_mark_sql(&self, name: &str, value: i64) -> Result<i64, StoreError> {
                 sqlx::query_scalar(concat!(
                     "INSERT INTO marks (name, value) VALUES ($1, $2) ON CONFLICT (name) \
-                     DO UPDATE SET value = ", $max, "(marks.value, excluded.value) RETURNING value"
+                     DO UPDATE SET value = ",
+                    $max,
+                    "(marks.value, excluded.value) RETURNING value"
                 ))
                 .bind(name)
                 .bind(value)
@@ -175,7 +177,11 @@ macro_rules! sql_store {
                 .map_err(map_err)
             }
 
-            async fn update_user(&self, id: UserId, update: UserUpdate) -> Result<bool, StoreError> {
+            async fn update_user(
+                &self,
+                id: UserId,
+                update: UserUpdate,
+            ) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let q = match update {
                     UserUpdate::Disabled(d) => {
@@ -205,7 +211,11 @@ macro_rules! sql_store {
 
         #[async_trait]
         impl UserStore for $store {
-            async fn insert_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+            async fn insert_user(
+                &self,
+                user: &User,
+                password_hash: &str,
+            ) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, \
                      updated_at, credentials_gen) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
@@ -303,10 +313,15 @@ macro_rules! sql_store {
             }
 
             async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<bool, StoreError> {
-                self.update_user(id, UserUpdate::Roles(roles_json(roles)?)).await
+                self.update_user(id, UserUpdate::Roles(roles_json(roles)?))
+                    .await
             }
 
-            async fn delete_user(&self, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError> {
+            async fn delete_user(
+                &self,
+                id: UserId,
+                at: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let email: Option<String> =
                     sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
@@ -345,34 +360,11 @@ macro_rules! sql_store {
         #[async_trait]
         impl SessionStore for $store {
             async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO sessions (id, user_id, transport, secret_hash, remember, \
-                     created_at, authenticated_at, last_seen_at, idle_secs, absolute_expires_at, \
-                     ip, user_agent, credentials_gen, refresh_family, amr, dpop_jkt, \
-                     dbsc_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17)",
-                )
-                .bind(s.id.to_string())
-                .bind(s.user_id.to_string())
-                .bind(s.transport.as_str())
-                .bind(&s.secret_hash.0[..])
-                .bind(s.remember)
-                .bind(ts(s.created_at))
-                .bind(ts(s.authenticated_at))
-                .bind(ts(s.last_seen_at))
-                .bind(s.idle_timeout.whole_seconds())
-                .bind(ts(s.absolute_expires_at))
-                .bind(&s.ip)
-                .bind(&s.user_agent)
-                .bind(s.credentials_gen)
-                .bind(s.refresh_family.map(|f| f.0.to_vec()))
-                .bind(s.amr.encode())
-                .bind(&s.dpop_jkt)
-                .bind(&s.dbsc_key)
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
+                let query = sqlx::query(super::sql_login::INSERT_SESSION);
+                super::sql_login::bind_session!(query, s)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
                 Ok(())
             }
 
@@ -627,7 +619,12 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 rows.iter()
-                    .map(|r| Ok((rows::session_id(r, "subject")?, from_ts(r.int("expires_at")?)?)))
+                    .map(|r| {
+                        Ok((
+                            rows::session_id(r, "subject")?,
+                            from_ts(r.int("expires_at")?)?,
+                        ))
+                    })
                     .collect()
             }
 
@@ -745,7 +742,6 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
         }
-
     };
 }
 

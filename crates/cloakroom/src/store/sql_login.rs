@@ -2,9 +2,10 @@
 //! is a passkey's), the session and its event, and the user's sessions past the cap read back.
 //! The statements differ by dialect: SQLite runs them as one script in a transaction (the
 //! driver binds `$N` across its statements), PostgreSQL as one statement whose parts are
-//! data-modifying `WITH` clauses. Both take the same parameters, bound by `sql_login!`.
+//! data-modifying `WITH` clauses. Both take the same parameters, bound by `sql_login!`. The
+//! session's columns and their binding are also `insert_session`'s.
 
-/// The session's columns, as `$1` to `$17` give them.
+/// The session's columns, as `$1` to `$17` give them (see `bind_session!`).
 macro_rules! session_columns {
     () => {
         "id, user_id, transport, secret_hash, remember, created_at, authenticated_at, \
@@ -23,6 +24,39 @@ macro_rules! session_values {
         "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17"
     };
 }
+
+/// Binds a session's columns, in `session_columns!` order, to a query.
+macro_rules! bind_session {
+    ($query:expr, $s:expr) => {
+        $query
+            .bind($s.id.to_string())
+            .bind($s.user_id.to_string())
+            .bind($s.transport.as_str())
+            .bind(&$s.secret_hash.0[..])
+            .bind($s.remember)
+            .bind($s.created_at.unix_timestamp())
+            .bind($s.authenticated_at.unix_timestamp())
+            .bind($s.last_seen_at.unix_timestamp())
+            .bind($s.idle_timeout.whole_seconds())
+            .bind($s.absolute_expires_at.unix_timestamp())
+            .bind(&$s.ip)
+            .bind(&$s.user_agent)
+            .bind($s.credentials_gen)
+            .bind($s.refresh_family.map(|f| f.0.to_vec()))
+            .bind($s.amr.encode())
+            .bind(&$s.dpop_jkt)
+            .bind(&$s.dbsc_key)
+    };
+}
+
+/// A session's insert, for `SessionStore::insert_session`.
+pub(super) const INSERT_SESSION: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES (",
+    session_values!(),
+    ")"
+);
 
 pub(super) const SQLITE: &str = concat!(
     "BEGIN IMMEDIATE; \
@@ -79,24 +113,7 @@ macro_rules! sql_login {
                 let used = login.passkey;
                 let e = login.event;
                 let mut conn = self.pool.acquire().await.map_err(super::sql::map_err)?;
-                let rows = sqlx::query(sql)
-                    .bind(s.id.to_string())
-                    .bind(s.user_id.to_string())
-                    .bind(s.transport.as_str())
-                    .bind(&s.secret_hash.0[..])
-                    .bind(s.remember)
-                    .bind(s.created_at.unix_timestamp())
-                    .bind(s.authenticated_at.unix_timestamp())
-                    .bind(s.last_seen_at.unix_timestamp())
-                    .bind(s.idle_timeout.whole_seconds())
-                    .bind(s.absolute_expires_at.unix_timestamp())
-                    .bind(&s.ip)
-                    .bind(&s.user_agent)
-                    .bind(s.credentials_gen)
-                    .bind(s.refresh_family.map(|f| f.0.to_vec()))
-                    .bind(s.amr.encode())
-                    .bind(&s.dpop_jkt)
-                    .bind(&s.dbsc_key)
+                let rows = super::sql_login::bind_session!(sqlx::query(sql), s)
                     .bind(used.is_some())
                     .bind(used.map(|u| u.credential.as_slice()))
                     .bind(used.map(|u| u.at.unix_timestamp()))
@@ -138,4 +155,4 @@ macro_rules! sql_login {
     };
 }
 
-pub(super) use sql_login;
+pub(super) use {bind_session, sql_login};
