@@ -1,20 +1,22 @@
-//! Passkeys (WebAuthn Level 3) with webauthn-rs, the relying-party library Kanidm and Rauthy
-//! use: registering one (a discoverable credential, with user verification), and checking an
-//! assertion, either for a passwordless login (discoverable: the authenticator names the user)
-//! or as a second factor of a known user.
+//! Passkeys (WebAuthn Level 3): registering one (a discoverable credential, with user
+//! verification) with webauthn-rs, the relying-party library Kanidm and Rauthy use, and
+//! checking an assertion (see `assertion`), either for a passwordless login (discoverable: the
+//! authenticator names the user) or as a second factor of a known user.
 //!
 //! A ceremony keeps no state on the server while it is under way. Its challenge says what it
 //! is for and until when, under a MAC keyed by a secret every instance shares:
 //! `deadline (8) ‖ sequence (8) ‖ nonce (16) ‖ purpose (1) ‖ tag (16)`, the tag covering the
-//! rest and the user the
-//! ceremony was started for. The ceremony's state is rebuilt from the challenge when the answer
-//! comes back, so starting one writes nothing and the options cost microseconds. An assertion
-//! counts once: a passkey records the last challenge it answered, in the same write as its
-//! signature counter, and the store takes only a later one (challenges are ordered by their
-//! first 32 bytes: deadline, then a sequence that grows with the wall clock in nanoseconds and
-//! never repeats in a process), on any instance. Two ceremonies of one passkey answered out of
-//! order (two tabs) lose the older one: the user starts it again. A registration counts once because a credential is
-//! registered once.
+//! rest and the user the ceremony was started for. A registration's state is rebuilt from the
+//! challenge when the answer comes back, so starting a ceremony writes nothing and the options
+//! cost microseconds. An assertion counts once: a passkey records the last challenge it
+//! answered, in the same write as its signature counter, and the store takes only a later one
+//! (challenges are ordered by their first 32 bytes: deadline, then a sequence that grows with
+//! the wall clock in nanoseconds and never repeats in a process), on any instance. Two
+//! ceremonies of one passkey answered out of order (two tabs) lose the older one: the user
+//! starts it again. A registration counts once because a credential is registered once.
+//!
+//! Each instance keeps the passkeys it has read; a use checked against that copy is stored only
+//! while the store's copy is the same, else it is checked again against the store's.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -373,14 +375,15 @@ impl Passkeys {
 
     /// Keeps the credential as a stored use left it, for the next check on this instance.
     pub(crate) fn remember(&self, assertion: &Assertion) {
+        self.keep(Arc::clone(&assertion.after));
+    }
+
+    fn keep(&self, passkey: Arc<Known>) {
         if let Ok(mut known) = self.known.lock() {
             if known.len() >= KNOWN_MAX {
                 known.clear();
             }
-            known.insert(
-                assertion.after.credential.id().to_vec(),
-                Arc::clone(&assertion.after),
-            );
+            known.insert(passkey.credential.id().to_vec(), passkey);
         }
     }
 
@@ -417,12 +420,7 @@ impl Passkeys {
                 credential: StoredCredential::new(&passkey).map_err(bad)?,
                 stored,
             });
-            if let Ok(mut memory) = self.known.lock() {
-                if memory.len() >= KNOWN_MAX {
-                    memory.clear();
-                }
-                memory.insert(id.to_vec(), Arc::clone(&known));
-            }
+            self.keep(Arc::clone(&known));
             return Ok(Some((known, false)));
         }
         Ok(None)

@@ -473,25 +473,34 @@ pub trait Store:
     /// Stores a login: for a passkey's, its use first (when the passkey does not take it, see
     /// [`FactorStore::use_passkey`], nothing is written and the answer is `None`); then the
     /// session and its event. Answers the user's sessions past the `keep` newest, which the
-    /// caller ends. The SQL backends do it in one transaction and one round trip; this default
-    /// does it step by step, and an event that cannot be written after the session was is
-    /// logged, not a failure of the login.
+    /// caller ends. An event that cannot be written is logged, not a failure of the login. The
+    /// SQL backends do it in one transaction and one round trip, and step by step (this
+    /// default) when that fails.
     async fn store_login(&self, login: NewLogin<'_>) -> Result<Option<Vec<SessionId>>, StoreError> {
-        if let Some(used) = login.passkey {
-            if !self.use_passkey(used).await? {
-                return Ok(None);
-            }
-        }
-        self.insert_session(login.session).await?;
-        crate::events::record_after(self, login.event).await;
-        let past = if login.keep == usize::MAX {
-            Vec::new()
-        } else {
-            self.sessions_past(login.session.user_id, login.keep)
-                .await?
-        };
-        Ok(Some(past))
+        login_in_steps(self, login).await
     }
+}
+
+/// [`Store::store_login`] step by step.
+pub(crate) async fn login_in_steps<S: Store + ?Sized>(
+    store: &S,
+    login: NewLogin<'_>,
+) -> Result<Option<Vec<SessionId>>, StoreError> {
+    if let Some(used) = login.passkey {
+        if !store.use_passkey(used).await? {
+            return Ok(None);
+        }
+    }
+    store.insert_session(login.session).await?;
+    crate::events::record_after(store, login.event).await;
+    let past = if login.keep == usize::MAX {
+        Vec::new()
+    } else {
+        store
+            .sessions_past(login.session.user_id, login.keep)
+            .await?
+    };
+    Ok(Some(past))
 }
 
 /// A login for [`Store::store_login`].
