@@ -137,7 +137,7 @@ impl Auth {
             current_token,
             dpop_jkt: None,
         };
-        // The passkey's use is stored with the session: one is never stored without the other.
+        // The passkey's use is stored with the session (`Store::store_login`).
         let outcome = match self
             .start_session(user.clone(), &login, assertion.amr, Some(&assertion.used))
             .await
