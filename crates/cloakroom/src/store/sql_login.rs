@@ -98,11 +98,29 @@ pub(super) const POSTGRES: &str = concat!(
 );
 
 /// `store_login_sql`, for a SQL store: runs `sql` (one of the above) on one connection; on a
-/// failure, `rollback` ends what the script may have left open (SQLite).
+/// failure, `rollback` ends what the script may have left open (SQLite), and the login is
+/// stored step by step instead.
 macro_rules! sql_login {
     ($store:ty) => {
         impl $store {
             async fn store_login_sql(
+                &self,
+                login: super::NewLogin<'_>,
+                sql: &'static str,
+                rollback: bool,
+            ) -> Result<Option<Vec<crate::session::SessionId>>, super::StoreError> {
+                match self.store_login_once(login, sql, rollback).await {
+                    Ok(stored) => Ok(stored),
+                    // Nothing was written: perhaps only the event could not be (a full disk
+                    // with room for the session yet), which must not fail the login.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a login's write failed whole; stored step by step");
+                        super::login_in_steps(self, login).await
+                    }
+                }
+            }
+
+            async fn store_login_once(
                 &self,
                 login: super::NewLogin<'_>,
                 sql: &'static str,

@@ -176,18 +176,8 @@ impl super::Store for SqliteStore {
         &self,
         login: super::NewLogin<'_>,
     ) -> Result<Option<Vec<crate::session::SessionId>>, StoreError> {
-        match self
-            .store_login_sql(login, super::sql_login::SQLITE, true)
+        self.store_login_sql(login, super::sql_login::SQLITE, true)
             .await
-        {
-            Ok(stored) => Ok(stored),
-            // Nothing was written: perhaps only the event could not be (a full disk with room
-            // for the session yet), which must not fail the login.
-            Err(e) => {
-                tracing::warn!(error = %e, "a login's write failed whole; stored step by step");
-                super::login_in_steps(self, login).await
-            }
-        }
     }
 }
 
