@@ -127,19 +127,18 @@ impl SqliteStore {
 }
 
 /// The pool's check of a connection given back: commands queued on it (a rollback on drop) run
-/// first; a connection that the driver still counts inside a transaction then, or on which
-/// SQLite itself still has one open, is closed rather than reused. That is what a failed
-/// `COMMIT` or `ROLLBACK` (a full disk) leaves behind: reused, it would carry later writes into
-/// a transaction that never commits, acknowledged and then lost.
+/// first; a connection on which SQLite itself still has a transaction open, or that the driver
+/// still counts inside one then, is closed rather than reused. That is what a failed `COMMIT`
+/// or `ROLLBACK` (a full disk) leaves behind: reused, it would carry later writes into a
+/// transaction that never commits, acknowledged and then lost. One round trip to the
+/// connection's worker: `BEGIN` fails inside an open transaction (a deferred one takes no
+/// lock), and the queued commands have run, updating the driver's count, once it answers.
 async fn fit_for_reuse(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
     use sqlx::{Connection, Executor};
-    conn.ping().await?;
-    // `BEGIN` fails inside an open transaction; a deferred one takes no lock.
-    if conn.is_in_transaction() || conn.execute("BEGIN").await.is_err() {
+    if conn.execute("BEGIN; ROLLBACK").await.is_err() || conn.is_in_transaction() {
         tracing::warn!("a connection left inside a transaction is closed");
         return Ok(false);
     }
-    conn.execute("ROLLBACK").await?;
     Ok(true)
 }
 
